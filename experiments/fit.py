@@ -1,0 +1,220 @@
+"""Fit one model on one data set and leave a run directory.
+
+    python -m experiments.fit --model gamma_pstn --data mnist30
+
+Defaults are the authors' UAI MNIST-subset protocol (anchors.md §1.6): batch 8, 600 epochs,
+Adam with the learning rate of each model, localizer lr × 0.1, coupled weight decay 0.01,
+1 training / 10 test samples, the KL weight w of the subset size.
+
+The run directory holds ``config.json``, ``checkpoint.pt`` (resumable with ``--resume``),
+``metrics.json``, ``reliability.png``, ``augmentations.png`` and ``posterior.nc`` (ArviZ).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import torch
+
+from inference.engine import CHECKPOINT, ELBOS, Trainer
+from inference.metrics import classification_metrics, reliability_bins
+from inference.predictive import posterior_draws, predict
+from inference.schedules import ANNEALING
+from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, load_dataset
+from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
+from pyro_pstn.transforms import LAYOUTS
+
+from .config import FitConfig, write_atomic
+
+CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
+
+
+def build(config: FitConfig, download: bool = False) -> tuple[DataSplits, TransformClassifier]:
+    """Load the data and build the model of ``config`` (raises DataError / ValueError on bad input)."""
+    data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size, download)
+    model = build_model(
+        config.model,
+        layout=config.layout,
+        prior_scale=config.prior_scale,
+        num_classes=data.num_classes,
+        fill=data.background,
+        align_corners=config.align_corners,
+        spread_init=config.spread_init,
+        gamma_concentration=config.gamma_concentration,
+        gamma_rate=config.gamma_rate,
+    )
+    return data, model
+
+
+def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, run_dir: Path | None) -> dict:
+    """Posterior predictive metrics on the test set; figures and the posterior file into ``run_dir``."""
+    start = time.perf_counter()
+    log_probs = predict(model, data.test.images, num_samples=config.test_samples)
+    metrics = classification_metrics(log_probs, data.test.labels)
+    seconds = time.perf_counter() - start
+    if run_dir is not None:
+        from inference.plots import augmentation_grid, reliability_diagram
+
+        title = f"{config.model} on {config.data} (fold {config.fold})"
+        reliability_diagram(reliability_bins(log_probs, data.test.labels), run_dir / "reliability.png", title, metrics["ece"])
+        if model.latent_sites:
+            from inference.posterior import save_inference_data, to_inference_data
+
+            k = min(config.posterior_images, len(data.test))
+            images, labels = data.test.images[:k], data.test.labels[:k]
+            draws = posterior_draws(model, images, config.posterior_draws)
+            idata = to_inference_data(draws, model.layout, images, labels, range(k))
+            save_inference_data(idata, run_dir / POSTERIOR_FILE)
+            shown = draws["theta"][:8, :8]
+            warped = model.cpu().transform(images[:8], shown)
+            augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
+    return {"test": metrics, "n_test": len(data.test), "test_samples": config.test_samples, "eval_seconds": seconds}
+
+
+def run_fit(
+    config: FitConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    download: bool = False,
+    progress: bool | None = None,
+    on_epoch_end=None,
+) -> dict:
+    """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``."""
+    run_dir = Path(run_dir)
+    data, model = build(config, download)  # everything that can fail on bad input happens first
+    trainer = Trainer(model, config.train)
+    if resume:
+        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        write_atomic(run_dir / CONFIG_FILE, config.to_json())
+    wall = time.perf_counter()
+    history = trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
+    metrics = evaluate(trainer.model, data, config, run_dir)
+    last_val = history.last_validation()
+    metrics.update(
+        {
+            "model": config.model,
+            "data": config.data,
+            "fold": config.fold,
+            "data_source": data.source,
+            "n_train": len(data.train),
+            "epochs": trainer.epoch,
+            "steps": trainer.step,
+            "train_seconds": history.train_seconds,
+            "wall_seconds_this_process": time.perf_counter() - wall,
+            "final_train_loss": history.records[-1].loss,
+            "validation": asdict(last_val) if last_val else None,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(trainer.device),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
+            "torch": torch.__version__,
+        }
+    )
+    write_atomic(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def load_run(run_dir: str | Path):
+    """(config, fitted model on CPU, metrics) of a finished run directory, e.g. for a notebook."""
+    run_dir = Path(run_dir)
+    config = FitConfig.from_json((run_dir / CONFIG_FILE).read_text())
+    config.train.device = "cpu"
+    _, model = build(config)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    metrics_path = run_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    return config, model, metrics
+
+
+def summary_table(metrics: dict, run_dir: Path) -> str:
+    t = metrics["test"]
+    rows = [
+        ("model", metrics["model"]),
+        ("data", f"{metrics['data']} fold {metrics['fold']} ({metrics['n_train']} train, {metrics['n_test']} test)"),
+        ("epochs / steps", f"{metrics['epochs']} / {metrics['steps']}"),
+        ("train time", f"{metrics['train_seconds']:.1f} s on {metrics['device']}"),
+        ("test accuracy", f"{t['accuracy']:.4f}"),
+        ("test NLL", f"{t['nll']:.4f}"),
+        ("test ECE (15 bins)", f"{t['ece']:.4f}"),
+        ("test Brier", f"{t['brier']:.4f}"),
+        ("run directory", str(run_dir)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
+@click.option("--data", type=click.Choice(DATASET_NAMES), default="mnist30")
+@click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold.")
+@click.option("--epochs", type=click.IntRange(min=1), default=600)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: per model.")
+@click.option("--localizer-lr-mult", type=click.FloatRange(min=0), default=0.1)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, help="Coupled L2, as torch Adam.")
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=None, help="Authors' per-dimension w. Default: per model and subset.")
+@click.option("--annealing", type=click.Choice(ANNEALING), default="constant")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, help="For --annealing linear.")
+@click.option("--elbo", type=click.Choice(tuple(ELBOS)), default="trace")
+@click.option("--train-samples", type=click.IntRange(min=1), default=1)
+@click.option("--test-samples", type=click.IntRange(min=1), default=10)
+@click.option("--layout", type=click.Choice(tuple(LAYOUTS)), default="similarity", help="Affine θ layout.")
+@click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
+@click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=42)
+@click.option("--val-size", type=click.IntRange(min=1), default=1000)
+@click.option("--val-every", type=click.IntRange(min=1), default=10, help="Validate every N epochs.")
+@click.option("--test-size", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default="runs")
+@click.option("--run-name", default=None, help="Default: MODEL-DATA-foldK-seedS-TIMESTAMP.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue the interrupted run in this directory (its config.json is used).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
+@click.option("--download", is_flag=True, help="Download missing MNIST / Fashion-MNIST files (needs internet).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def main(**opts):
+    """Fit MODEL on DATA by SVI and evaluate its posterior predictive on the test set."""
+    try:
+        if opts["resume_dir"]:
+            run_dir = Path(opts["resume_dir"])
+            if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
+                raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")
+            config = FitConfig.from_json((run_dir / CONFIG_FILE).read_text())
+        else:
+            train = {
+                "epochs": opts["epochs"], "batch_size": opts["batch_size"], "localizer_lr_mult": opts["localizer_lr_mult"],
+                "weight_decay": opts["weight_decay"], "annealing": opts["annealing"], "warmup_epochs": opts["warmup_epochs"],
+                "elbo": opts["elbo"], "num_particles": opts["train_samples"], "val_every": opts["val_every"],
+                "seed": opts["seed"], "device": opts["device"],
+            }
+            train.update({k: opts[k] for k in ("lr", "kl_weight") if opts[k] is not None})
+            config = FitConfig.with_defaults(
+                opts["model"], opts["data"], train, fold=opts["fold"], layout=opts["layout"],
+                prior_scale=opts["prior_scale"], test_samples=opts["test_samples"], val_size=opts["val_size"],
+                test_size=opts["test_size"], data_root=opts["data_root"],
+            )
+            name = opts["run_name"] or (
+                f"{config.model}-{config.data}-fold{config.fold}-seed{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
+            run_dir = Path(opts["out_dir"]) / name
+            if run_dir.exists():
+                raise click.UsageError(f"run directory {run_dir} already exists; pick another --run-name or --resume it")
+        metrics = run_fit(config, run_dir, resume=bool(opts["resume_dir"]), download=opts["download"], progress=opts["progress"])
+    except (DataError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; continue with: python -m experiments.fit --resume {run_dir}", err=True)
+        sys.exit(130)
+    click.echo(summary_table(metrics, run_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""How a model is fitted and used: SVI engine, posterior predictive, calibration, ArviZ export."""
+from .engine import TrainConfig, Trainer
+from .metrics import bayesian_model_average, classification_metrics, expected_calibration_error, reliability_bins
+from .predictive import posterior_draws, predict
+from .schedules import AnnealingSchedule, pyro_kl_weight
+
+__all__ = [
+    "AnnealingSchedule",
+    "TrainConfig",
+    "Trainer",
+    "bayesian_model_average",
+    "classification_metrics",
+    "expected_calibration_error",
+    "posterior_draws",
+    "predict",
+    "pyro_kl_weight",
+    "reliability_bins",
+]

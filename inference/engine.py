@@ -1,0 +1,256 @@
+"""The SVI engine: an ELBO loss module, plain torch Adam, KL weight and annealing, checkpoints.
+
+One optimisation step minimises  loss = −ELBO(x, y) / B : the authors' per-example mean of
+NLL + w·KL (see :func:`inference.schedules.pyro_kl_weight` for the KL weight's conversion).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from pyro_pstn.data import ImageSet
+from pyro_pstn.models import TransformClassifier
+
+from .metrics import classification_metrics
+from .predictive import predict
+from .schedules import AnnealingSchedule, pyro_kl_weight
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """How a model is fitted. Defaults: the authors' UAI MNIST-subset protocol (anchors.md §1.6)."""
+
+    epochs: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    localizer_lr_mult: float = 0.1  # the localizer's lr is lr × this (a torch param group)
+    weight_decay: float = 0.01  # coupled L2 as in torch.optim.Adam (not AdamW), as the authors used
+    elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
+    num_particles: int = 1  # S training samples, vectorised
+    kl_weight: float = 0.0  # the authors' per-dimension w; converted by pyro_kl_weight
+    annealing: str = "constant"
+    warmup_epochs: float = 0.0  # for annealing="linear"
+    cycles: int = 4  # for annealing="cyclic"
+    val_every: int = 10  # validate every this many epochs (and after the last)
+    checkpoint_every: int = 10  # write a resumable checkpoint every this many epochs (and after the last)
+    seed: int = 42
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.elbo not in ELBOS:
+            raise ValueError(f"unknown ELBO {self.elbo!r}; valid: {', '.join(ELBOS)}")
+        for name in ("epochs", "batch_size", "num_particles", "val_every", "checkpoint_every", "cycles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "localizer_lr_mult", "weight_decay", "kl_weight", "warmup_epochs"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
+        AnnealingSchedule(self.annealing)  # validates the name
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N', with a clear error where CUDA is absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; valid: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but this torch build sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return device
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    loss: float
+    kl_factor: float
+    seconds: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    val_nll: float | None = None
+
+
+@dataclass
+class History:
+    records: list[EpochRecord] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def last_validation(self) -> EpochRecord | None:
+        return next((r for r in reversed(self.records) if r.val_loss is not None), None)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Fits a :class:`TransformClassifier` by SVI.
+
+    >>> trainer = Trainer(model, TrainConfig(epochs=10, kl_weight=1e-3))
+    >>> history = trainer.fit(data.train, data.val, run_dir="runs/example")
+    """
+
+    def __init__(self, model: TransformClassifier, config: TrainConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.theta_dim = model.layout.dim if model.layout is not None else 1
+        self.kl_weight = pyro_kl_weight(config.kl_weight, self.theta_dim)
+        elbo = ELBOS[config.elbo](
+            num_particles=config.num_particles, vectorize_particles=config.num_particles > 1, max_plate_nesting=1
+        )
+        self.elbo = elbo(model.model, model.guide)  # a loss module: elbo(x, y) is −ELBO
+        localizer = list(model.localizer.parameters()) if model.localizer is not None else []
+        localizer_ids = {id(p) for p in localizer}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in localizer_ids], "lr": config.lr}]
+        if localizer:
+            groups.append({"params": localizer, "lr": config.lr * config.localizer_lr_mult})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.epoch = 0
+        self.step = 0
+        self.history = History()
+
+    # ---- one step ------------------------------------------------------------------------
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """−ELBO / B: the per-example loss the authors minimise."""
+        return self.elbo(x, y) / x.shape[0]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, kl_factor: float = 1.0) -> float:
+        self.model.kl_weight = self.kl_weight * kl_factor
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(x, y)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss.detach()
+
+    # ---- epochs --------------------------------------------------------------------------
+    def _schedule(self, steps_per_epoch: int) -> AnnealingSchedule:
+        c = self.config
+        return AnnealingSchedule(
+            c.annealing, c.epochs * steps_per_epoch, round(c.warmup_epochs * steps_per_epoch), c.cycles
+        )
+
+    def train_epoch(self, train: ImageSet) -> tuple[float, float]:
+        """One pass over ``train`` in an order fixed by (seed, epoch), so a resumed run repeats it."""
+        c = self.config
+        self.model.train()
+        order_rng = torch.Generator().manual_seed(c.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(train), generator=order_rng).to(self.device)
+        schedule = self._schedule(math.ceil(len(train) / c.batch_size))
+        total, factor = torch.zeros((), device=self.device), 1.0
+        for start in range(0, len(train), c.batch_size):
+            idx = order[start : start + c.batch_size]
+            factor = schedule(self.step)
+            total += self.train_step(train.images[idx], train.labels[idx], factor) * len(idx)
+        return float(total) / len(train), factor
+
+    @torch.no_grad()
+    def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
+        """No-grad validation: the loss (−ELBO per example) and the one-sample predictive's metrics."""
+        self.model.eval()
+        try:
+            total = sum(
+                float(self.elbo(val.images[i : i + batch_size], val.labels[i : i + batch_size]))
+                for i in range(0, len(val), batch_size)
+            )
+            metrics = classification_metrics(predict(self.model, val.images, num_samples=1), val.labels)
+        finally:
+            self.model.train()
+        return {"loss": total / len(val), **metrics}
+
+    def fit(
+        self,
+        train: ImageSet,
+        val: ImageSet | None = None,
+        run_dir: str | os.PathLike | None = None,
+        progress: bool | None = None,
+        on_epoch_end: Callable[["Trainer", EpochRecord], None] | None = None,
+    ) -> History:
+        """Train until ``config.epochs`` (continuing from :meth:`load_checkpoint` if called).
+
+        ``progress=None`` shows a bar only on a terminal. ``on_epoch_end`` is called after each
+        epoch's validation and checkpoint.
+        """
+        c = self.config
+        train, val = train.to(self.device), (val.to(self.device) if val is not None else None)
+        if self.epoch == 0:
+            pyro.set_rng_seed(c.seed)
+        bar = tqdm(total=c.epochs, initial=self.epoch, desc="fit", unit="epoch", disable=None if progress is None else not progress)
+        try:
+            while self.epoch < c.epochs:
+                start = time.perf_counter()
+                loss, factor = self.train_epoch(train)
+                self.epoch += 1
+                seconds = time.perf_counter() - start
+                self.history.train_seconds += seconds
+                record = EpochRecord(self.epoch, self.step, loss, factor, seconds)
+                if val is not None and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
+                    v = self.validate(val)
+                    record.val_loss, record.val_accuracy, record.val_nll = v["loss"], v["accuracy"], v["nll"]
+                self.history.records.append(record)
+                if run_dir is not None and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
+                    self.save_checkpoint(Path(run_dir) / CHECKPOINT)
+                bar.update(1)
+                last_val = self.history.last_validation()
+                bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{last_val.val_accuracy:.3f}" if last_val else "-")
+                if on_epoch_end is not None:
+                    on_epoch_end(self, record)
+        finally:
+            bar.close()
+        return self.history
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": {"records": [asdict(r) for r in self.history.records], "train_seconds": self.history.train_seconds},
+            "train_config": asdict(self.config),
+            "rng": {"pyro": pyro.util.get_rng_state()},  # torch, numpy and python generators
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history = History([EpochRecord(**r) for r in state["history"]["records"]], state["history"]["train_seconds"])
+        pyro.util.set_rng_state(state["rng"]["pyro"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        _atomic_save(self.state_dict(), Path(path))
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as err:
+            raise ValueError(f"{path}: cannot read checkpoint ({err})") from None
+        self.load_state_dict(state)

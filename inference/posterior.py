@@ -1,0 +1,44 @@
+"""Transformation posteriors as ArviZ ``InferenceData`` (imported lazily: ArviZ is heavy)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from pyro_pstn.transforms import AffineLayout
+
+
+def to_inference_data(
+    draws: dict[str, torch.Tensor], layout: AffineLayout, images: torch.Tensor, labels: torch.Tensor, indices
+):
+    """Build InferenceData from posterior draws {site: [S, K, D]} of K test images.
+
+    Groups: ``posterior`` (θ and, for the Gamma P-STN, λ; one chain of S draws, dims
+    ``image`` × ``theta_dim`` named by the layout), ``observed_data`` (the labels) and
+    ``constant_data`` (the images themselves, so a notebook can re-warp them).
+    """
+    import arviz as az
+
+    image_ids = [int(i) for i in indices]
+    posterior = {name: value.unsqueeze(0).numpy() for name, value in draws.items()}  # chain dim
+    dims = {name: ["image", "theta_dim"] for name in posterior}
+    dims.update({"y": ["image"], "images": ["image", "channel", "row", "col"]})
+    return az.from_dict(
+        posterior=posterior,
+        observed_data={"y": labels.numpy()},
+        constant_data={"images": images.numpy()},
+        coords={"image": image_ids, "theta_dim": list(layout.param_names)},
+        dims=dims,
+    )
+
+
+def save_inference_data(idata, path: str | os.PathLike) -> None:
+    tmp = f"{path}.tmp"
+    idata.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, path)
+
+
+def load_inference_data(path: str | os.PathLike):
+    import arviz as az
+
+    return az.from_netcdf(path, engine="h5netcdf")

@@ -1,0 +1,43 @@
+"""Posterior predictive sampling over a data set: test-time augmentation by the posterior over θ."""
+from __future__ import annotations
+
+import torch
+
+from pyro_pstn.models import TransformClassifier, draw
+
+from .metrics import bayesian_model_average
+
+
+def predict(
+    model: TransformClassifier, images: torch.Tensor, num_samples: int = 10, batch_size: int = 500
+) -> torch.Tensor:
+    """BMA log-probabilities [N, K] of the posterior predictive with ``num_samples`` draws of θ.
+
+    Deterministic models (CNN, STN, DA without test-time augmentation) use a single draw.
+    The model is put in eval mode (no dropout) and restored afterwards.
+    """
+    samples = num_samples if model.stochastic_predictions else 1
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            logits = draw(model.predictive_model(), model.guide, x, samples, sites=("logits",))["logits"]
+            out.append(bayesian_model_average(logits).cpu())
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+def posterior_draws(model: TransformClassifier, images: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
+    """{site: [S, N, ...]} joint draws of the model's latent sites for ``images`` (a small batch)."""
+    sites = model.latent_sites
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return {k: v.cpu() for k, v in draw(model.model, model.guide, images.to(device), num_samples, sites).items()}
+    finally:
+        model.train(was_training)

@@ -1,0 +1,126 @@
+"""What every spatial-transformer classifier shares: y ~ Cat(f(T_θ(x)))."""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro import poutine
+from pyro.nn import PyroModule
+
+from ..transforms import AffineLayout, get_layout, warp
+
+
+def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None) -> None:
+    """Raise a ValueError that says what is wrong with a batch of images (and labels)."""
+    if not torch.is_tensor(x) or x.dim() != 4:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"expected images of shape [batch, channels, height, width], got {shape}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values; clean the data")
+    if y is not None:
+        if y.shape != x.shape[:1]:
+            raise ValueError(f"labels must have shape [{x.shape[0]}] to match the images, got {tuple(y.shape)}")
+        if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"labels must lie in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}")
+
+
+class TransformClassifier(PyroModule):
+    """Base of ``cnn``, ``stn``, ``da``, ``pstn`` and ``gamma_pstn``.
+
+    Subclasses write ``model(x, y=None)`` and ``guide(x, y=None)`` with a ``pyro.plate("data")``
+    over the batch. Site names are API: ``theta`` (transformation), ``lambda`` (precision),
+    ``logits`` (deterministic, class logits per sample) and ``y`` (label).
+
+    ``kl_weight`` multiplies the latent sites' log-densities in model *and* guide through
+    ``poutine.scale``, i.e. it weights the KL term of the ELBO (a β-VAE weight, Higgins et al.).
+    It is in Pyro's convention, the KL *summed* over θ's dimensions; the training engine sets it
+    every step from the authors' per-dimension w and the annealing schedule.
+    """
+
+    #: Whether predictions vary between posterior samples (if not, one sample suffices).
+    stochastic_predictions = True
+    #: The latent (or deterministic) transformation sites recorded in the posterior file.
+    latent_sites: tuple[str, ...] = ("theta",)
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        layout: str | AffineLayout | None = "similarity",
+        localizer: nn.Module | None = None,
+        fill: float = 0.0,
+        align_corners: bool = False,
+        kl_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.classifier = classifier
+        self.localizer = localizer
+        self.layout = get_layout(layout) if layout is not None else None
+        self.fill = float(fill)
+        self.align_corners = bool(align_corners)
+        self.kl_weight = float(kl_weight)
+        self._shared_localization = None
+
+    # ---- pieces -------------------------------------------------------------------------
+    def transform(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """T_θ(x) for θ of shape [*S, B, D]: the pre-image the classifier sees."""
+        return warp(x, theta, self.layout, fill=self.fill, align_corners=self.align_corners)
+
+    def observe(self, logits: torch.Tensor, y: torch.Tensor | None) -> None:
+        """y ~ Cat(softmax(logits)); records the logits as a deterministic site."""
+        pyro.deterministic("logits", logits, event_dim=1)
+        pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+
+    def kl_scaled(self):
+        """Context that applies the KL weight to the latent sites it wraps (in model and guide)."""
+        return poutine.scale(scale=self.kl_weight)
+
+    def localize(self, x: torch.Tensor, reuse: bool = False):
+        """The localizer's heads (μ(x), spread(x)) for a batch.
+
+        Trace_ELBO and posterior predictive sampling run the guide and then the model on the
+        same ``x``. A guide stores its localizer output; a model that needs the same tensors
+        (Gamma P-STN's θ | λ ~ N(μ(x), 1/λ)) passes ``reuse=True`` and takes them instead of
+        running the localizer a second time. A model run on its own computes them itself.
+        """
+        shared = self._shared_localization
+        self._shared_localization = None
+        if reuse and shared is not None and shared[0] is x:
+            return shared[1]
+        out = self.localizer(x)
+        if not reuse:
+            self._shared_localization = (x, out)
+        return out
+
+    def identity_theta(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+        return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)
+
+    # ---- the generative story and its guide (overridden) ---------------------------------
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """No latent variables to infer (deterministic models)."""
+
+    # ---- prediction ----------------------------------------------------------------------
+    def predictive_model(self):
+        """The model used for posterior predictive sampling (DA overrides it to test at θ_id)."""
+        return self.model
+
+
+def draw(model, guide, x: torch.Tensor, num_samples: int, sites=("logits",)) -> dict[str, torch.Tensor]:
+    """S vectorised joint draws from guide and model: {site: [S, B, ...]}.
+
+    The guide is traced under a sample plate at dim −2 (models have one plate, ``data``, at
+    −1) and the model is replayed on those draws, as ``pyro.infer.Predictive(parallel=True)``
+    does, without its extra trace to guess the plate nesting.
+    """
+    with torch.no_grad(), pyro.plate("posterior_samples", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    out = {}
+    for name in sites:
+        node = model_trace.nodes[name]
+        # a site that depends on no sampled variable (CNN logits) has no sample dim: broadcast it
+        out[name] = node["value"].expand(num_samples, *node["value"].shape[-(node["fn"].event_dim + 1) :])
+    return out

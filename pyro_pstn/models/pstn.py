@@ -1,0 +1,120 @@
+"""Probabilistic spatial transformers: ``da``, ``pstn`` (paper 000) and ``gamma_pstn`` (paper 001).
+
+Equation numbers refer to the papers in ``../shared/papers``.
+"""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from ..priors import GammaPrior, NormalPrior
+from .base import TransformClassifier
+
+
+class DA(TransformClassifier):
+    """Traditional data augmentation (paper 000 §4.3): θ ~ N(θ_id, σ_DA² I), fixed a priori.
+
+    Nothing about θ is learned: the guide draws θ from the prior itself, q(θ) = p(θ), so the
+    KL term is exactly zero and the ELBO is E_p(θ)[log p(y | T_θ(x))], training on augmented
+    copies. At test time the classifier sees the unaugmented image (θ = θ_id), as in the
+    paper's baseline; pass ``test_time_augmentation=True`` to average over prior draws instead.
+    """
+
+    def __init__(self, classifier, prior: NormalPrior, test_time_augmentation: bool = False, **kwargs):
+        super().__init__(classifier, **kwargs)
+        self.prior = prior
+        self.test_time_augmentation = test_time_augmentation
+        self.stochastic_predictions = test_time_augmentation
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("data", x.shape[0]):
+            with self.kl_scaled():
+                theta = pyro.sample("theta", self.prior())  # θ ~ N(θ_id, σ_DA² I)
+            self.observe(self.classifier(self.transform(x, theta)), y)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+            pyro.sample("theta", self.prior())  # q(θ) = p(θ)
+
+    def predictive_model(self):
+        if self.test_time_augmentation:
+            return self.model
+
+        def at_identity(x, y=None):
+            return poutine.condition(self.model, data={"theta": self.identity_theta(x.shape[0], x)})(x, y)
+
+        return at_identity
+
+
+class PSTN(TransformClassifier):
+    """Gaussian P-STN (paper 000 §3, with the pre-image I integrated out as σ_noise → 0).
+
+    model:  θ ~ N(θ_id, σ_p² I)                          (eq. 4, centred at the identity)
+            y ~ Cat(f(T_θ(x)))                          (eq. 3, p(y | I) with I = T_θ(x))
+    guide:  θ ~ N(μ(x), diag σ(x)²)                     (eq. 8)
+
+    ELBO: E_q[log p(y | T_θ(x))] − w · KL(q(θ|x) ‖ p(θ))   (eq. 23, with the KL weight w)
+    """
+
+    def __init__(self, classifier, localizer, prior: NormalPrior, **kwargs):
+        super().__init__(classifier, localizer=localizer, **kwargs)
+        self.prior = prior
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("data", x.shape[0]):
+            with self.kl_scaled():
+                theta = pyro.sample("theta", self.prior())  # eq. 4
+            self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        loc, scale = self.localize(x)
+        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+            pyro.sample("theta", dist.Normal(loc, scale).to_event(1))  # eq. 8
+
+
+class GammaPSTN(TransformClassifier):
+    """Gamma P-STN (paper 001 §4): a precision hierarchy, so q(θ|x) is a Student-t.
+
+    model:  λ_d ~ Gamma(α0, β0)                         (eq. 6, one λ per θ dimension)
+            θ | λ ~ N(μ(x), 1/λ)                        (eq. 5)
+            y ~ Cat(f(T_θ(x)))                          (eq. 4)
+    guide:  λ_d ~ Gamma(α0, β(x))                       (eq. 7, q(λ) amortised by the localizer)
+            θ | λ ~ N(μ(x), 1/λ)                        (eq. 7, the same conditional as the model)
+
+    θ | λ is the same distribution in model and guide, so its terms cancel exactly and
+    ELBO = E_q[log p(y | T_θ(x))] − w · KL(q(λ) ‖ p(λ))  (eq. 10/17); marginally
+    q(θ|x) = t_{2α0}(μ(x), β(x)/α0) (eq. 14). With ``TraceMeanField_ELBO`` the λ KL is analytic.
+    The localizer's β head gives one rate per θ dimension, as in the authors' code.
+    """
+
+    latent_sites = ("lambda", "theta")
+
+    def __init__(self, classifier, localizer, prior: GammaPrior, **kwargs):
+        super().__init__(classifier, localizer=localizer, **kwargs)
+        self.prior = prior
+
+    def _theta_given_lambda(self, loc: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        return pyro.sample("theta", dist.Normal(loc, lam.rsqrt()).to_event(1))  # eq. 5
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        loc, _ = self.localize(x, reuse=True)
+        with pyro.plate("data", x.shape[0]):
+            with self.kl_scaled():
+                lam = pyro.sample("lambda", self.prior())  # eq. 6
+            theta = self._theta_given_lambda(loc, lam)  # eq. 5
+            self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        loc, rate = self.localize(x)
+        with pyro.plate("data", x.shape[0]):
+            with self.kl_scaled():
+                lam = pyro.sample("lambda", dist.Gamma(self.prior.concentration, rate).to_event(1))  # eq. 7
+            self._theta_given_lambda(loc, lam)
+
+    def student_t(self, x: torch.Tensor) -> dist.Distribution:
+        """The marginal q(θ|x) = t_{2α0}(μ(x), sqrt(β(x)/α0)) (eq. 14), for inspection."""
+        loc, rate = self.localizer(x)
+        alpha = self.prior.concentration
+        return dist.StudentT(2 * alpha, loc, (rate / alpha).sqrt()).to_event(1)

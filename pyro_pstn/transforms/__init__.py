@@ -1,0 +1,5 @@
+"""Differentiable spatial transformations T_θ (no Pyro in here)."""
+from .affine import LAYOUTS, THETA_LIMIT, AffineLayout, get_layout
+from .warp import apply_flat, warp
+
+__all__ = ["LAYOUTS", "THETA_LIMIT", "AffineLayout", "get_layout", "warp", "apply_flat"]
