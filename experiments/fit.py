@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+import pyro
 import torch
 
 from inference.engine import CHECKPOINT, ELBOS, Trainer
@@ -86,6 +87,7 @@ def run_fit(
 ) -> dict:
     """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``."""
     run_dir = Path(run_dir)
+    pyro.set_rng_seed(config.train.seed)  # the networks' initial weights too
     data, model = build(config, download)  # everything that can fail on bad input happens first
     trainer = Trainer(model, config.train)
     if resume:

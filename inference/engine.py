@@ -68,7 +68,7 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; valid: cpu, cuda, cuda:N")
+        raise ValueError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but this torch build sees no CUDA GPU; use --device cpu")

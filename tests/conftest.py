@@ -18,7 +18,7 @@ def data_root() -> Path:
     """The real data root. Absent data skips the test on a developer's machine but fails in CI."""
     for root in _candidate_roots():
         if (root / "MNIST" / "raw").is_dir():
-            return root
+            return root.resolve()
     message = "real data not found: set PYRO_PSTN_DATA to the folder holding MNIST/raw (../shared/data here)"
     if os.environ.get("CI"):
         pytest.fail(message)

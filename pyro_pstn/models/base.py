@@ -72,8 +72,14 @@ class TransformClassifier(PyroModule):
         pyro.sample("y", dist.Categorical(logits=logits), obs=y)
 
     def kl_scaled(self):
-        """Context that applies the KL weight to the latent sites it wraps (in model and guide)."""
-        return poutine.scale(scale=self.kl_weight)
+        """Context that applies the KL weight to the latent sites it wraps (in model and guide).
+
+        A weight of 0 masks the sites' log-densities out (``poutine.scale`` only takes w > 0):
+        the ELBO is then the expected log-likelihood alone.
+        """
+        if self.kl_weight > 0:
+            return poutine.scale(scale=self.kl_weight)
+        return poutine.mask(mask=False)
 
     def localize(self, x: torch.Tensor, reuse: bool = False):
         """The localizer's heads (μ(x), spread(x)) for a batch.

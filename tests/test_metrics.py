@@ -1,0 +1,46 @@
+import math
+
+import pytest
+import torch
+
+from inference.metrics import (
+    bayesian_model_average,
+    classification_metrics,
+    expected_calibration_error,
+    reliability_bins,
+)
+
+
+def _log(p):
+    return torch.log(torch.tensor(p))
+
+
+def test_ece_on_a_hand_computed_case():
+    # confidences 0.9 (right), 0.78 (wrong), 0.62 (right), 0.55 (right), 0.58 (wrong)
+    probs = [[0.9, 0.1], [0.78, 0.22], [0.62, 0.38], [0.55, 0.45], [0.58, 0.42]]
+    labels = torch.tensor([0, 1, 0, 0, 1])
+    # 15 bins of width 1/15: 0.9 → bin 13, 0.78 → 11, 0.62 → 9, 0.55 and 0.58 share bin 8
+    # ECE = (|1−0.9| + |0−0.78| + |1−0.62| + 2·|0.5−0.565|) / 5 = 1.39 / 5
+    assert expected_calibration_error(_log(probs), labels) == pytest.approx(0.278, abs=1e-6)
+    bins = reliability_bins(_log(probs), labels)
+    assert bins.count.tolist() == [0] * 8 + [2, 1, 0, 1, 0, 1, 0]
+    assert float(bins.accuracy[8]) == 0.5 and float(bins.confidence[8]) == pytest.approx(0.565)
+    assert math.isnan(float(bins.accuracy[0]))
+
+
+def test_perfectly_calibrated_and_other_metrics():
+    log_probs = _log([[0.75, 0.25]] * 4)
+    labels = torch.tensor([0, 0, 0, 1])  # 75 % accurate at 75 % confidence
+    m = classification_metrics(log_probs, labels)
+    assert m["ece"] == pytest.approx(0.0, abs=1e-6)
+    assert m["accuracy"] == 0.75
+    assert m["nll"] == pytest.approx(-(3 * math.log(0.75) + math.log(0.25)) / 4)
+    assert m["brier"] == pytest.approx((3 * 2 * 0.25**2 + 2 * 0.75**2) / 4)
+
+
+def test_bayesian_model_average_is_the_mean_of_probabilities():
+    logits = torch.randn(7, 5, 3)
+    expected = torch.softmax(logits, -1).mean(0).log()
+    torch.testing.assert_close(bayesian_model_average(logits), expected)
+    # one sample: just the log-softmax
+    torch.testing.assert_close(bayesian_model_average(logits[:1]), torch.log_softmax(logits[0], -1))
