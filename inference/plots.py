@@ -25,9 +25,10 @@ def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: s
     conf = np.nan_to_num(bins.confidence.numpy(), nan=0.0)
     filled = bins.count.numpy() > 0
     ax.bar(centres[filled], acc[filled], width=width[filled], edgecolor="black", color="tab:blue", label="accuracy")
+    gap_low = np.minimum(acc, conf)[filled]
     ax.bar(
-        centres[filled], (conf - acc)[filled], bottom=acc[filled], width=width[filled],
-        color="tab:red", alpha=0.3, edgecolor="tab:red", label="gap to confidence",
+        centres[filled], np.abs(conf - acc)[filled], bottom=gap_low, width=width[filled],
+        fill=False, hatch="//", edgecolor="tab:red", label="gap to mean confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")

@@ -29,8 +29,8 @@ class TransformClassifier(PyroModule):
     """Base of ``cnn``, ``stn``, ``da``, ``pstn`` and ``gamma_pstn``.
 
     Subclasses write ``model(x, y=None)`` and ``guide(x, y=None)`` with a ``pyro.plate("data")``
-    over the batch. Site names are API: ``theta`` (transformation), ``lambda`` (precision),
-    ``logits`` (deterministic, class logits per sample) and ``y`` (label).
+    over the batch; ``model`` returns the class logits. Site names are API: ``theta``
+    (transformation), ``lambda`` (precision) and ``y`` (label).
 
     ``kl_weight`` multiplies the latent sites' log-densities in model *and* guide through
     ``poutine.scale``, i.e. it weights the KL term of the ELBO (a β-VAE weight, Higgins et al.).
@@ -66,10 +66,10 @@ class TransformClassifier(PyroModule):
         """T_θ(x) for θ of shape [*S, B, D]: the pre-image the classifier sees."""
         return warp(x, theta, self.layout, fill=self.fill, align_corners=self.align_corners)
 
-    def observe(self, logits: torch.Tensor, y: torch.Tensor | None) -> None:
-        """y ~ Cat(softmax(logits)); records the logits as a deterministic site."""
-        pyro.deterministic("logits", logits, event_dim=1)
+    def observe(self, logits: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """y ~ Cat(softmax(logits)). Models return the logits: traces keep them as ``_RETURN``."""
         pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+        return logits
 
     def kl_scaled(self):
         """Context that applies the KL weight to the latent sites it wraps (in model and guide).
@@ -117,6 +117,8 @@ class TransformClassifier(PyroModule):
 def draw(model, guide, x: torch.Tensor, num_samples: int, sites=("logits",)) -> dict[str, torch.Tensor]:
     """S vectorised joint draws from guide and model: {site: [S, B, ...]}.
 
+    ``"logits"`` names the model's return value, the class logits.
+
     The guide is traced under a sample plate at dim −2 (models have one plate, ``data``, at
     −1) and the model is replayed on those draws, as ``pyro.infer.Predictive(parallel=True)``
     does, without its extra trace to guess the plate nesting.
@@ -126,7 +128,10 @@ def draw(model, guide, x: torch.Tensor, num_samples: int, sites=("logits",)) -> 
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     out = {}
     for name in sites:
-        node = model_trace.nodes[name]
-        # a site that depends on no sampled variable (CNN logits) has no sample dim: broadcast it
-        out[name] = node["value"].expand(num_samples, *node["value"].shape[-(node["fn"].event_dim + 1) :])
+        if name == "logits":
+            value, event_dim = model_trace.nodes["_RETURN"]["value"], 1
+        else:
+            value, event_dim = model_trace.nodes[name]["value"], model_trace.nodes[name]["fn"].event_dim
+        # a value that depends on no sampled variable (CNN logits) has no sample dim: broadcast it
+        out[name] = value.expand(num_samples, *value.shape[-(event_dim + 1) :])
     return out

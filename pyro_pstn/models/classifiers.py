@@ -18,7 +18,7 @@ class CNN(TransformClassifier):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with pyro.plate("data", x.shape[0]):
-            self.observe(self.classifier(x), y)
+            return self.observe(self.classifier(x), y)
 
 
 class STN(TransformClassifier):
@@ -34,4 +34,4 @@ class STN(TransformClassifier):
         loc, _ = self.localizer(x)
         with pyro.plate("data", x.shape[0]):
             theta = pyro.deterministic("theta", loc, event_dim=1)
-            self.observe(self.classifier(self.transform(x, theta)), y)
+            return self.observe(self.classifier(self.transform(x, theta)), y)

@@ -32,7 +32,7 @@ class DA(TransformClassifier):
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled():
                 theta = pyro.sample("theta", self.prior())  # θ ~ N(θ_id, σ_DA² I)
-            self.observe(self.classifier(self.transform(x, theta)), y)
+            return self.observe(self.classifier(self.transform(x, theta)), y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with pyro.plate("data", x.shape[0]), self.kl_scaled():
@@ -66,7 +66,7 @@ class PSTN(TransformClassifier):
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled():
                 theta = pyro.sample("theta", self.prior())  # eq. 4
-            self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
+            return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, scale = self.localize(x)
@@ -104,7 +104,7 @@ class GammaPSTN(TransformClassifier):
             with self.kl_scaled():
                 lam = pyro.sample("lambda", self.prior())  # eq. 6
             theta = self._theta_given_lambda(loc, lam)  # eq. 5
-            self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
+            return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, rate = self.localize(x)

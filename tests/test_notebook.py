@@ -1,0 +1,22 @@
+import nbformat
+from nbclient import NotebookClient
+
+from experiments.config import FitConfig
+from experiments.fit import run_fit
+
+from .conftest import REPO
+
+
+def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+    config = FitConfig.with_defaults(
+        "gamma_pstn", "mnist30", train={"epochs": 2}, data_root=str(data_root), test_size=100, val_size=50
+    )
+    run_fit(config, tmp_path / "run", progress=False)
+    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(REPO / "notebooks" / "01_inspect_posteriors.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+    assert "gamma_pstn on mnist30 fold 0" in "".join(o.get("text", "") for o in outputs)
