@@ -72,7 +72,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
             idata = to_inference_data(draws, model.layout, images, labels, range(k))
             save_inference_data(idata, run_dir / POSTERIOR_FILE)
             shown = draws["theta"][:8, :8]
-            warped = model.cpu().transform(images[:8], shown)
+            warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
     return {"test": metrics, "n_test": len(data.test), "test_samples": config.test_samples, "eval_seconds": seconds}
 

@@ -74,6 +74,15 @@ def _log_lik(m, x, y, theta):
     return torch.log_softmax(logits, -1).gather(-1, y[:, None]).squeeze(-1)
 
 
+def _loss_and_guide_draws(elbo, m, x, y, seed):
+    """The ELBO loss, and the guide's draws that the loss used (same seed, the guide runs first)."""
+    pyro.set_rng_seed(seed)
+    loss = elbo.loss(m.model, m.guide, x, y)
+    pyro.set_rng_seed(seed)
+    nodes = poutine.trace(m.guide).get_trace(x, y).nodes
+    return loss, {name: nodes[name]["value"] for name in m.latent_sites}
+
+
 @torch.no_grad()
 def _pstn_elbo_by_hand(m, x, y, theta):
     """Σ_i log p(y_i | T_θi(x_i)) + w (log N(θ_i | θ_id, σ_p²) − log N(θ_i | μ(x_i), σ(x_i)²))."""
@@ -88,10 +97,8 @@ def test_pstn_elbo_equals_the_hand_written_formula():
     x, y = _batch()
     m = _model("pstn", prior_scale=0.2)
     m.kl_weight = 0.37
-    pyro.set_rng_seed(11)
-    loss = Trace_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x, y)
-    pyro.set_rng_seed(11)
-    theta = poutine.trace(m.guide).get_trace(x, y).nodes["theta"]["value"]
+    loss, draws = _loss_and_guide_draws(Trace_ELBO(max_plate_nesting=1), m, x, y, seed=11)
+    theta = draws["theta"]
     assert loss == pytest.approx(-float(_pstn_elbo_by_hand(m, x, y, theta)), rel=1e-5)
 
 
@@ -112,10 +119,8 @@ def test_gamma_pstn_meanfield_elbo_equals_the_analytic_formula(alpha0, beta0):
     x, y = _batch()
     m = _model("gamma_pstn", gamma_concentration=alpha0, gamma_rate=beta0)
     m.kl_weight = 1e-3 / 4
-    pyro.set_rng_seed(5)
-    loss = TraceMeanField_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x, y)
-    pyro.set_rng_seed(5)
-    theta = poutine.trace(m.guide).get_trace(x, y).nodes["theta"]["value"]
+    loss, draws = _loss_and_guide_draws(TraceMeanField_ELBO(max_plate_nesting=1), m, x, y, seed=5)
+    theta = draws["theta"]
     _, beta = m.localizer(x)
     a0, b0 = torch.tensor(alpha0), torch.tensor(beta0)
     elbo = _log_lik(m, x, y, theta).sum() - m.kl_weight * _kl_gamma(a0, beta, a0, b0).sum()
@@ -127,11 +132,8 @@ def test_gamma_pstn_trace_elbo_theta_terms_cancel():
     x, y = _batch()
     m = _model("gamma_pstn")
     m.kl_weight = 0.5
-    pyro.set_rng_seed(8)
-    loss = Trace_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x, y)
-    pyro.set_rng_seed(8)
-    guide_trace = poutine.trace(m.guide).get_trace(x, y)
-    lam, theta = guide_trace.nodes["lambda"]["value"], guide_trace.nodes["theta"]["value"]
+    loss, draws = _loss_and_guide_draws(Trace_ELBO(max_plate_nesting=1), m, x, y, seed=8)
+    lam, theta = draws["lambda"], draws["theta"]
     _, beta = m.localizer(x)
     log_p_lam = (-lam).sum(-1)  # Gamma(1, 1): log p = −λ
     log_q_lam = (torch.log(beta) - beta * lam).sum(-1)  # Gamma(1, β): log q = log β − βλ
@@ -209,8 +211,6 @@ def test_zero_kl_weight_leaves_only_the_likelihood():
     x, y = _batch()
     m = _model("pstn")
     m.kl_weight = 0.0
-    pyro.set_rng_seed(2)
-    loss = Trace_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x, y)
-    pyro.set_rng_seed(2)
-    theta = poutine.trace(m.guide).get_trace(x, y).nodes["theta"]["value"]
+    loss, draws = _loss_and_guide_draws(Trace_ELBO(max_plate_nesting=1), m, x, y, seed=2)
+    theta = draws["theta"]
     assert loss == pytest.approx(-float(_log_lik(m, x, y, theta).sum()), rel=1e-5)
