@@ -1,0 +1,29 @@
+"""Data readers and data sets; reading never needs the network."""
+from .datasets import (
+    DATASET_NAMES,
+    SUBSET_SIZES,
+    DataSplits,
+    ImageSet,
+    balanced_folds,
+    load_dataset,
+    parse_dataset_name,
+    resolve_data_root,
+)
+from .download import download
+from .idx import DataError, parse_idx, read_idx, write_idx
+
+__all__ = [
+    "DATASET_NAMES",
+    "SUBSET_SIZES",
+    "DataError",
+    "DataSplits",
+    "ImageSet",
+    "balanced_folds",
+    "download",
+    "load_dataset",
+    "parse_dataset_name",
+    "parse_idx",
+    "read_idx",
+    "resolve_data_root",
+    "write_idx",
+]
