@@ -116,6 +116,9 @@ class Trainer:
     """
 
     def __init__(self, model: TransformClassifier, config: TrainConfig):
+        # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
+        # the global param store. A process-wide Pyro setting, set here for every fit.
+        pyro.settings.set(module_local_params=True)
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
