@@ -1,0 +1,36 @@
+import json
+
+from click.testing import CliRunner
+
+from experiments.reproduce import main
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    common = ["mnist_subsets", "--sizes", "30", "--models", "cnn,gamma_pstn", "--epochs", 1, "--test-size", 100,
+              "--results-dir", tmp_path / "results", "--run-root", tmp_path / "runs"]
+    first = _invoke(*common, "--folds", "0,1", "--workers", 2)
+    assert first.exit_code == 0, first.output
+    runs = sorted((tmp_path / "results" / "mnist_subsets" / "runs").glob("*.json"))
+    assert [p.name for p in runs] == [
+        "cnn-mnist30-fold0.json", "cnn-mnist30-fold1.json", "gamma_pstn-mnist30-fold0.json", "gamma_pstn-mnist30-fold1.json",
+    ]
+    record = json.loads(runs[0].read_text())
+    assert record["config"]["train"]["epochs"] == 1 and set(record["test"]) == {"accuracy", "nll", "ece", "brier"}
+    # a second call skips the finished runs and only adds fold 2
+    second = _invoke(*common, "--folds", "0,1,2")
+    assert "2 runs to do" in second.output
+    table = (tmp_path / "results" / "mnist_subsets.md").read_text()
+    assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
+    assert "Not the full protocol" in table and "Not run yet (4 of 10)" in table
+    summary = json.loads((tmp_path / "results" / "mnist_subsets.json").read_text())
+    assert summary["cnn-mnist30"]["folds"] == [0, 1, 2]
+
+
+def test_bad_sweep_values_exit_2(tmp_path):
+    result = _invoke("mnist_subsets", "--sizes", "31", "--results-dir", tmp_path)
+    assert result.exit_code == 2 and "valid sizes (10, 30, 100, 1000, 3000, 10000)" in result.output
