@@ -26,7 +26,7 @@ from inference.engine import CHECKPOINT, ELBOS, Trainer
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
 from inference.schedules import ANNEALING
-from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, load_dataset
+from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, dataset_background, load_dataset
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
@@ -35,21 +35,25 @@ from .config import FitConfig, write_atomic
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
 
-def build(config: FitConfig, download: bool = False) -> tuple[DataSplits, TransformClassifier]:
-    """Load the data and build the model of ``config`` (raises DataError / ValueError on bad input)."""
-    data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size, download)
-    model = build_model(
+def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClassifier:
+    """The (untrained) model of ``config``; warps fill with the data set's background value."""
+    return build_model(
         config.model,
         layout=config.layout,
         prior_scale=config.prior_scale,
-        num_classes=data.num_classes,
-        fill=data.background,
+        num_classes=num_classes,
+        fill=dataset_background(config.data),
         align_corners=config.align_corners,
         spread_init=config.spread_init,
         gamma_concentration=config.gamma_concentration,
         gamma_rate=config.gamma_rate,
     )
-    return data, model
+
+
+def build(config: FitConfig, download: bool = False) -> tuple[DataSplits, TransformClassifier]:
+    """Load the data and build the model of ``config`` (raises DataError / ValueError on bad input)."""
+    data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size, download)
+    return data, model_from_config(config, data.num_classes)
 
 
 def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, run_dir: Path | None) -> dict:
@@ -127,7 +131,7 @@ def load_run(run_dir: str | Path):
     run_dir = Path(run_dir)
     config = FitConfig.from_json((run_dir / CONFIG_FILE).read_text())
     config.train.device = "cpu"
-    _, model = build(config)
+    model = model_from_config(config)
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     model.eval()

@@ -143,7 +143,8 @@ class Trainer:
         """−ELBO / B: the per-example loss the authors minimise."""
         return self.elbo(x, y) / x.shape[0]
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, kl_factor: float = 1.0) -> float:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, kl_factor: float = 1.0) -> torch.Tensor:
+        """One optimisation step; returns the detached loss (no device sync)."""
         self.model.kl_weight = self.kl_weight * kl_factor
         self.optimizer.zero_grad(set_to_none=True)
         with pyro.validation_enabled(self.config.validate_args):

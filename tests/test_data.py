@@ -9,6 +9,7 @@ from pyro_pstn.data import (
     SUBSET_SIZES,
     DataError,
     balanced_folds,
+    dataset_background,
     download,
     load_dataset,
     parse_dataset_name,
@@ -64,7 +65,7 @@ def test_load_dataset_splits(data_root):
     d = load_dataset("mnist30", data_root, fold=2, val_size=200, test_size=500)
     assert (len(d.train), len(d.val), len(d.test)) == (30, 200, 500)
     assert d.train.images.shape == (30, 1, 28, 28)
-    assert d.background == pytest.approx(-0.1307 / 0.3081)
+    assert d.background == pytest.approx(-0.1307 / 0.3081) == dataset_background("mnist30")
     # normalised with the training-set statistics of full MNIST
     full = load_dataset("mnist", data_root, val_size=None)
     assert (len(full.train), len(full.val), len(full.test)) == (50000, 10000, 10000)

@@ -65,7 +65,18 @@ class DataSplits:
 
     @property
     def background(self) -> float:
-        return (0.0 - self.mean) / self.std
+        return background_value(self.mean, self.std)
+
+
+def background_value(mean: float, std: float) -> float:
+    """The value of an empty (black) pixel after normalisation: the fill value for warps."""
+    return (0.0 - mean) / std
+
+
+def dataset_background(name: str) -> float:
+    """:func:`background_value` of data set ``name``, without loading it."""
+    _, mean, std = BASE_DATASETS[parse_dataset_name(name)[0]]
+    return background_value(mean, std)
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
