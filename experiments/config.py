@@ -58,6 +58,7 @@ class FitConfig:
     spread_init: float = -5.0  # initial bias of the σ / β head (the authors' var_init)
     align_corners: bool = False
     test_samples: int = 10  # S at test time
+    evaluate_on: str = "test"  # "val" for model selection (grid searches): the test set is never looked at
     val_size: int | None = 1000
     test_size: int | None = None  # None: the full 10,000-image test set
     posterior_images: int = 16  # test images whose θ posterior is saved for ArviZ
@@ -73,6 +74,8 @@ class FitConfig:
         if self.data not in DATASET_NAMES:
             raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(DATASET_NAMES)}")
         self.layout = get_layout(self.layout).name
+        if self.evaluate_on not in ("test", "val"):
+            raise ValueError(f"evaluate_on must be 'test' or 'val', got {self.evaluate_on!r}")
         for name in ("test_samples", "posterior_images", "posterior_draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

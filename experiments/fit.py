@@ -57,28 +57,32 @@ def build(config: FitConfig, download: bool = False) -> tuple[DataSplits, Transf
 
 
 def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, run_dir: Path | None) -> dict:
-    """Posterior predictive metrics on the test set; figures and the posterior file into ``run_dir``."""
+    """Posterior predictive metrics on the test set (or the validation set, for model selection);
+    figures and the posterior file into ``run_dir``."""
+    name = config.evaluate_on
+    split = data.test if name == "test" else data.val
     start = time.perf_counter()
-    log_probs = predict(model, data.test.images, num_samples=config.test_samples)
-    metrics = classification_metrics(log_probs, data.test.labels)
+    log_probs = predict(model, split.images, num_samples=config.test_samples)
+    metrics = classification_metrics(log_probs, split.labels)
     seconds = time.perf_counter() - start
     if run_dir is not None:
         from inference.plots import augmentation_grid, reliability_diagram
 
-        title = f"{config.model} on {config.data} (fold {config.fold})"
-        reliability_diagram(reliability_bins(log_probs, data.test.labels), run_dir / "reliability.png", title, metrics["ece"])
+        title = f"{config.model} on {config.data} (fold {config.fold}, {name})"
+        reliability_diagram(reliability_bins(log_probs, split.labels), run_dir / "reliability.png", title, metrics["ece"])
         if model.latent_sites:
             from inference.posterior import save_inference_data, to_inference_data
 
-            k = min(config.posterior_images, len(data.test))
-            images, labels = data.test.images[:k], data.test.labels[:k]
+            k = min(config.posterior_images, len(split))
+            images, labels = split.images[:k], split.labels[:k]
             draws = posterior_draws(model, images, config.posterior_draws)
             idata = to_inference_data(draws, model.layout, images, labels, range(k))
             save_inference_data(idata, run_dir / POSTERIOR_FILE)
             shown = draws["theta"][:8, :8]
             warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
-    return {"test": metrics, "n_test": len(data.test), "test_samples": config.test_samples, "eval_seconds": seconds}
+    return {name: metrics, f"n_{name}": len(split), "evaluated_on": name, "test_samples": config.test_samples,
+            "eval_seconds": seconds}
 
 
 def run_fit(
@@ -141,16 +145,17 @@ def load_run(run_dir: str | Path):
 
 
 def summary_table(metrics: dict, run_dir: Path) -> str:
-    t = metrics["test"]
+    name = metrics["evaluated_on"]
+    t = metrics[name]
     rows = [
         ("model", metrics["model"]),
-        ("data", f"{metrics['data']} fold {metrics['fold']} ({metrics['n_train']} train, {metrics['n_test']} test)"),
+        ("data", f"{metrics['data']} fold {metrics['fold']} ({metrics['n_train']} train, {metrics[f'n_{name}']} {name})"),
         ("epochs / steps", f"{metrics['epochs']} / {metrics['steps']}"),
         ("train time", f"{metrics['train_seconds']:.1f} s on {metrics['device']}"),
-        ("test accuracy", f"{t['accuracy']:.4f}"),
-        ("test NLL", f"{t['nll']:.4f}"),
-        ("test ECE (15 bins)", f"{t['ece']:.4f}"),
-        ("test Brier", f"{t['brier']:.4f}"),
+        (f"{name} accuracy", f"{t['accuracy']:.4f}"),
+        (f"{name} NLL", f"{t['nll']:.4f}"),
+        (f"{name} ECE (15 bins)", f"{t['ece']:.4f}"),
+        (f"{name} Brier", f"{t['brier']:.4f}"),
         ("run directory", str(run_dir)),
     ]
     width = max(len(k) for k, _ in rows)
@@ -179,6 +184,8 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--val-size", type=click.IntRange(min=1), default=1000)
 @click.option("--val-every", type=click.IntRange(min=1), default=10, help="Validate every N epochs.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
+@click.option("--evaluate-on", type=click.Choice(("test", "val")), default="test",
+              help="'val' for model selection: metrics on the validation split, the test set untouched.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default="runs")
 @click.option("--run-name", default=None, help="Default: MODEL-DATA-foldK-seedS-TIMESTAMP.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
@@ -205,7 +212,7 @@ def main(**opts):
             config = FitConfig.with_defaults(
                 opts["model"], opts["data"], train, fold=opts["fold"], layout=opts["layout"],
                 prior_scale=opts["prior_scale"], test_samples=opts["test_samples"], val_size=opts["val_size"],
-                test_size=opts["test_size"], data_root=opts["data_root"],
+                test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
             )
             name = opts["run_name"] or (
                 f"{config.model}-{config.data}-fold{config.fold}-seed{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"

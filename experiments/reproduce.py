@@ -55,25 +55,30 @@ def run_path(results: Path, model: str, size: int, fold: int) -> Path:
 
 
 def _run_one(
-    model: str, size: int, fold: int, device: str, threads: int, run_root: str, results: Path, overrides: dict
+    model: str, size: int, fold: int, result_file: Path, run_root: str, train: dict, options: dict, threads: int
 ) -> dict:
-    """Fit one (model, size, fold) in a worker process and keep its metrics as a small JSON."""
+    """Fit one (model, size, fold) in a worker process and keep its metrics as a small JSON.
+
+    ``train`` and ``options`` override :class:`TrainConfig` / :class:`FitConfig` defaults.
+    """
     import torch
 
     from .fit import run_fit
 
     torch.set_num_threads(threads)
-    train = {"device": device, **{k: v for k, v in overrides.items() if k == "epochs"}}
-    extra = {k: v for k, v in overrides.items() if k == "test_size"}
-    config = FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **extra)
-    run_dir = Path(run_root) / f"{model}-mnist{size}-fold{fold}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
+    run_dir = Path(run_root) / f"{Path(result_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
     metrics = run_fit(config, run_dir, progress=False)
+    name = metrics["evaluated_on"]
     record = {
         "model": model,
         "size": size,
         "fold": fold,
-        "test": metrics["test"],
+        "result_file": Path(result_file).name,
+        "evaluated_on": name,
+        "metrics": metrics[name],
+        name: metrics[name],
         "validation": metrics["validation"],
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.perf_counter() - start,
@@ -84,8 +89,23 @@ def _run_one(
         "config": asdict(config),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_atomic(run_path(results, model, size, fold), json.dumps(record, indent=2) + "\n")
+    write_atomic(result_file, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _run_pool(jobs: list[tuple], workers: int) -> list[dict]:
+    """Run ``_run_one(*job, threads=…)`` for every job in ``workers`` processes; report as they finish."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    click.echo(f"{len(jobs)} runs to do ({workers} worker(s), {threads} thread(s) each)")
+    records = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_one, *job, threads=threads) for job in jobs]
+        for future in as_completed(futures):
+            r = future.result()
+            records.append(r)
+            name = r["result_file"]
+            click.echo(f"done {name}: {r['evaluated_on']} accuracy {r['metrics']['accuracy']:.4f}, {r['wall_seconds']:.0f} s")
+    return records
 
 
 def _fmt(values: list[float]) -> str:
@@ -185,23 +205,95 @@ def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_onl
             f"models {', '.join(MODEL_NAMES)}"
         )
     results = Path(results_dir)
-    overrides = {k: v for k, v in (("epochs", epochs), ("test_size", test_size)) if v is not None}
-    todo = [(m, s, f) for s in sizes for f in folds for m in models if not run_path(results, m, s, f).exists()]
+    train = {"device": device, **({"epochs": epochs} if epochs else {})}
+    options = {"test_size": test_size} if test_size else {}
+    todo = [
+        (m, s, f, run_path(results, m, s, f), run_root, train, options)
+        for s in sizes for f in folds for m in models if not run_path(results, m, s, f).exists()
+    ]
     if not aggregate_only and todo:
         run_path(results, "x", 0, 0).parent.mkdir(parents=True, exist_ok=True)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        click.echo(f"{len(todo)} runs to do ({workers} worker(s), {threads} thread(s) each)")
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {
-                pool.submit(_run_one, m, s, f, device, threads, run_root, results, overrides): (m, s, f)
-                for m, s, f in todo
-            }
-            for future in as_completed(futures):
-                m, s, f = futures[future]
-                r = future.result()
-                click.echo(f"done {m} mnist{s} fold {f}: accuracy {r['test']['accuracy']:.4f}, {r['wall_seconds']:.0f} s")
+        _run_pool(todo, workers)
     click.echo(aggregate(results, sizes, models))
 
 
 if __name__ == "__main__":
     main()
+
+
+#: The KL-weight grid of paper 001 (anchors.md §1.6) and the σ_p grid of paper 000's code (2020).
+GRIDS = {
+    "kl_weight": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+    "prior_scale": (0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+}
+GRID_MODEL = {"kl_weight": "gamma_pstn", "prior_scale": "pstn"}
+
+
+def grid_path(results: Path, param: str, model: str, size: int, value: float, fold: int) -> Path:
+    return results / "grid" / "runs" / f"{model}-mnist{size}-{param}{value:g}-fold{fold}.json"
+
+
+def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> str:
+    """Validation metrics per grid value (mean ± std over folds); marks the accuracy- and ECE-optimal."""
+    rows = []
+    for value in values:
+        runs = [json.loads(p.read_text()) for f in range(5) if (p := grid_path(results, param, model, size, value, f)).exists()]
+        rows.append((value, [r["val"] for r in runs]))
+    done = [(v, ms) for v, ms in rows if ms]
+    best_acc = max(done, key=lambda r: statistics.mean(m["accuracy"] for m in r[1]))[0] if done else None
+    best_ece = min(done, key=lambda r: statistics.mean(m["ece"] for m in r[1]))[0] if done else None
+    lines = [
+        f"# Validation grid: {param} of `{model}` on MNIST{size}",
+        "",
+        f"Produced by `python -m experiments.reproduce grid --param {param} --size {size}`. Every run uses the "
+        "`experiments.fit` defaults but for the grid value, and is evaluated on the full validation split of its fold "
+        "(10,000 images, disjoint from the fold's training images; 10 posterior samples); the test set is never used. "
+        + ("The KL weight is the authors' per-dimension w." if param == "kl_weight" else "σ_p is the prior std of θ."),
+        "",
+        f"| {param} | folds | val accuracy | val NLL | val ECE (15 bins) | |",
+        "|---:|---:|---|---|---|---|",
+    ]
+    for value, ms in rows:
+        marks = " ".join(t for t, b in (("best accuracy", best_acc), ("best ECE", best_ece)) if ms and b == value)
+        lines.append(
+            f"| {value:g} | {len(ms)} | {_fmt([m['accuracy'] for m in ms])} | {_fmt([m['nll'] for m in ms])} | "
+            f"{_fmt([m['ece'] for m in ms])} | {marks} |"
+        )
+    summary = {"param": param, "model": model, "size": size, "best_accuracy": best_acc, "best_ece": best_ece,
+               "values": {f"{v:g}": ms for v, ms in rows}}
+    text = "\n".join(lines) + "\n"
+    stem = f"grid_{param}_{model}_mnist{size}"
+    write_atomic(results / f"{stem}.md", text)
+    write_atomic(results / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
+    return text
+
+
+@main.command("grid")
+@click.option("--param", type=click.Choice(tuple(GRIDS)), default="kl_weight")
+@click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="100")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Default: gamma_pstn for kl_weight, pstn for prior_scale.")
+@click.option("--values", default=None, help="Comma-separated grid (default: the paper's).")
+@click.option("--folds", default="0,1,2,3,4")
+@click.option("--device", default="cpu")
+@click.option("--workers", type=click.IntRange(min=1), default=1)
+@click.option("--run-root", default="runs/grid")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+def grid(param, size, model, values, folds, device, workers, run_root, results_dir, epochs):
+    """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
+    size, model = int(size), model or GRID_MODEL[param]
+    grid_values = [float(v) for v in values.split(",")] if values else list(GRIDS[param])
+    results = Path(results_dir)
+    train = {"device": device, "val_every": 10**6, **({"epochs": epochs} if epochs else {})}
+    todo = []
+    for value in grid_values:
+        path_train = {**train, "kl_weight": value} if param == "kl_weight" else train
+        options = {"evaluate_on": "val", "val_size": None, **({"prior_scale": value} if param == "prior_scale" else {})}
+        for fold in _ints(folds):
+            path = grid_path(results, param, model, size, value, fold)
+            if not path.exists():
+                todo.append((model, size, fold, path, run_root, path_train, options))
+    if todo:
+        grid_path(results, param, model, size, 0.0, 0).parent.mkdir(parents=True, exist_ok=True)
+        _run_pool(todo, workers)
+    click.echo(aggregate_grid(results, param, model, size, grid_values))

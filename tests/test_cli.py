@@ -101,3 +101,11 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "experiments.fit", "--help"], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert "--kl-weight" in out.stdout and "--resume" in out.stdout
+
+
+def test_evaluate_on_validation_leaves_the_test_set_alone(tmp_path, data_root):
+    result = _quick(tmp_path, data_root, "pstn", "v", "--evaluate-on", "val")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "val" and "test" not in metrics and metrics["n_val"] == 100
+    assert "val accuracy" in result.output

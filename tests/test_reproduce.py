@@ -34,3 +34,16 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
 def test_bad_sweep_values_exit_2(tmp_path):
     result = _invoke("mnist_subsets", "--sizes", "31", "--results-dir", tmp_path)
     assert result.exit_code == 2 and "valid sizes (10, 30, 100, 1000, 3000, 10000)" in result.output
+
+
+def test_grid_selects_on_the_validation_split(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    result = _invoke("grid", "--param", "kl_weight", "--size", "30", "--values", "0,0.001", "--folds", "0",
+                     "--epochs", 1, "--results-dir", tmp_path, "--run-root", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "grid" / "runs" / "gamma_pstn-mnist30-kl_weight0.001-fold0.json").read_text())
+    assert record["evaluated_on"] == "val" and "test" not in record
+    assert record["config"]["train"]["kl_weight"] == 0.001 and record["config"]["val_size"] is None
+    summary = json.loads((tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").read_text())
+    assert summary["best_accuracy"] in (0.0, 0.001) and set(summary["values"]) == {"0", "0.001"}
+    assert "best accuracy" in (tmp_path / "grid_kl_weight_gamma_pstn_mnist30.md").read_text()
