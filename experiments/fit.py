@@ -64,12 +64,13 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
     start = time.perf_counter()
     log_probs = predict(model, split.images, num_samples=config.test_samples)
     metrics = classification_metrics(log_probs, split.labels)
+    bins = reliability_bins(log_probs, split.labels)
     seconds = time.perf_counter() - start
     if run_dir is not None:
         from inference.plots import augmentation_grid, reliability_diagram
 
         title = f"{config.model} on {config.data} (fold {config.fold}, {name})"
-        reliability_diagram(reliability_bins(log_probs, split.labels), run_dir / "reliability.png", title, metrics["ece"])
+        reliability_diagram(bins, run_dir / "reliability.png", title, metrics["ece"])
         if model.latent_sites:
             from inference.posterior import save_inference_data, to_inference_data
 
@@ -82,7 +83,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
             warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
     return {name: metrics, f"n_{name}": len(split), "evaluated_on": name, "test_samples": config.test_samples,
-            "eval_seconds": seconds}
+            "reliability": bins.to_dict(), "eval_seconds": seconds}
 
 
 def run_fit(

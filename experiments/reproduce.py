@@ -79,6 +79,7 @@ def _run_one(
         "evaluated_on": name,
         "metrics": metrics[name],
         name: metrics[name],
+        "reliability": metrics["reliability"],
         "validation": metrics["validation"],
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.perf_counter() - start,

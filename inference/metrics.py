@@ -28,6 +28,15 @@ class ReliabilityBins:
     accuracy: torch.Tensor  # [n], NaN where empty
     confidence: torch.Tensor  # [n], NaN where empty
 
+    def to_dict(self) -> dict[str, list]:
+        """JSON-friendly lists (empty bins as None), e.g. to pool diagrams over folds later."""
+
+        def clean(t):
+            return [None if v != v else float(v) for v in t.tolist()]
+
+        return {"edges": clean(self.edges), "count": [int(c) for c in self.count.tolist()],
+                "accuracy": clean(self.accuracy), "confidence": clean(self.confidence)}
+
 
 def reliability_bins(log_probs: torch.Tensor, labels: torch.Tensor, n_bins: int = ECE_BINS) -> ReliabilityBins:
     """Bin predictions by confidence max_k p(k|x) into ``n_bins`` equal-width bins of (0, 1]."""

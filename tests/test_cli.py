@@ -31,6 +31,7 @@ def test_cli_fits_every_model_on_real_mnist30(tmp_path, data_root, model):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_train"] == 30 and metrics["n_test"] == 200 and metrics["epochs"] == 2
     assert set(metrics["test"]) == {"accuracy", "nll", "ece", "brier"}
+    assert sum(metrics["reliability"]["count"]) == 200
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == model and config["train"]["batch_size"] == 8

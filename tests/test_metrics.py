@@ -26,6 +26,8 @@ def test_ece_on_a_hand_computed_case():
     assert bins.count.tolist() == [0] * 8 + [2, 1, 0, 1, 0, 1, 0]
     assert float(bins.accuracy[8]) == 0.5 and float(bins.confidence[8]) == pytest.approx(0.565)
     assert math.isnan(float(bins.accuracy[0]))
+    as_dict = bins.to_dict()
+    assert as_dict["count"][8] == 2 and as_dict["accuracy"][0] is None and len(as_dict["edges"]) == 16
 
 
 def test_perfectly_calibrated_and_other_metrics():
