@@ -26,6 +26,8 @@ from pyro_pstn.models import MODEL_NAMES
 from .config import FitConfig, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
+#: The sizes of the papers' MNIST-subset tables; the aggregated table always lists all of them.
+TABLE_SIZES = (30, 100, 1000, 3000, 10000)
 
 #: Published test accuracies (mean, std over 5 folds, as fractions). For comparison only.
 PAPER_000_TABLE_1 = {  # Schwöbel et al. 2020, Table 1 (Gaussian P-STN, affine)
@@ -215,7 +217,7 @@ def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_onl
     if not aggregate_only and todo:
         run_path(results, "x", 0, 0).parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
-    click.echo(aggregate(results, sizes, models))
+    click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*MODEL_NAMES, *models]))))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
     assert "2 runs to do" in second.output
     table = (tmp_path / "results" / "mnist_subsets.md").read_text()
     assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
-    assert "Not the full protocol" in table and "Not run yet (4 of 10)" in table
+    assert "Not the full protocol" in table and "Not run yet (19 of 25)" in table and "## MNIST10000" in table
     summary = json.loads((tmp_path / "results" / "mnist_subsets.json").read_text())
     assert summary["cnn-mnist30"]["folds"] == [0, 1, 2]
 
