@@ -220,9 +220,6 @@ def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_onl
     click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*MODEL_NAMES, *models]))))
 
 
-if __name__ == "__main__":
-    main()
-
 
 #: The KL-weight grid of paper 001 (anchors.md §1.6) and the σ_p grid of paper 000's code (2020).
 GRIDS = {
@@ -300,3 +297,7 @@ def grid(param, size, model, values, folds, device, workers, run_root, results_d
         grid_path(results, param, model, size, 0.0, 0).parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
     click.echo(aggregate_grid(results, param, model, size, grid_values))
+
+
+if __name__ == "__main__":
+    main()

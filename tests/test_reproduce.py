@@ -47,3 +47,14 @@ def test_grid_selects_on_the_validation_split(tmp_path, data_root, monkeypatch):
     summary = json.loads((tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").read_text())
     assert summary["best_accuracy"] in (0.0, 0.001) and set(summary["values"]) == {"0", "0.001"}
     assert "best accuracy" in (tmp_path / "grid_kl_weight_gamma_pstn_mnist30.md").read_text()
+
+
+def test_module_entry_point_has_every_command():
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert "mnist_subsets" in out and "grid" in out
