@@ -299,5 +299,85 @@ def grid(param, size, model, values, folds, device, workers, run_root, results_d
     click.echo(aggregate_grid(results, param, model, size, grid_values))
 
 
+#: Paper 001 §5.3, MNIST100: ECE mean ± std over 5 folds (for comparison only).
+PAPER_001_ECE = {"cnn": "0.0743 ± 0.0094", "stn": "0.1160 ± 0.0205",
+                 "gamma_pstn at accuracy-optimal w": "0.0567 ± 0.0065 (w = 3e-4)",
+                 "gamma_pstn at ECE-optimal w": "0.0271 ± 0.0088 (w = 1e-4)"}
+
+
+def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
+    return results / "calibration" / "runs" / f"mnist{size}-{label}-fold{fold}.json"
+
+
+@main.command("calibration")
+@click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="100")
+@click.option("--folds", default="0,1,2,3,4")
+@click.option("--prior-scales", default="0.05,0.1,0.2,0.4", help="σ_p values of the Gaussian P-STN curves (000 Fig. 6).")
+@click.option("--device", default="cpu")
+@click.option("--workers", type=click.IntRange(min=1), default=1)
+@click.option("--run-root", default="runs/calibration")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+def calibration(size, folds, prior_scales, device, workers, run_root, results_dir, epochs):
+    """Calibration study (001 Fig. 11 / §5.3, 000 Fig. 6): CNN, STN and the Gamma P-STN at its
+    accuracy- and ECE-optimal w (from ``grid --param kl_weight``), and the Gaussian P-STN for several σ_p."""
+    size, results = int(size), Path(results_dir)
+    grid_file = results / f"grid_kl_weight_gamma_pstn_mnist{size}.json"
+    if not grid_file.exists():
+        raise click.UsageError(f"{grid_file} not found: run `python -m experiments.reproduce grid --param kl_weight "
+                               f"--size {size}` first (w is selected on validation data)")
+    selected = json.loads(grid_file.read_text())
+    train = {"device": device, **({"epochs": epochs} if epochs else {})}
+    variants = {  # label → (file stem, model, train overrides, FitConfig overrides)
+        "cnn": ("cnn", "cnn", {}, {}),
+        "stn": ("stn", "stn", {}, {}),
+        "gamma_pstn at accuracy-optimal w": ("gamma_pstn-w_acc", "gamma_pstn", {"kl_weight": selected["best_accuracy"]}, {}),
+        "gamma_pstn at ECE-optimal w": ("gamma_pstn-w_ece", "gamma_pstn", {"kl_weight": selected["best_ece"]}, {}),
+        **{f"pstn, σ_p = {v:g}": (f"pstn-sigma{v:g}", "pstn", {}, {"prior_scale": v})
+           for v in (float(v) for v in prior_scales.split(","))},
+    }
+    todo = [
+        (model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
+        for stem, model, t, options in variants.values() for fold in _ints(folds)
+        if not calibration_path(results, size, stem, fold).exists()
+    ]
+    if todo:
+        todo[0][3].parent.mkdir(parents=True, exist_ok=True)
+        _run_pool(todo, workers)
+
+    from inference.metrics import pool_bins
+    from inference.plots import calibration_curves
+
+    lines = [
+        f"# Calibration on MNIST{size}: ECE of the posterior predictive (15 equal-width bins)",
+        "",
+        f"Produced by `python -m experiments.reproduce calibration --size {size}`. w of the Gamma P-STN selected on "
+        f"validation data by `grid --param kl_weight --size {size}`: accuracy-optimal w = {selected['best_accuracy']:g}, "
+        f"ECE-optimal w = {selected['best_ece']:g}. Test set: the official 10,000 images. Mean ± std over folds; "
+        "the paper's values (001 §5.3) for comparison only. Diagrams pool the bins of all folds.",
+        "",
+        "| model | folds | test accuracy | test ECE | paper 001 ECE | mean wall s / run |",
+        "|---|---:|---|---|---|---:|",
+    ]
+    curves = {}
+    for label, (stem, *_) in variants.items():
+        runs = [json.loads(p.read_text()) for f in _ints(folds)
+                if (p := calibration_path(results, size, stem, f)).exists()]
+        if not runs:
+            continue
+        curves[label] = pool_bins([r["reliability"] for r in runs])
+        wall = statistics.mean(r["wall_seconds"] for r in runs)
+        lines.append(f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
+                     f"{_fmt([r['test']['ece'] for r in runs])} | {PAPER_001_ECE.get(label, '—')} | {wall:.0f} |")
+    first = {k: v for k, v in curves.items() if not k.startswith("pstn")}
+    sigma = {k: v for k, v in curves.items() if k.startswith("pstn")}
+    calibration_curves(first, results / f"calibration_mnist{size}.png", f"MNIST{size}: CNN, STN, Gamma P-STN")
+    if sigma:
+        calibration_curves(sigma, results / f"calibration_sigma_p_mnist{size}.png", f"MNIST{size}: Gaussian P-STN by σ_p")
+    lines += ["", f"![reliability](calibration_mnist{size}.png)", f"![σ_p](calibration_sigma_p_mnist{size}.png)"]
+    write_atomic(results / f"calibration_mnist{size}.md", "\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
+
+
 if __name__ == "__main__":
     main()

@@ -73,3 +73,19 @@ def classification_metrics(log_probs: torch.Tensor, labels: torch.Tensor, n_bins
         "ece": expected_calibration_error(log_probs, labels, n_bins),
         "brier": float(((log_probs.exp() - one_hot) ** 2).sum(-1).mean()),
     }
+
+
+def pool_bins(bins: list[dict]) -> ReliabilityBins:
+    """Pool per-run bin statistics (``ReliabilityBins.to_dict()``) with the same edges, e.g. over folds.
+
+    Counts add; per-bin accuracy and confidence are count-weighted means, so the pooled diagram is
+    that of all predictions together.
+    """
+    edges = torch.tensor(bins[0]["edges"], dtype=torch.float64)
+    count = torch.tensor([b["count"] for b in bins], dtype=torch.float64)
+
+    def weighted(key):
+        values = torch.tensor([[0.0 if v is None else v for v in b[key]] for b in bins], dtype=torch.float64)
+        total = count.sum(0)
+        return torch.where(total > 0, (values * count).sum(0) / total.clamp_min(1), torch.tensor(float("nan")))
+    return ReliabilityBins(edges, count.sum(0), weighted("accuracy"), weighted("confidence"))

@@ -57,3 +57,18 @@ def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLike, title: str = ""):
+    """Accuracy against mean confidence per bin, one line per model, with the diagonal."""
+    fig = _figure(4.6, 4.4)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    for label, bins in curves.items():
+        filled = (bins.count > 0).numpy()
+        ax.plot(bins.confidence.numpy()[filled], bins.accuracy.numpy()[filled], "o-", ms=3, label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -7,6 +7,7 @@ from inference.metrics import (
     bayesian_model_average,
     classification_metrics,
     expected_calibration_error,
+    pool_bins,
     reliability_bins,
 )
 
@@ -46,3 +47,14 @@ def test_bayesian_model_average_is_the_mean_of_probabilities():
     torch.testing.assert_close(bayesian_model_average(logits), expected)
     # one sample: just the log-softmax
     torch.testing.assert_close(bayesian_model_average(logits[:1]), torch.log_softmax(logits[0], -1))
+
+
+def test_pooled_bins_equal_the_bins_of_all_predictions():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(300, 4) * 2, torch.randint(0, 4, (300,))
+    log_probs = torch.log_softmax(logits, -1)
+    parts = [reliability_bins(log_probs[i : i + 100], labels[i : i + 100]).to_dict() for i in (0, 100, 200)]
+    pooled, whole = pool_bins(parts), reliability_bins(log_probs, labels)
+    torch.testing.assert_close(pooled.count, whole.count.double())
+    torch.testing.assert_close(pooled.accuracy, whole.accuracy.double(), equal_nan=True)
+    torch.testing.assert_close(pooled.confidence, whole.confidence.double(), equal_nan=True)

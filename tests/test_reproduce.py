@@ -58,3 +58,20 @@ def test_module_entry_point_has_every_command():
     out = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--help"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert "mnist_subsets" in out and "grid" in out
+
+
+def test_calibration_study_uses_the_grid_selection(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    missing = _invoke("calibration", "--size", "30", "--results-dir", tmp_path)
+    assert missing.exit_code == 2 and "grid --param kl_weight --size 30" in missing.output
+    (tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").write_text(json.dumps({"best_accuracy": 3e-4, "best_ece": 1e-4}))
+    result = _invoke("calibration", "--size", "30", "--folds", "0", "--prior-scales", "0.1", "--epochs", 1,
+                     "--results-dir", tmp_path, "--run-root", tmp_path / "runs", "--workers", 2)
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.name for p in (tmp_path / "calibration" / "runs").glob("*.json"))
+    assert len(runs) == 5 and "mnist30-gamma_pstn-w_ece-fold0.json" in runs
+    record = json.loads((tmp_path / "calibration" / "runs" / "mnist30-gamma_pstn-w_ece-fold0.json").read_text())
+    assert record["config"]["train"]["kl_weight"] == 1e-4
+    table = (tmp_path / "calibration_mnist30.md").read_text()
+    assert "| pstn, σ_p = 0.1 | 1 |" in table and "0.0271 ± 0.0088" in table
+    assert (tmp_path / "calibration_mnist30.png").stat().st_size > 1000
