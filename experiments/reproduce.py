@@ -318,7 +318,8 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
 @click.option("--run-root", default="runs/calibration")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-def calibration(size, folds, prior_scales, device, workers, run_root, results_dir, epochs):
+@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and plots from the finished runs.")
+def calibration(size, folds, prior_scales, device, workers, run_root, results_dir, epochs, aggregate_only):
     """Calibration study (001 Fig. 11 / §5.3, 000 Fig. 6): CNN, STN and the Gamma P-STN at its
     accuracy- and ECE-optimal w (from ``grid --param kl_weight``), and the Gaussian P-STN for several σ_p."""
     size, results = int(size), Path(results_dir)
@@ -341,7 +342,7 @@ def calibration(size, folds, prior_scales, device, workers, run_root, results_di
         for stem, model, t, options in variants.values() for fold in _ints(folds)
         if not calibration_path(results, size, stem, fold).exists()
     ]
-    if todo:
+    if todo and not aggregate_only:
         todo[0][3].parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
 
