@@ -11,6 +11,7 @@ into ``experiments/results/mnist_subsets.md`` (+ ``.json``) beside the papers' p
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import time
@@ -101,7 +102,8 @@ def _run_pool(jobs: list[tuple], workers: int) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     click.echo(f"{len(jobs)} runs to do ({workers} worker(s), {threads} thread(s) each)")
     records = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: forking a process whose torch thread pool is running can hang the child
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_one, *job, threads=threads) for job in jobs]
         for future in as_completed(futures):
             r = future.result()
