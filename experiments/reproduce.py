@@ -80,7 +80,6 @@ def _run_one(
         "fold": fold,
         "result_file": Path(result_file).name,
         "evaluated_on": name,
-        "metrics": metrics[name],
         name: metrics[name],
         "reliability": metrics["reliability"],
         "validation": metrics["validation"],
@@ -93,6 +92,7 @@ def _run_one(
         "config": asdict(config),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    Path(result_file).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(result_file, json.dumps(record, indent=2) + "\n")
     return record
 
@@ -108,8 +108,8 @@ def _run_pool(jobs: list[tuple], workers: int) -> list[dict]:
         for future in as_completed(futures):
             r = future.result()
             records.append(r)
-            name = r["result_file"]
-            click.echo(f"done {name}: {r['evaluated_on']} accuracy {r['metrics']['accuracy']:.4f}, {r['wall_seconds']:.0f} s")
+            split = r["evaluated_on"]
+            click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, {r['wall_seconds']:.0f} s")
     return records
 
 
@@ -217,7 +217,6 @@ def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_onl
         for s in sizes for f in folds for m in models if not run_path(results, m, s, f).exists()
     ]
     if not aggregate_only and todo:
-        run_path(results, "x", 0, 0).parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
     click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*MODEL_NAMES, *models]))))
 
@@ -296,7 +295,6 @@ def grid(param, size, model, values, folds, device, workers, run_root, results_d
             if not path.exists():
                 todo.append((model, size, fold, path, run_root, path_train, options))
     if todo:
-        grid_path(results, param, model, size, 0.0, 0).parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
     click.echo(aggregate_grid(results, param, model, size, grid_values))
 
@@ -345,7 +343,6 @@ def calibration(size, folds, prior_scales, device, workers, run_root, results_di
         if not calibration_path(results, size, stem, fold).exists()
     ]
     if todo and not aggregate_only:
-        todo[0][3].parent.mkdir(parents=True, exist_ok=True)
         _run_pool(todo, workers)
 
     from inference.metrics import pool_bins
