@@ -97,9 +97,13 @@ def _run_one(
     return record
 
 
-def _run_pool(jobs: list[tuple], workers: int) -> list[dict]:
-    """Run ``_run_one(*job, threads=…)`` for every job in ``workers`` processes; report as they finish."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None) -> list[dict]:
+    """Run ``_run_one(*job, threads=…)`` for every job in ``workers`` processes; report as they finish.
+
+    ``threads`` (torch threads per worker) defaults to sharing the cores evenly; pass fewer to leave
+    cores free for other work while a long sweep runs.
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     click.echo(f"{len(jobs)} runs to do ({workers} worker(s), {threads} thread(s) each)")
     records = []
     # spawn, not fork: forking a process whose torch thread pool is running can hang the child
@@ -194,12 +198,13 @@ def main():
 @click.option("--models", default=",".join(MODEL_NAMES))
 @click.option("--device", default="cpu")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker (default: cores / workers).")
 @click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only: fewer epochs (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
-def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_only, results_dir, epochs, test_size):
+def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggregate_only, results_dir, epochs, test_size):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     sizes, folds, models = _ints(sizes), _ints(folds), models.split(",")
     bad = [s for s in sizes if s not in SUBSET_SIZES] + [f for f in folds if not 0 <= f < 5]
@@ -217,7 +222,7 @@ def mnist_subsets(sizes, folds, models, device, workers, run_root, aggregate_onl
         for s in sizes for f in folds for m in models if not run_path(results, m, s, f).exists()
     ]
     if not aggregate_only and todo:
-        _run_pool(todo, workers)
+        _run_pool(todo, workers, threads)
     click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*MODEL_NAMES, *models]))))
 
 
