@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pyro_pstn.transforms import LAYOUTS, THETA_LIMIT, get_layout, warp
+from pyro_pstn.transforms import LAYOUTS, THETA_LIMIT, ThinPlateSpline, get_layout, warp
 
 
 def _image(batch=3, channels=1, size=12):
@@ -81,3 +81,61 @@ def test_unknown_layout_lists_the_valid_ones():
         get_layout("shear")
     with pytest.raises(ValueError, match="last dimension 4"):
         get_layout("similarity").matrix(torch.zeros(2, 3))
+
+
+# ---- thin-plate splines and inverse warps (paper 002) ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tps", "tps4"])
+def test_tps_with_zero_offsets_is_the_identity(name):
+    tps = get_layout(name)
+    assert tps.dim == {"tps": 18, "tps4": 32}[name] and isinstance(tps, ThinPlateSpline)
+    x = _image(batch=2, size=14)
+    for align_corners in (False, True):
+        out = warp(x, tps.identity_theta().expand(2, tps.dim), tps, fill=-0.3, align_corners=align_corners)
+        torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+
+
+def test_tps_interpolates_its_control_points_and_reproduces_affine_maps():
+    tps = ThinPlateSpline(3)
+    c = tps.control_points.float()
+    # offsets that move each control point by an affine map are reproduced everywhere
+    A = torch.tensor([[1.1, -0.2], [0.15, 0.9]])
+    b = torch.tensor([0.05, -0.1])
+    theta = ((c @ A.T + b) - c).reshape(1, -1)
+    grid = tps.grid(theta, [1, 1, 9, 9], align_corners=True)
+    affine = torch.nn.functional.affine_grid(torch.cat([A, b[:, None]], 1)[None], [1, 1, 9, 9], align_corners=True)
+    torch.testing.assert_close(grid, affine, atol=1e-5, rtol=0)
+    # a non-affine move: the grid passes through the displaced control points (here grid nodes)
+    theta = torch.randn(1, 18) * 0.1
+    grid = tps.grid(theta, [1, 1, 9, 9], align_corners=True)
+    at_controls = grid[0, ::4, ::4].reshape(-1, 2)
+    torch.testing.assert_close(at_controls, c + theta.reshape(-1, 2), atol=1e-5, rtol=0)
+
+
+def test_tps_rejects_a_wrong_number_of_offsets():
+    with pytest.raises(ValueError, match="18"):
+        warp(_image(), torch.zeros(3, 6), "tps")
+    with pytest.raises(ValueError, match="valid layouts"):
+        get_layout("spline")
+
+
+@pytest.mark.parametrize("name", ["similarity", "affine5", "affine"])
+def test_inverse_warp_undoes_a_warp(name):
+    layout = get_layout(name)
+    torch.manual_seed(1)
+    theta = layout.identity_theta() + 0.1 * torch.randn(4, layout.dim)
+    inv = layout.inverse_matrix(theta)
+    A = layout.matrix(theta)
+    square = lambda m: torch.cat([m, torch.tensor([0.0, 0, 1]).expand(*m.shape[:-2], 1, 3)], -2)  # noqa: E731
+    torch.testing.assert_close(square(A) @ square(inv), torch.eye(3).expand(4, 3, 3), atol=1e-5, rtol=0)
+    # a smooth image, warped and un-warped, is back where the frame kept it (the centre)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    x = torch.exp(-4 * (xx**2 + yy**2)).expand(4, 1, 32, 32)
+    back = warp(warp(x, theta, layout), theta, layout, inverse=True)
+    torch.testing.assert_close(back[..., 12:20, 12:20], x[..., 12:20, 12:20], atol=0.02, rtol=0)
+
+
+def test_tps_has_no_inverse_warp():
+    with pytest.raises(ValueError, match="inverse"):
+        warp(_image(), torch.zeros(3, 18), "tps", inverse=True)

@@ -1,5 +1,6 @@
 """Differentiable spatial transformations T_θ (no Pyro in here)."""
 from .affine import LAYOUTS, THETA_LIMIT, AffineLayout, get_layout
+from .tps import ThinPlateSpline
 from .warp import apply_flat, warp
 
-__all__ = ["LAYOUTS", "THETA_LIMIT", "AffineLayout", "get_layout", "warp", "apply_flat"]
+__all__ = ["LAYOUTS", "THETA_LIMIT", "AffineLayout", "ThinPlateSpline", "get_layout", "warp", "apply_flat"]

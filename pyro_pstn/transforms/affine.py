@@ -19,10 +19,14 @@ copy that.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+
+from .tps import ThinPlateSpline
 
 #: Heavy-tailed posteriors (Student-t with 2 degrees of freedom) occasionally draw enormous θ.
 #: Beyond this magnitude the warped image is pure background anyway, so θ is clamped before the
@@ -89,6 +93,22 @@ class AffineLayout:
             )
         return self._matrix(theta.clamp(-THETA_LIMIT, THETA_LIMIT))
 
+    def inverse_matrix(self, theta: torch.Tensor) -> torch.Tensor:
+        """[..., D] → [..., 2, 3], the matrix of A(θ)⁻¹: [M | t]⁻¹ = [M⁻¹ | −M⁻¹ t].
+
+        (VITAE's raw-affine inverse negates t without applying M⁻¹, anchors.md §5.4.)
+        """
+        A = self.matrix(theta)
+        inv = torch.linalg.inv(A[..., :2])
+        return torch.cat([inv, -(inv @ A[..., 2:])], -1)
+
+    def grid(
+        self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False
+    ) -> torch.Tensor:
+        """Sampling grid [N, H, W, 2] for θ [N, D], as ``affine_grid`` (of A(θ)⁻¹ if ``inverse``)."""
+        matrices = self.inverse_matrix(theta) if inverse else self.matrix(theta)
+        return F.affine_grid(matrices, size, align_corners=align_corners)
+
 
 LAYOUTS: dict[str, AffineLayout] = {
     layout.name: layout
@@ -107,12 +127,19 @@ LAYOUTS: dict[str, AffineLayout] = {
 LAYOUT_ALIASES = {str(layout.dim): name for name, layout in LAYOUTS.items()}
 
 
-def get_layout(name: str | int | AffineLayout) -> AffineLayout:
-    """Look a layout up by name or by its number of parameters (1–6)."""
-    if isinstance(name, AffineLayout):
+def get_layout(name: str | int | AffineLayout | ThinPlateSpline) -> AffineLayout | ThinPlateSpline:
+    """Look a transform family up by name or by its number of parameters (1–6).
+
+    ``"tps"`` is the thin-plate spline on a 3×3 control grid (18 dof, paper 002) and
+    ``"tps<s>"`` the one on an s×s grid.
+    """
+    if isinstance(name, (AffineLayout, ThinPlateSpline)):
         return name
     key = LAYOUT_ALIASES.get(str(name), str(name))
+    tps = re.fullmatch(r"tps(\d*)", key)
+    if tps:
+        return ThinPlateSpline(int(tps.group(1) or 3))
     if key not in LAYOUTS:
         valid = ", ".join(f"{n} ({layout.dim})" for n, layout in LAYOUTS.items())
-        raise ValueError(f"unknown transform layout {name!r}; valid layouts: {valid}")
+        raise ValueError(f"unknown transform layout {name!r}; valid layouts: {valid}, tps (18), tps<s> (2s²)")
     return LAYOUTS[key]

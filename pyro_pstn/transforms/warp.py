@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .affine import AffineLayout, get_layout
+from .affine import THETA_LIMIT, AffineLayout, get_layout
+from .tps import ThinPlateSpline
 
 
 def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, event_dim: int) -> torch.Tensor:
@@ -26,26 +27,32 @@ def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, even
 def warp(
     x: torch.Tensor,
     theta: torch.Tensor,
-    layout: str | AffineLayout = "similarity",
+    layout: str | AffineLayout | ThinPlateSpline = "similarity",
     *,
     fill: float = 0.0,
     align_corners: bool = False,
     mode: str = "bilinear",
+    inverse: bool = False,
 ) -> torch.Tensor:
     """T_θ(x): resample images ``x`` ``[B, C, H, W]`` (or ``[*S, B, C, H, W]``) under θ ``[*S, B, D]``.
 
     ``fill`` is the value of the plane outside the image: pass the background value of
     normalised data (e.g. −μ/σ for MNIST) so that warps do not paint dark borders.
     ``align_corners`` is passed to both ``affine_grid`` and ``grid_sample``; with ``False``
-    (PyTorch's default) ±1 are the outer edges of the corner pixels.
+    (PyTorch's default) ±1 are the outer edges of the corner pixels. ``inverse=True`` applies
+    T_θ⁻¹ (affine families only), so ``warp(warp(x, θ), θ, inverse=True)`` undoes a warp up to
+    what left the frame.
     """
     layout = get_layout(layout)
     if x.dim() < 4:
         raise ValueError(f"warp expects images [..., C, H, W] with a batch dimension, got shape {tuple(x.shape)}")
-    matrices = layout.matrix(theta)  # [*S, B, 2, 3]
-    batch_shape = torch.broadcast_shapes(matrices.shape[:-2], x.shape[:-3])
+    if theta.shape[-1] != layout.dim:
+        raise ValueError(f"{layout.name} expects θ with last dimension {layout.dim}, got shape {tuple(theta.shape)}")
+    if inverse and not isinstance(layout, AffineLayout):
+        raise ValueError(f"{layout.name} has no closed-form inverse; inverse warps need an affine layout")
+    batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-3])
     x = x.expand(*batch_shape, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
-    matrices = matrices.expand(*batch_shape, 2, 3).reshape(-1, 2, 3).to(x.dtype)
-    grid = F.affine_grid(matrices, list(x.shape), align_corners=align_corners)
+    theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype).clamp(-THETA_LIMIT, THETA_LIMIT)
+    grid = layout.grid(theta, list(x.shape), align_corners=align_corners, **({"inverse": True} if inverse else {}))
     out = F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners) + fill
     return out.reshape(*batch_shape, *out.shape[-3:])
