@@ -7,9 +7,13 @@ distribution with ``event_shape == (D,)``.
 """
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
+
+from .transforms import get_layout
 
 
 class NormalPrior(nn.Module):
@@ -40,3 +44,117 @@ class GammaPrior(nn.Module):
 
     def forward(self) -> dist.Distribution:
         return dist.Gamma(self.concentration, self.rate).to_event(1)
+
+
+# ---- pose priors of the pose-latent VAEs (paper 002 §IV and §V.iii) ----------------------------
+#
+# A pose prior owns a latent *pose code* (Pyro site ``u``) and the map from the code to the
+# transformation's parameters θ (recorded as the deterministic site ``theta``). It also builds
+# the guide's distribution for the code *relative to the prior* from an encoder head's raw
+# (a, b): at a = 0 the guide sits on the prior's centre, i.e. on the identity transformation
+# (as Pyro's AIR example parameterises z_where). Swapping the prior is one constructor argument
+# of a pose VAE.
+
+
+class PosePrior(nn.Module):
+    """Base class: ``forward()`` gives p(u); ``guide_distribution(a, b)`` gives q(u | x); θ = ``to_theta(u)``."""
+
+    #: False for the deterministic pose (no prior, point-estimated u, KL = 0).
+    stochastic = True
+
+    def __init__(self, layout, code_dim: int):
+        super().__init__()
+        self.layout = get_layout(layout)
+        self.code_dim = int(code_dim)
+        self.register_buffer("identity", self.layout.identity_theta())
+
+    def to_theta(self, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def sample_theta(self, num: int) -> torch.Tensor:
+        """θ for ``num`` draws from the prior (the identity where the pose has no prior)."""
+        return self.to_theta(self().sample((num,)))
+
+    def identity_theta(self, num: int) -> torch.Tensor:
+        """θ of the identity transformation, ``[num, dim θ]``."""
+        return self.identity.expand(num, self.layout.dim)
+
+
+class DeterministicPose(PosePrior):
+    """No pose prior: u is a point estimate (a Delta guide) under a flat prior, so its KL is 0."""
+
+    stochastic = False
+
+    def __init__(self, layout):
+        super().__init__(layout, get_dim(layout))
+
+    def forward(self) -> dist.Distribution:
+        return dist.ImproperUniform(dist.constraints.real, (), (self.code_dim,))
+
+    def guide_distribution(self, a: torch.Tensor, b: torch.Tensor) -> dist.Distribution:
+        return dist.Delta(self.identity + a, event_dim=1)
+
+    def sample_theta(self, num: int) -> torch.Tensor:
+        return self.identity_theta(num)
+
+
+class DiagonalNormalPose(PosePrior):
+    """u ~ N(ν, diag τ²) with fitted ν, τ (paper 002 eq. 7); θ = u.
+
+    With the ``affine5`` layout this is the prior on the reparametrised affine map
+    (ψ, log Sx, log Sy, Tx, Ty) of 002 §V.iii. ``fit_loc=False`` keeps ν at the identity.
+    """
+
+    def __init__(self, layout, scale_init: float = 0.1, fit_loc: bool = True, fit_scale: bool = True):
+        super().__init__(layout, get_dim(layout))
+        loc = self.layout.identity_theta()
+        log_scale = torch.full_like(loc, math.log(scale_init))
+        self.loc = nn.Parameter(loc) if fit_loc else nn.Buffer(loc)
+        self.log_scale = nn.Parameter(log_scale) if fit_scale else nn.Buffer(log_scale)
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+
+    def guide_distribution(self, a: torch.Tensor, b: torch.Tensor) -> dist.Distribution:
+        scale = self.log_scale.exp()
+        return dist.Normal(self.loc + scale * a, scale * b).to_event(1)
+
+
+class LowRankNormalPose(PosePrior):
+    """u ~ N(0, I_k), θ = b + W u: a Normal prior on θ with covariance W Wᵀ of rank ≤ k (002 §V.iii).
+
+    b starts at the identity and W small, so the guide q(u | x) = N(a, softplus-scale) starts
+    near θ = identity. ``rank = dim θ`` is the full-covariance prior.
+    """
+
+    def __init__(self, layout, rank: int = 2, weight_init: float = 0.01):
+        super().__init__(layout, rank)
+        dim = get_dim(layout)
+        if not 1 <= rank <= dim:
+            raise ValueError(f"rank must be in 1..{dim} (the transformation's dimension), got {rank}")
+        self.bias = nn.Parameter(self.layout.identity_theta())
+        self.weight = nn.Parameter(weight_init * torch.randn(dim, rank))
+        self.register_buffer("zero", torch.zeros(rank))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.zero, 1.0).to_event(1)
+
+    def guide_distribution(self, a: torch.Tensor, b: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(a, b).to_event(1)
+
+    def to_theta(self, u: torch.Tensor) -> torch.Tensor:
+        return self.bias + u @ self.weight.T
+
+
+POSE_PRIORS = {"none": DeterministicPose, "diagonal": DiagonalNormalPose, "lowrank": LowRankNormalPose}
+
+
+def get_dim(layout) -> int:
+    return get_layout(layout).dim
+
+
+def build_pose_prior(kind: str, layout, **options) -> PosePrior:
+    """``kind`` ∈ :data:`POSE_PRIORS` (``none``, ``diagonal``, ``lowrank``) for transform ``layout``."""
+    if kind not in POSE_PRIORS:
+        raise ValueError(f"unknown pose prior {kind!r}; valid: {', '.join(POSE_PRIORS)}")
+    return POSE_PRIORS[kind](layout, **options)
