@@ -1,4 +1,6 @@
-"""Networks: localizers and classifiers (no Pyro in here)."""
+"""Networks: localizers, classifiers, dense encoders/decoders (no Pyro in here)."""
+from .aligner import Aligner
+from .dense import DenseDecoder, DenseTrunk, GaussianHead, mlp
 from .mnist import (
     Classifier,
     Localizer,
@@ -11,6 +13,11 @@ from .mnist import (
 )
 
 __all__ = [
+    "Aligner",
+    "DenseDecoder",
+    "DenseTrunk",
+    "GaussianHead",
+    "mlp",
     "Classifier",
     "Localizer",
     "conv_features",
