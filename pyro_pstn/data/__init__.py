@@ -10,6 +10,7 @@ from .datasets import (
     parse_dataset_name,
     resolve_data_root,
 )
+from .derived import augmented_set, random_affine_copy
 from .download import download
 from .idx import DataError, parse_idx, read_idx, write_idx
 
@@ -18,6 +19,8 @@ __all__ = [
     "SUBSET_SIZES",
     "DataError",
     "DataSplits",
+    "augmented_set",
+    "random_affine_copy",
     "ImageSet",
     "balanced_folds",
     "dataset_background",

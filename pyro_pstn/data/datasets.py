@@ -203,11 +203,14 @@ def load_dataset(
     val_size: int | None = 1000,
     test_size: int | None = None,
     download: bool = False,
+    normalize: bool = True,
 ) -> DataSplits:
     """Load ``name`` (see :data:`DATASET_NAMES`) as normalised train / validation / test sets.
 
     ``val_size`` keeps the first that many validation images (``None``: all 10,000);
     ``test_size`` the first that many test images (``None``: all 10,000).
+    ``normalize=False`` keeps raw pixel intensities in [0, 1] (background 0), as the Bernoulli
+    likelihood of the VAEs needs.
     """
     base, n = parse_dataset_name(name)
     if not 0 <= fold < NUM_FOLDS:
@@ -221,7 +224,7 @@ def load_dataset(
             f"data root {root.resolve()} does not exist. Pass --data-root DIR or set PYRO_PSTN_DATA to the folder "
             "holding MNIST/raw/*.gz (in this project: ../shared/data), or pass --download on a machine with internet."
         )
-    _, mean, std = BASE_DATASETS[base]
+    _, mean, std = BASE_DATASETS[base] if normalize else (None, 0.0, 1.0)
     train_images, train_labels = load_idx_pair(str(root), base, "train", download)
     test_images, test_labels = load_idx_pair(str(root), base, "t10k", download)
     if n is None:
