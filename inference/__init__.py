@@ -2,11 +2,12 @@
 from .engine import TrainConfig, Trainer
 from .metrics import bayesian_model_average, classification_metrics, expected_calibration_error, reliability_bins
 from .predictive import posterior_draws, predict
-from .schedules import AnnealingSchedule, pyro_kl_weight
+from .schedules import AnnealingSchedule, TemperatureSchedule, pyro_kl_weight
 
 __all__ = [
     "AnnealingSchedule",
     "TrainConfig",
+    "TemperatureSchedule",
     "Trainer",
     "bayesian_model_average",
     "classification_metrics",

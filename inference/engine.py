@@ -108,22 +108,39 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def model_kl_weight(model, w: float) -> float:
+    """The weight on Pyro's summed KL for the config's w.
+
+    Classifiers take the authors' per-dimension w (:func:`pyro_kl_weight`); the VAEs' w is a
+    β on the summed KL already (1 is the ELBO).
+    """
+    if isinstance(model, TransformClassifier):
+        return pyro_kl_weight(w, model.layout.dim if model.layout is not None else 1)
+    return w
+
+
+#: Called before every optimisation step with the trainer: schedules that set a model attribute
+#: (a Gumbel-softmax temperature, a controller's weight) from ``trainer.step``.
+StepHook = Callable[["Trainer"], None]
+
+
 class Trainer:
-    """Fits a :class:`TransformClassifier` by SVI.
+    """Fits a :class:`TransformClassifier` (or any PyroModule with ``model(x, y)`` / ``guide(x, y)``,
+    such as the pose VAEs) by SVI.
 
     >>> trainer = Trainer(model, TrainConfig(epochs=10, kl_weight=1e-3))
     >>> history = trainer.fit(data.train, data.val, run_dir="runs/example")
     """
 
-    def __init__(self, model: TransformClassifier, config: TrainConfig):
+    def __init__(self, model: TransformClassifier, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
         # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
         # the global param store. A process-wide Pyro setting, set here for every fit.
         pyro.settings.set(module_local_params=True)
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        self.theta_dim = model.layout.dim if model.layout is not None else 1
-        self.kl_weight = pyro_kl_weight(config.kl_weight, self.theta_dim)
+        self.kl_weight = model_kl_weight(model, config.kl_weight)
+        self.step_hooks = tuple(step_hooks)
         elbo = ELBOS[config.elbo](
             num_particles=config.num_particles, vectorize_particles=config.num_particles > 1, max_plate_nesting=1
         )
@@ -146,6 +163,8 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, kl_factor: float = 1.0) -> torch.Tensor:
         """One optimisation step; returns the detached loss (no device sync)."""
         self.model.kl_weight = self.kl_weight * kl_factor
+        for hook in self.step_hooks:
+            hook(self)
         self.optimizer.zero_grad(set_to_none=True)
         with pyro.validation_enabled(self.config.validate_args):
             loss = self.loss(x, y)
@@ -177,14 +196,17 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
-        """No-grad validation: the loss (−ELBO per example) and the one-sample predictive's metrics."""
+        """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
+        predictive's metrics."""
         self.model.eval()
         try:
             total = sum(
                 float(self.elbo(val.images[i : i + batch_size], val.labels[i : i + batch_size]))
                 for i in range(0, len(val), batch_size)
             )
-            metrics = classification_metrics(predict(self.model, val.images, num_samples=1), val.labels)
+            metrics = {}
+            if isinstance(self.model, TransformClassifier):
+                metrics = classification_metrics(predict(self.model, val.images, num_samples=1), val.labels)
         finally:
             self.model.train()
         return {"loss": total / len(val), **metrics}
@@ -219,13 +241,16 @@ class Trainer:
                 record = EpochRecord(self.epoch, self.step, loss, factor, seconds)
                 if val is not None and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
                     v = self.validate(val)
-                    record.val_loss, record.val_accuracy, record.val_nll = v["loss"], v["accuracy"], v["nll"]
+                    record.val_loss, record.val_accuracy, record.val_nll = v["loss"], v.get("accuracy"), v.get("nll")
                 self.history.records.append(record)
                 if run_dir is not None and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
                     self.save_checkpoint(Path(run_dir) / CHECKPOINT)
                 bar.update(1)
                 last_val = self.history.last_validation()
-                bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{last_val.val_accuracy:.3f}" if last_val else "-")
+                shown = {"loss": f"{loss:.4f}"}
+                if last_val is not None:
+                    shown["val"] = f"{last_val.val_accuracy:.3f}" if last_val.val_accuracy is not None else f"{last_val.val_loss:.2f}"
+                bar.set_postfix(shown)
                 if on_epoch_end is not None:
                     on_epoch_end(self, record)
         finally:

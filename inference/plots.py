@@ -72,3 +72,42 @@ def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLi
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: str = "", columns: int = 10):
+    """One labelled block of images per entry of ``rows`` ({label: [N, C, H, W] in [0, 1]}),
+    ``columns`` images to a line: sample grids from a generative model's prior."""
+    import math
+
+    lines = {label: math.ceil(len(images) / columns) for label, images in rows.items()}
+    total = sum(lines.values())
+    fig = _figure(0.55 * columns + 1.6, 0.55 * total + 0.5)
+    grid = fig.add_gridspec(total, columns + 1, width_ratios=[2.2] + [1] * columns)
+    line = 0
+    for label, images in rows.items():
+        label_ax = fig.add_subplot(grid[line : line + lines[label], 0])
+        label_ax.axis("off")
+        label_ax.text(1.0, 0.5, label, ha="right", va="center", fontsize=7, wrap=True)
+        for i, img in enumerate(images):
+            ax = fig.add_subplot(grid[line + i // columns, 1 + i % columns])
+            ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+        line += lines[label]
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93 if title else 0.99, wspace=0.05, hspace=0.05)
+    fig.savefig(path)
+
+
+def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | os.PathLike, xlabel: str, ylabel: str,
+              title: str = ""):
+    """One line with markers per entry of ``series`` ({label: (x values, y values)})."""
+    fig = _figure(5.0, 3.8)
+    ax = fig.add_subplot()
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, "o-", ms=4, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -48,3 +48,27 @@ class AnnealingSchedule:
         period = max(1, math.ceil(self.total_steps / self.cycles))
         phase = (step % period) / period
         return min(1.0, phase / self.ratio)
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Gumbel-softmax temperature τ_t = max(τ_min, τ_0 · exp(−r t)) at step t (Jang et al. 2017 §4).
+
+    A step hook for :class:`~inference.engine.Trainer`: called with the trainer before each
+    step, it sets ``trainer.model.temperature``. It depends on the step count only, so a
+    resumed run continues the same schedule.
+    """
+
+    start: float = 1.0
+    end: float = 0.5
+    rate: float = 1e-4
+
+    def __post_init__(self):
+        if not 0 < self.end <= self.start or self.rate < 0:
+            raise ValueError(f"need 0 < end ≤ start and rate ≥ 0, got start={self.start}, end={self.end}, rate={self.rate}")
+
+    def value(self, step: int) -> float:
+        return max(self.end, self.start * math.exp(-self.rate * step))
+
+    def __call__(self, trainer) -> None:
+        trainer.model.temperature = self.value(trainer.step)

@@ -1,0 +1,90 @@
+"""Using a fitted VAE: its ELBO terms on held-out data, its codes, and a linear probe on them.
+
+* :func:`elbo_terms` — per-image reconstruction term E_q[log p(x | z, u)] (paper 002 Fig. 5,
+  "the second term of the likelihood") and the ELBO, Monte Carlo over the guide;
+* :func:`encode` — the representation a model exposes (posterior means of z, or the
+  categorical VAE's category probabilities), in batches;
+* :func:`linear_probe` — multinomial logistic regression on codes (002 Table 1 used a linear
+  SVM, 003 Table 1 logistic regression); a full-batch L-BFGS fit in torch, no extra dependency.
+"""
+from __future__ import annotations
+
+import torch
+from pyro import poutine
+
+
+@torch.no_grad()
+def elbo_terms(model, images: torch.Tensor, num_samples: int = 1, batch_size: int = 1000) -> dict[str, float]:
+    """Mean per image of the reconstruction term and of the ELBO (nats), KL weight 1."""
+    weight, model.kl_weight = model.kl_weight, 1.0
+    recon = elbo = 0.0
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size]
+            for _ in range(num_samples):
+                guide_trace = poutine.trace(model.guide).get_trace(x)
+                model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
+                model_trace.compute_log_prob()
+                guide_trace.compute_log_prob()
+                log_lik = model_trace.nodes["x"]["log_prob"]
+                log_joint = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample"
+                                and not site["is_observed"] and "log_prob" in site)
+                log_q = sum(site["log_prob"] for site in guide_trace.nodes.values() if site["type"] == "sample"
+                            and "log_prob" in site)
+                recon += float(log_lik.sum()) / num_samples
+                elbo += float((log_lik + log_joint - log_q).sum()) / num_samples
+    finally:
+        model.kl_weight = weight
+    return {"reconstruction": recon / len(images), "elbo": elbo / len(images)}
+
+
+@torch.no_grad()
+def encode(model, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """``model.encode`` over ``images`` in batches, on the model's device; returns a CPU tensor."""
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        return torch.cat([model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+    finally:
+        model.train()
+
+
+def linear_probe(
+    train_codes: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_codes: dict[str, torch.Tensor] | torch.Tensor,
+    test_labels: dict[str, torch.Tensor] | torch.Tensor,
+    l2: float = 1e-4,
+    max_iter: int = 500,
+) -> dict[str, float] | float:
+    """Test accuracy of a multinomial logistic regression fitted on standardised training codes.
+
+    ``test_codes`` / ``test_labels`` may be dicts of named test sets (003: base and augmented);
+    then a dict of accuracies comes back. ``l2`` is the penalty on the weights per example.
+    """
+    if not torch.isfinite(train_codes).all():
+        raise ValueError("codes contain NaN or infinite values: the VAE diverged; refit it")
+    mean, std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
+    x = ((train_codes - mean) / std).double()
+    y = train_labels.long()
+    num_classes = int(y.max()) + 1
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+    def accuracy(codes, labels):
+        logits = ((codes - mean) / std).double() @ weight.detach() + bias.detach()
+        return float((logits.argmax(-1) == labels).double().mean())
+
+    if isinstance(test_codes, dict):
+        return {name: accuracy(test_codes[name], test_labels[name]) for name in test_codes}
+    return accuracy(test_codes, test_labels)
+
