@@ -4,6 +4,9 @@
 the classes directly with your own networks, layout and prior, e.g.::
 
     GammaPSTN(my_classifier, my_localizer, prior=GammaPrior(dim=4, concentration=2.0))
+
+and :func:`build_pose_vae` the pose-latent VAEs of papers 002/003 (``vae``, ``tvae``, ``dtvae``,
+``cat_vae``), e.g. ``build_pose_vae("tvae", z_dim=12, pose_prior=LowRankNormalPose("tps", rank=4))``.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from ..priors import GammaPrior, NormalPrior
 from ..transforms import get_layout
 from .base import TransformClassifier, check_images, draw
 from .classifiers import CNN, STN
+from .pose_vae import POSE_VAE_MODELS, DTVAE, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
 from .pstn import DA, PSTN, GammaPSTN
 
 MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN}
@@ -55,6 +59,13 @@ def build_model(
 
 __all__ = [
     "CNN",
+    "DTVAE",
+    "POSE_VAE_MODELS",
+    "TVAE",
+    "VAE",
+    "CatVAE",
+    "LatentVAE",
+    "build_pose_vae",
     "DA",
     "MODELS",
     "MODEL_NAMES",
