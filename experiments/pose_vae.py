@@ -42,6 +42,7 @@ from .config import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "pose_vae"
+CONFIG_FILE = "config.json"
 POSE_PRIOR_NAMES = ("none", "diagonal", "fixed_mean", "lowrank")
 VAE_DATA = ("mnist", "fashion_mnist")
 #: Seeds of 003's fixed augmented copies (train and test differ).
@@ -190,6 +191,7 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
         tests = {name: aligned(aligner, data) for name, data in tests.items()}
     model = build_model(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, localizer_lr_mult=1.0, weight_decay=0.0,
         kl_weight=config.kl_weight, val_every=config.epochs, checkpoint_every=5, seed=config.seed, device=config.device,
@@ -224,6 +226,21 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
         f"torch {torch.__version__}, device {config.device}",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def load_run(run_dir: str | Path) -> tuple[PoseVAEConfig, LatentVAE]:
+    """(config, fitted model on CPU in eval mode) of a run directory written by :func:`run_one`."""
+    run_dir = Path(run_dir)
+    for needed in (CONFIG_FILE, CHECKPOINT):
+        if not (run_dir / needed).exists():
+            raise FileNotFoundError(f"{run_dir / needed} is missing: is {run_dir} a pose-VAE run directory "
+                                    "(python -m experiments.pose_vae fit ...)?")
+    config = PoseVAEConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
+    config.device = "cpu"
+    model = build_model(config)
+    model.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    model.eval()
+    return config, model
 
 
 def result_path(results: Path, config: PoseVAEConfig) -> Path:

@@ -88,3 +88,26 @@ def linear_probe(
         return {name: accuracy(test_codes[name], test_labels[name]) for name in test_codes}
     return accuracy(test_codes, test_labels)
 
+
+
+@torch.no_grad()
+def pose_draws(model, images: torch.Tensor, num_samples: int = 200) -> torch.Tensor:
+    """Draws of θ from the pose posterior q(u | x) of a TVAE / DTVAE, ``[num_samples, K, D]``.
+
+    The guide runs once under a vectorised ``draws`` plate; each u is mapped to the warp's θ
+    by the pose prior (identity for plain coefficients, ψ/log-scale → matrix for affine5, b + W u
+    for a low-rank prior). Feed the result to :func:`inference.posterior.to_inference_data`.
+    """
+    import pyro
+
+    if getattr(model, "pose_prior", None) is None:
+        raise ValueError(f"{type(model).__name__} has no pose latent; pose draws need a tvae or dtvae")
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with pyro.plate("draws", num_samples, dim=-2):
+            trace = poutine.trace(model.guide).get_trace(images.to(device))
+        u = trace.nodes["u"]["value"].expand(num_samples, len(images), -1)
+        return model.pose_prior.to_theta(u).cpu()
+    finally:
+        model.train()

@@ -3,6 +3,7 @@ from nbclient import NotebookClient
 
 from experiments.config import FitConfig
 from experiments.fit import run_fit
+from experiments.pose_vae import PoseVAEConfig, run_one
 
 from .conftest import REPO
 
@@ -20,3 +21,17 @@ def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
     assert "gamma_pstn on mnist30 fold 0" in "".join(o.get("text", "") for o in outputs)
+
+
+def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+    config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, epochs=1, data_root=str(data_root),
+                           train_size=600, test_size=200)
+    run_one(config, tmp_path, progress=False)
+    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / config.name))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(REPO / "notebooks" / "02_pose_vae.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
+    assert "tvae on mnist: affine warp, pose prior diagonal" in "".join(o.get("text", "") for o in outputs)

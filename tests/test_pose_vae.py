@@ -11,7 +11,7 @@ from pyro import poutine
 
 from experiments import pose_vae as cli
 from inference.engine import TrainConfig, Trainer
-from inference.latents import elbo_terms, linear_probe
+from inference.latents import elbo_terms, linear_probe, pose_draws
 from inference.schedules import TemperatureSchedule
 from pyro_pstn.data import ImageSet, random_affine_copy
 from pyro_pstn.models import DTVAE, TVAE, build_pose_vae
@@ -203,6 +203,24 @@ def test_cli_fits_a_tps_tvae_on_real_mnist(data_root, tmp_path):
     assert out["test"]["base"]["reconstruction"] < 0 and out["test"]["base"]["elbo"] < out["test"]["base"]["reconstruction"]
     assert 0.1 < out["probe_accuracy"]["base"] <= 1.0
     assert (tmp_path / "runs" / out["name"] / "samples.png").stat().st_size > 1000
+    config, model = cli.load_run(tmp_path / "runs" / out["name"])  # what the notebook opens
+    assert config.transform == "tps" and config.test_size == 200 and not model.training
+    assert pose_draws(model, _images(3), num_samples=7).shape == (7, 3, 18)
+
+
+@pytest.mark.parametrize("case", ["tvae-affine5-diagonal", "dtvae-affine-lowrank"])
+def test_pose_draws_follow_the_guide(case):
+    name, prior, shapes = CASES[case]
+    model = build_pose_vae(name, 8, prior)
+    x = _images(3)
+    draws = pose_draws(model, x, num_samples=4000)
+    assert draws.shape == (4000, 3, model.layout.dim)
+    # The guide starts at the identity (relative to the prior): draws centre on the identity warp.
+    centre = model.pose_prior.identity_theta(3)
+    assert torch.allclose(draws.mean(0), centre, atol=0.05)
+    assert (draws.std(0) > 0).any()
+    with pytest.raises(ValueError, match="no pose latent"):
+        pose_draws(build_pose_vae("vae", 8), x)
 
 
 @pytest.mark.parametrize("args, message", [
