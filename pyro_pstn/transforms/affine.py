@@ -126,6 +126,11 @@ LAYOUTS: dict[str, AffineLayout] = {
 #: The authors' ``--num_param`` numbers, accepted as aliases.
 LAYOUT_ALIASES = {str(layout.dim): name for name, layout in LAYOUTS.items()}
 
+# The Lie-algebra layouts of paper 004 (expm of generators) are AffineLayouts too.
+from .lie import LIE_LAYOUTS  # noqa: E402  (lie.py needs AffineLayout, defined above)
+
+LAYOUTS.update(LIE_LAYOUTS)
+
 
 def get_layout(name: str | int | AffineLayout | ThinPlateSpline) -> AffineLayout | ThinPlateSpline:
     """Look a transform family up by name or by its number of parameters (1–6).
