@@ -1,5 +1,6 @@
 """Networks: localizers, classifiers, dense encoders/decoders (no Pyro in here)."""
 from .aligner import Aligner
+from .conv import SimpleConv
 from .dense import DenseDecoder, DenseTrunk, GaussianHead, mlp
 from .mnist import (
     Classifier,
@@ -14,6 +15,7 @@ from .mnist import (
 
 __all__ = [
     "Aligner",
+    "SimpleConv",
     "DenseDecoder",
     "DenseTrunk",
     "GaussianHead",
