@@ -40,6 +40,9 @@ class TransformClassifier(PyroModule):
 
     #: Whether predictions vary between posterior samples (if not, one sample suffices).
     stochastic_predictions = True
+    #: Whether the config's KL weight w is per θ dimension (the P-STN authors' convention, so the
+    #: engine scales the summed KL by w / D) or applies to the summed log-density as is.
+    kl_per_dimension = True
     #: The latent (or deterministic) transformation sites recorded in the posterior file.
     latent_sites: tuple[str, ...] = ("theta",)
 

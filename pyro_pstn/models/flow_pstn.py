@@ -1,0 +1,71 @@
+"""Flow-conditioned transformations (paper 004 §3): an instance-wise distribution over T.
+
+model:  T ~ U([−1, 1]^D)                              (a uniform prior on the box of coefficients)
+        y ~ Cat(f(A_T(x)))                            (eq. 9's likelihood, A_T a Lie-algebra warp)
+guide:  T ~ g_φ(T | e(x))                             (a conditional normalizing flow, §3 / A.3.1)
+
+With the KL weight α on the T sites (``poutine.scale``, as for every model here),
+
+    −ELBO = E_g[−log f(y | A_T(x))] + α E_g[log g_φ(T | x)] − α E_g[log U(T)]
+          = L_classifier + α E_g[log g_φ]            + α D log 2,
+
+which is the augmenter loss of eq. 10 (= L_classifier − α H[g_φ], eq. 11) up to the constant
+α D log 2: the entropy bonus *is* the KL to the uniform prior. α is a weight on the summed
+log-density of T (not per dimension) and may be set every step by a PID controller
+(:class:`inference.EntropyController`), which reads :attr:`FlowPSTN.last_entropy`.
+"""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+
+from ..flows import ConditionalTransformFlow
+from .base import TransformClassifier
+
+
+class FlowPSTN(TransformClassifier):
+    """``flow_pstn``: a classifier f, a pose embedder e and a conditional flow g(T | e(x)).
+
+    The flow's dimension must match the layout's (a Lie layout such as ``lie_rotation``,
+    ``lie_rotation_translation``, ``lie_affine`` or ``lie_decoupled``, whose θ = 0 is the
+    identity and whose coefficients live in [−1, 1]).
+    """
+
+    #: α weighs the joint log-density of T (eq. 10), not a per-dimension KL.
+    kl_per_dimension = False
+
+    def __init__(self, classifier: nn.Module, embedder: nn.Module, flow: ConditionalTransformFlow, **kwargs):
+        super().__init__(classifier, **kwargs)
+        if self.layout is None or flow.dim != self.layout.dim:
+            raise ValueError(f"the flow has dimension {flow.dim} but layout {getattr(self.layout, 'name', None)!r} "
+                             f"needs {getattr(self.layout, 'dim', '?')}")
+        self.embedder, self.flow = embedder, flow
+        self.register_buffer("box_low", -torch.ones(flow.dim))
+        self.register_buffer("box_high", torch.ones(flow.dim))
+        #: −mean log g(T | x) of the guide's last training draws (nats, a detached tensor, so
+        #: reading it is the only device sync): the entropy the PID controls.
+        self.last_entropy: torch.Tensor | None = None
+
+    def prior(self) -> dist.Distribution:
+        return dist.Uniform(self.box_low, self.box_high).to_event(1)
+
+    def transformation_distribution(self, x: torch.Tensor) -> dist.TransformedDistribution:
+        """g_φ(T | e(x)) for a batch of images: batch shape [B], event [D]."""
+        return self.flow(self.embedder(x))
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("data", x.shape[0]):
+            with self.kl_scaled():
+                theta = pyro.sample("theta", self.prior())  # T ~ U(box)
+            return self.observe(self.classifier(self.transform(x, theta)), y)  # y ~ Cat(f(A_T(x)))
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        g = self.transformation_distribution(x)
+        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+            theta = pyro.sample("theta", g)  # T ~ g_φ(T | e(x))
+        if self.training:
+            with torch.no_grad():
+                self.last_entropy = -g.log_prob(theta).mean()
+        return theta
