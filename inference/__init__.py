@@ -1,10 +1,13 @@
 """How a model is fitted and used: SVI engine, posterior predictive, calibration, ArviZ export."""
+from .control import EntropyController, PIDController
 from .engine import TrainConfig, Trainer
 from .metrics import bayesian_model_average, classification_metrics, expected_calibration_error, reliability_bins
 from .predictive import posterior_draws, predict
 from .schedules import AnnealingSchedule, TemperatureSchedule, pyro_kl_weight
 
 __all__ = [
+    "EntropyController",
+    "PIDController",
     "AnnealingSchedule",
     "TrainConfig",
     "TemperatureSchedule",

@@ -111,10 +111,10 @@ def _atomic_save(obj, path: Path) -> None:
 def model_kl_weight(model, w: float) -> float:
     """The weight on Pyro's summed KL for the config's w.
 
-    Classifiers take the authors' per-dimension w (:func:`pyro_kl_weight`); the VAEs' w is a
-    β on the summed KL already (1 is the ELBO).
+    The P-STN classifiers take the authors' per-dimension w (:func:`pyro_kl_weight`); the VAEs'
+    w is a β on the summed KL already (1 is the ELBO), and so is flow_pstn's entropy weight α.
     """
-    if isinstance(model, TransformClassifier):
+    if isinstance(model, TransformClassifier) and model.kl_per_dimension:
         return pyro_kl_weight(w, model.layout.dim if model.layout is not None else 1)
     return w
 
@@ -267,6 +267,8 @@ class Trainer:
             "history": {"records": [asdict(r) for r in self.history.records], "train_seconds": self.history.train_seconds},
             "train_config": asdict(self.config),
             "rng": {"pyro": pyro.util.get_rng_state()},  # torch, numpy and python generators
+            # stateful hooks (a PID controller and its log) resume with the run
+            "hooks": [hook.state_dict() if hasattr(hook, "state_dict") else None for hook in self.step_hooks],
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -278,6 +280,9 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.history = History([EpochRecord(**r) for r in state["history"]["records"]], state["history"]["train_seconds"])
         pyro.util.set_rng_state(state["rng"]["pyro"])
+        for hook, hook_state in zip(self.step_hooks, state.get("hooks", [])):
+            if hook_state is not None and hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(hook_state)
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
