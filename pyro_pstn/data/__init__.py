@@ -12,9 +12,14 @@ from .datasets import (
 )
 from .derived import augmented_set, random_affine_copy
 from .download import download
+from .mario_iggy import MARIO_IGGY_CLASSES, RotatedImageSet, load_sprites, mario_iggy
 from .idx import DataError, parse_idx, read_idx, write_idx
 
 __all__ = [
+    "MARIO_IGGY_CLASSES",
+    "RotatedImageSet",
+    "load_sprites",
+    "mario_iggy",
     "DATASET_NAMES",
     "SUBSET_SIZES",
     "DataError",
