@@ -99,15 +99,36 @@ def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: st
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | os.PathLike, xlabel: str, ylabel: str,
-              title: str = ""):
-    """One line with markers per entry of ``series`` ({label: (x values, y values)})."""
+              title: str = "", markers: bool = True, logy: bool = False):
+    """One line per entry of ``series`` ({label: (x values, y values)}), with markers unless
+    ``markers=False`` (long traces such as a controller's log)."""
     fig = _figure(5.0, 3.8)
     ax = fig.add_subplot()
     for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, "o-", ms=4, label=label)
+        ax.plot(xs, ys, "o-" if markers else "-", ms=4, lw=1.5 if markers else 0.8, label=label)
+    if logy:
+        ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: str, title: str = "",
+               bins: int | np.ndarray = 60, columns: int = 5):
+    """One small histogram per entry of ``series`` ({panel title: values}), sharing the x axis."""
+    n = len(series)
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig = _figure(2.6 * cols, 2.2 * rows + 0.4)
+    for i, (label, values) in enumerate(series.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.hist(np.asarray(values).ravel(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -1,4 +1,5 @@
 """Paper 004: Lie-algebra warps, the conditional flow, flow_pstn, PID control, mean-shift, Mario-Iggy."""
+import json
 import math
 
 import numpy as np
@@ -292,3 +293,43 @@ def test_mario_iggy_three_modes_and_bad_files(data_root, tmp_path):
         mario_iggy(tmp_path)
     with pytest.raises(ValueError, match="degrees"):
         mario_iggy(data_root, rotation_range=270)
+
+
+# ---- the experiments.flow CLI -------------------------------------------------------------------
+
+
+def test_flow_cli_fits_on_mario_iggy_and_logs_the_controller(data_root, tmp_path):
+    from click.testing import CliRunner
+
+    from experiments import flow as cli
+
+    result = CliRunner().invoke(cli.main, [
+        "fit", "--data", "mario_iggy90", "--layout", "lie_rotation", "--epochs", "2", "--no-aug-until", "1",
+        "--train-size", "128", "--batch-size", "64", "--entropy-target", "0.5", "--data-root", str(data_root),
+        "--run-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    name = "mario_iggy90-lie_rotation-L4-gaussian1-H0.5-c8-e2-n128"
+    record = json.loads((tmp_path / "results" / "flow" / "runs" / f"{name}.json").read_text())
+    assert 0 <= record["test"]["accuracy"] <= 1 and set(record["rotation_range_deg"]["per_class"]) == {"0", "1", "2", "3"}
+    log = np.loadtxt(tmp_path / "runs" / name / "control.csv", delimiter=",", skiprows=1)
+    assert log.shape == (4, 3)  # 2 epochs × 2 steps, one row per step
+    assert np.isnan(log[:3, 2]).all() and np.isfinite(log[3, 2])  # no entropy during the warm-up epoch
+    config, model, data = cli.load_run(tmp_path / "runs" / name)
+    assert config.entropy_target == 0.5 and model.layout.name == "lie_rotation" and len(data.test) == 600
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layout", "similarity"], "is not one of 'lie_rotation'"),
+    (["--classifier-from", "/nonexistent"], "fit that run first"),
+    (["--alpha", "2"], "alpha_min"),
+])
+def test_flow_cli_rejects_bad_input_with_exit_code_2(args, message, tmp_path):
+    from click.testing import CliRunner
+
+    from experiments import flow as cli
+
+    result = CliRunner().invoke(cli.main, ["fit", *args, "--epochs", "1", "--run-root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not any(tmp_path.iterdir())

@@ -44,6 +44,9 @@ class FlowPSTN(TransformClassifier):
         self.embedder, self.flow = embedder, flow
         self.register_buffer("box_low", -torch.ones(flow.dim))
         self.register_buffer("box_high", torch.ones(flow.dim))
+        #: False during the authors' warm-up epochs without augmentation (``no_aug_until``): the
+        #: classifier then sees x itself and T is not sampled. See :class:`AugmentationWarmup`.
+        self.augment = True
         #: −mean log g(T | x) of the guide's last training draws (nats, a detached tensor, so
         #: reading it is the only device sync): the entropy the PID controls.
         self.last_entropy: torch.Tensor | None = None
@@ -57,11 +60,15 @@ class FlowPSTN(TransformClassifier):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with pyro.plate("data", x.shape[0]):
+            if not self.augment:
+                return self.observe(self.classifier(x), y)
             with self.kl_scaled():
                 theta = pyro.sample("theta", self.prior())  # T ~ U(box)
             return self.observe(self.classifier(self.transform(x, theta)), y)  # y ~ Cat(f(A_T(x)))
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        if not self.augment:
+            return None
         g = self.transformation_distribution(x)
         with pyro.plate("data", x.shape[0]), self.kl_scaled():
             theta = pyro.sample("theta", g)  # T ~ g_φ(T | e(x))
@@ -69,3 +76,14 @@ class FlowPSTN(TransformClassifier):
             with torch.no_grad():
                 self.last_entropy = -g.log_prob(theta).mean()
         return theta
+
+
+class AugmentationWarmup:
+    """Step hook: no augmentation for the first ``epochs`` epochs (A.3.5: the classifier first
+    learns on the raw images), then T ~ g(T | x) as usual."""
+
+    def __init__(self, epochs: int):
+        self.epochs = int(epochs)
+
+    def __call__(self, trainer) -> None:
+        trainer.model.augment = trainer.epoch >= self.epochs

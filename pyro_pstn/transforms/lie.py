@@ -10,6 +10,7 @@ is the identity in every Lie layout.
 |---|---|---|---|
 | 1 | ``lie_rotation`` | (r) | π r · G_rot |
 | 3 | ``lie_rotation_translation`` | (tx, ty, r) | t_range tx · G_tx + t_range ty · G_ty + π r · G_rot |
+| 4 | ``lie_similarity`` | (tx, ty, r, s) | as above + s · G_scale (scale e^{±1}): the P-STN's similarity family |
 | 6 | ``lie_affine`` | (tx, ty, r, s, st, sh) | the six of 004: translations, rotation, isotropic scale, stretch, shear |
 | 6 | ``lie_decoupled`` | (a, b, c, d, e, f) | eq. 13: expm([[a, b, c], [d, e, f], [0, 0, 0]]), one matrix unit each; b, d × π, c, f × t_range |
 
@@ -102,6 +103,7 @@ LIE_LAYOUTS: dict[str, AffineLayout] = {
     for layout in [
         lie_layout("lie_rotation", (2,), (_R,), GENERATORS, ("rotation",)),
         lie_layout("lie_rotation_translation", (0, 1, 2), (_T, _T, _R), GENERATORS, ("tx", "ty", "rotation")),
+        lie_layout("lie_similarity", (0, 1, 2, 3), (_T, _T, _R, 1.0), GENERATORS, ("tx", "ty", "rotation", "scale")),
         lie_layout("lie_affine", tuple(range(6)), (_T, _T, _R, 1.0, 1.0, 1.0), GENERATORS,
                    ("tx", "ty", "rotation", "scale", "stretch", "shear")),
         lie_layout("lie_decoupled", tuple(range(6)), (1.0, _R, _T, _R, 1.0, _T), DECOUPLED_GENERATORS,
