@@ -10,15 +10,19 @@ and :func:`build_pose_vae` the pose-latent VAEs of papers 002/003 (``vae``, ``tv
 """
 from __future__ import annotations
 
-from ..nets import mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer
+from ..flows import ConditionalTransformFlow
+from ..nets import SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer
 from ..priors import GammaPrior, NormalPrior
-from ..transforms import get_layout
+from ..transforms import LIE_LAYOUTS, get_layout
+
+FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
 from .base import TransformClassifier, check_images, draw
 from .classifiers import CNN, STN
+from .flow_pstn import AugmentationWarmup, FlowPSTN
 from .pose_vae import POSE_VAE_MODELS, DTVAE, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
 from .pstn import DA, PSTN, GammaPSTN
 
-MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN}
+MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN, "flow_pstn": FlowPSTN}
 MODEL_NAMES = tuple(MODELS)
 
 
@@ -38,11 +42,20 @@ def build_model(
     ``prior_scale`` is σ_p of the Gaussian P-STN prior or σ_DA of the augmentation baseline;
     ``spread_init`` the initial bias of the σ / β head (softplus(−5) ≈ 0.0067);
     ``gamma_concentration`` / ``gamma_rate`` are α0 / β0 of the Gamma P-STN (paper: 1, 1).
+    ``flow_pstn`` (paper 004) takes a Lie layout (``lie_similarity`` is the P-STN's family), the
+    P-STN's classifier, a SimpleConv(c = 8) pose embedder and a 4-layer conditional flow.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     layout_ = get_layout(layout)
     common = dict(fill=fill, align_corners=align_corners)
+    if name == "flow_pstn":
+        if layout_.name not in LIE_LAYOUTS:
+            raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {layout_.name!r}; "
+                             f"valid: {', '.join(LIE_LAYOUTS)}")
+        flow = ConditionalTransformFlow(layout_.dim, FLOW_EMBEDDING_DIM, num_layers=4)
+        embedder = SimpleConv(1, FLOW_EMBEDDING_DIM, width=8)
+        return FlowPSTN(mnist_stn_classifier(num_classes), embedder, flow, layout=layout_, **common)
     if name == "cnn":
         return CNN(mnist_cnn_classifier(num_classes), **common)
     classifier = mnist_stn_classifier(num_classes)
@@ -58,6 +71,8 @@ def build_model(
 
 
 __all__ = [
+    "AugmentationWarmup",
+    "FlowPSTN",
     "CNN",
     "DTVAE",
     "POSE_VAE_MODELS",
