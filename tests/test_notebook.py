@@ -35,3 +35,20 @@ def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypa
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
     assert "tvae on mnist: affine warp, pose prior diagonal" in "".join(o.get("text", "") for o in outputs)
+
+
+def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+    from experiments.flow import FlowConfig
+    from experiments.flow import run_one as run_flow
+
+    config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=2,
+                        no_aug_until=1, train_size=128, batch_size=64, data_root=str(data_root))
+    run_flow(config, tmp_path, progress=False)
+    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / config.name))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(REPO / "notebooks" / "03_flow_invariance.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+    assert "flow_pstn on mario_iggy30x3modes: lie_rotation" in "".join(o.get("text", "") for o in outputs)
