@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
+from .cli import cached_record, fail, run_options, with_options
 from .config import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -226,14 +226,8 @@ def result_path(results: Path, config: FlowConfig) -> Path:
 
 def ensure_run(config: FlowConfig, results: Path, run_root: Path, progress) -> dict:
     """The run's record, fitting it first if its result JSON is missing."""
-    path = result_path(results, config)
-    if not path.exists():
-        click.echo(f"fitting {config.name}")
-        record = run_one(config, run_root, progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(record, indent=2) + "\n")
-        click.echo(f"  done in {record['wall_seconds']:.0f} s: test accuracy {record['test']['accuracy']:.4f}")
-    return json.loads(path.read_text())
+    return cached_record(result_path(results, config), config.name, lambda: run_one(config, run_root, progress),
+                         lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -243,23 +237,10 @@ _COMMON = [
     click.option("--classifier-width", type=click.IntRange(min=1), default=8, show_default=True,
                  help="SimpleConv width c of the classifier (the authors used 32; 8 fits this CPU)."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="First N training images."),
-    click.option("--device", default="cpu", show_default=True),
-    click.option("--data-root", default=None, help="Folder with mario_iggy/ and MNIST/ (default $PYRO_PSTN_DATA)."),
-    click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
-    click.option("--run-root", type=click.Path(file_okay=False), default=str(RUNS), show_default=True),
-    click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
+    *run_options(str(RESULTS), str(RUNS), "Folder with mario_iggy/ and MNIST/ (default $PYRO_PSTN_DATA)."),
 ]
 
-
-def common_options(fn):
-    for option in reversed(_COMMON):
-        fn = option(fn)
-    return fn
-
-
-def _fail(message: str):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+common_options = with_options(_COMMON)
 
 
 def _checked(fn, *args, **kwargs):
@@ -270,7 +251,7 @@ def _checked(fn, *args, **kwargs):
             resolve_device(kwargs["device"])
         return fn(*args, **kwargs)
     except (ValueError, DataError, FileNotFoundError) as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @click.group()

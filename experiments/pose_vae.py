@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
+from .cli import cached_record, fail, run_options, with_options
 from .config import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -249,41 +249,22 @@ def result_path(results: Path, config: PoseVAEConfig) -> Path:
 
 def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress) -> list[dict]:
     """Fit every config without a result JSON (one after another) and return all records."""
-    records = []
-    for config in configs:
-        path = result_path(results, config)
-        if not path.exists():
-            click.echo(f"fitting {config.name}")
-            record = run_one(config, run_root, progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(record, indent=2) + "\n")
-            click.echo(f"  done in {record['wall_seconds']:.0f} s: test reconstruction "
-                       f"{record['test']['base']['reconstruction']:.2f}, probe {record['probe_accuracy']}")
-        records.append(json.loads(path.read_text()))
-    return records
+    return [
+        cached_record(result_path(results, config), config.name, lambda: run_one(config, run_root, progress),
+                      lambda r: f"test reconstruction {r['test']['base']['reconstruction']:.2f}, "
+                                f"probe {r['probe_accuracy']}")
+        for config in configs
+    ]
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
 
 _COMMON = [
     click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True),
-    click.option("--device", default="cpu", show_default=True),
-    click.option("--data-root", default=None, help="Folder with MNIST/ and FashionMNIST/ (default $PYRO_PSTN_DATA)."),
-    click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
-    click.option("--run-root", type=click.Path(file_okay=False), default=str(RUNS), show_default=True),
-    click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
+    *run_options(str(RESULTS), str(RUNS), "Folder with MNIST/ and FashionMNIST/ (default $PYRO_PSTN_DATA)."),
 ]
 
-
-def common_options(fn):
-    for option in reversed(_COMMON):
-        fn = option(fn)
-    return fn
-
-
-def _fail(message: str):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+common_options = with_options(_COMMON)
 
 
 @click.group()
@@ -317,7 +298,7 @@ def fit(results_dir, run_root, progress, **options):
             resolve_device(config.device)
         record = run_one(config, Path(run_root), progress)
     except (ValueError, DataError) as err:
-        _fail(str(err))
+        fail(str(err))
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "probe_accuracy", "wall_seconds")}, indent=2))
     click.echo(f"samples: {Path(run_root) / config.name / 'samples.png'}")
 
@@ -381,7 +362,7 @@ def study002(epochs, device, data_root, results_dir, run_root, progress, only):
     try:
         run_missing(todo, results, run_root, progress)
     except (ValueError, DataError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_study002(results, run_root, size_runs, prior_runs, data_root)
 
 
@@ -483,7 +464,7 @@ def study003(epochs, device, data_root, results_dir, run_root, progress):
     try:
         run_missing(list(configs.values()), results, run_root, progress)
     except (ValueError, DataError) as err:
-        _fail(str(err))
+        fail(str(err))
     lines = [
         "# Paper 003 Table 1: transformation-invariant VAEs on Fashion-MNIST",
         "",

@@ -1,11 +1,30 @@
+"""Each notebook executes, top to bottom, on a small run that the test fits first."""
 import nbformat
 from nbclient import NotebookClient
 
 from experiments.config import FitConfig
 from experiments.fit import run_fit
-from experiments.pose_vae import PoseVAEConfig, run_one
+from experiments.flow import FlowConfig
+from experiments.flow import run_one as run_flow
+from experiments.pose_vae import PoseVAEConfig
+from experiments.pose_vae import run_one as run_pose_vae
 
 from .conftest import REPO
+
+
+def _execute(notebook: str, run_dir, monkeypatch) -> tuple[list, str]:
+    """Run ``notebooks/<notebook>`` on ``run_dir``; return its outputs and their printed text."""
+    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs, "".join(o.get("text", "") for o in outputs)
+
+
+def _figures(outputs) -> int:
+    return sum("image/png" in o.get("data", {}) for o in outputs)
 
 
 def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
@@ -13,42 +32,24 @@ def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root
         "gamma_pstn", "mnist30", train={"epochs": 2}, data_root=str(data_root), test_size=100, val_size=50
     )
     run_fit(config, tmp_path / "run", progress=False)
-    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(REPO / "notebooks" / "01_inspect_posteriors.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
-    assert "gamma_pstn on mnist30 fold 0" in "".join(o.get("text", "") for o in outputs)
+    outputs, text = _execute("01_inspect_posteriors.ipynb", tmp_path / "run", monkeypatch)
+    assert _figures(outputs) >= 4
+    assert "gamma_pstn on mnist30 fold 0" in text
 
 
 def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
     config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, epochs=1, data_root=str(data_root),
                            train_size=600, test_size=200)
-    run_one(config, tmp_path, progress=False)
-    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / config.name))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(REPO / "notebooks" / "02_pose_vae.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
-    assert "tvae on mnist: affine warp, pose prior diagonal" in "".join(o.get("text", "") for o in outputs)
+    run_pose_vae(config, tmp_path, progress=False)
+    outputs, text = _execute("02_pose_vae.ipynb", tmp_path / config.name, monkeypatch)
+    assert _figures(outputs) >= 5
+    assert "tvae on mnist: affine warp, pose prior diagonal" in text
 
 
 def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
-    from experiments.flow import FlowConfig
-    from experiments.flow import run_one as run_flow
-
     config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=2,
                         no_aug_until=1, train_size=128, batch_size=64, data_root=str(data_root))
     run_flow(config, tmp_path, progress=False)
-    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(tmp_path / config.name))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(REPO / "notebooks" / "03_flow_invariance.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
-    assert "flow_pstn on mario_iggy30x3modes: lie_rotation" in "".join(o.get("text", "") for o in outputs)
+    outputs, text = _execute("03_flow_invariance.ipynb", tmp_path / config.name, monkeypatch)
+    assert _figures(outputs) >= 4
+    assert "flow_pstn on mario_iggy30x3modes: lie_rotation" in text

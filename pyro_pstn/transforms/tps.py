@@ -79,7 +79,6 @@ class ThinPlateSpline:
         """[H·W, K] map from control-point targets to grid points: grid = basis @ (c + δ)."""
         identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
         points = F.affine_grid(identity, [1, 1, height, width], align_corners=align_corners).reshape(-1, 2)
-        k = len(self.control_points)
         features = torch.cat(
             [_radial(_pairwise_sq(points, self.control_points)), torch.ones(len(points), 1, dtype=points.dtype), points], 1
         )  # [H·W, K+3]
