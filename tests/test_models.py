@@ -40,7 +40,8 @@ def _traces(m, x, y, particles=None):
     return guide_trace, model_trace
 
 
-EXPECTED_LATENTS = {"cnn": {}, "stn": {}, "da": {"theta": 4}, "pstn": {"theta": 4}, "gamma_pstn": {"lambda": 4, "theta": 4}}
+EXPECTED_LATENTS = {"cnn": {}, "stn": {}, "da": {"theta": 4}, "pstn": {"theta": 4}, "gamma_pstn": {"lambda": 4, "theta": 4},
+                    "flow_pstn": {"theta": 4}}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

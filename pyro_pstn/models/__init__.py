@@ -28,7 +28,7 @@ MODEL_NAMES = tuple(MODELS)
 
 def build_model(
     name: str,
-    layout: str = "similarity",
+    layout: str | None = None,
     prior_scale: float = 0.1,
     num_classes: int = 10,
     fill: float = 0.0,
@@ -47,7 +47,7 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    layout_ = get_layout(layout)
+    layout_ = get_layout(layout or ("lie_similarity" if name == "flow_pstn" else "similarity"))
     common = dict(fill=fill, align_corners=align_corners)
     if name == "flow_pstn":
         if layout_.name not in LIE_LAYOUTS:
