@@ -348,3 +348,40 @@ def test_flow_pstn_in_the_mnist_fit_pipeline_takes_a_lie_layout_and_alpha_as_is(
     assert model.layout.dim == 4 and model_kl_weight(model, FLOW_ALPHA) == FLOW_ALPHA
     result = CliRunner().invoke(fit_main, ["--model", "flow_pstn", "--layout", "similarity", "--epochs", "1"])
     assert result.exit_code == 2 and "needs a Lie layout" in result.output
+
+
+# ---- invariance measures ------------------------------------------------------------------------
+
+
+class _UniformRotations(nn.Module):
+    """g(T | x) = U(−h, h) on the lie_rotation coefficient, h = 0.5 for label-0 images, 1 otherwise."""
+
+    def __init__(self, half_widths):
+        super().__init__()
+        self.layout = get_layout("lie_rotation")
+        self.half_widths = half_widths
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def transformation_distribution(self, x):
+        h = self.half_widths[: len(x), None]
+        return torch.distributions.Uniform(-h, h)
+
+
+def test_rotation_ranges_measure_the_central_interval_per_class():
+    from inference.invariance import rotation_ranges
+
+    labels = torch.tensor([0, 0, 1, 1])
+    model = _UniformRotations(torch.tensor([0.5, 0.5, 0.999, 0.999]))
+    ranges = rotation_ranges(model, torch.zeros(4, 1, 8, 8), labels, num_samples=20_000)
+    assert abs(ranges["per_class"][0]["mean_width"] - 0.95 * 180) < 3  # ±90° uniform
+    assert abs(ranges["per_class"][1]["mean_width"] - 0.95 * 360) < 3  # (almost) full invariance
+
+
+def test_relative_rotation_error_is_zero_on_rotations_only():
+    from inference.invariance import relative_rotation_error
+
+    rotation = get_layout("rotation").matrix(torch.tensor([[0.7]]))
+    scaled = torch.tensor([[[2.0, 0.0, 0.1], [0.0, 2.0, 0.0]]])
+    sheared = get_layout("lie_decoupled").matrix(torch.tensor([[0.0, 0.3, 0.0, 0.3, 0.0, 0.0]]))
+    errors = relative_rotation_error(torch.cat([rotation, scaled, sheared]))
+    assert errors[0] < 1e-6 and torch.isclose(errors[1], torch.tensor(1.0)) and errors[2] > 0.5
