@@ -56,8 +56,29 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def run_path(results: Path, model: str, size: int, fold: int) -> Path:
-    return results / "mnist_subsets" / "runs" / f"{model}-mnist{size}-fold{fold}.json"
+def run_path(results: Path, row: str, size: int, fold: int) -> Path:
+    """The result file of a table row (a model name, or ``<model>@val`` for validation-selected values)."""
+    return results / "mnist_subsets" / "runs" / f"{row}-mnist{size}-fold{fold}.json"
+
+
+#: The hyperparameter that the ``grid`` command selects on the validation split, per model.
+SELECTED_PARAM = {"gamma_pstn": "kl_weight", "pstn": "prior_scale"}
+#: Row suffix of runs whose hyperparameter was selected on the validation split (``--selected``).
+SELECTED = "@val"
+
+
+def _row(record: dict) -> str:
+    return Path(record["result_file"]).stem.rsplit("-mnist", 1)[0]
+
+
+def selected_value(results: Path, model: str, size: int) -> float:
+    """The accuracy-optimal grid value of ``model`` on MNIST``size`` (from ``grid``'s summary JSON)."""
+    param = SELECTED_PARAM[model]
+    path = results / f"grid_{param}_{model}_mnist{size}.json"
+    if not path.exists():
+        raise click.UsageError(f"{path.name} not found: run `python -m experiments.reproduce grid --param {param} "
+                               f"--size {size}` first (it selects {param} on the validation split)")
+    return float(json.loads(path.read_text())["best_accuracy"])
 
 
 def _run_one(
@@ -135,7 +156,8 @@ def _paper(table: dict, model: str, size: int) -> str:
 
 def aggregate(results: Path, sizes, models) -> str:
     """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json."""
-    records = [json.loads(p.read_text()) for p in sorted((results / "mnist_subsets" / "runs").glob("*.json"))]
+    records = [{**json.loads(p.read_text()), "result_file": p.name}
+               for p in sorted((results / "mnist_subsets" / "runs").glob("*.json"))]
     table = {}
     lines = [
         "# MNIST subsets: accuracy, NLL and ECE (mean ± std over folds)",
@@ -150,7 +172,7 @@ def aggregate(results: Path, sizes, models) -> str:
     ]
     for size in sizes:
         # the papers' models always; others (flow_pstn) where requested or already run
-        size_models = list(dict.fromkeys([*models, *(r["model"] for r in records if r["size"] == size)]))
+        size_models = list(dict.fromkeys([*models, *(_row(r) for r in records if r["size"] == size)]))
         lines += [
             f"## MNIST{size}",
             "",
@@ -158,7 +180,7 @@ def aggregate(results: Path, sizes, models) -> str:
             "|---|---:|---|---|---|---:|---|---|",
         ]
         for model in size_models:
-            runs = [r for r in records if r["model"] == model and r["size"] == size]
+            runs = [r for r in records if _row(r) == model and r["size"] == size]
             acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             table[f"{model}-mnist{size}"] = {
@@ -166,9 +188,16 @@ def aggregate(results: Path, sizes, models) -> str:
                 **{k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else None} for k, v in
                    (("accuracy", acc), ("nll", nll), ("ece", ece)) if v},
             }
+            base = model.removesuffix(SELECTED)
+            label = model
+            if model != base and runs:
+                param = SELECTED_PARAM[base]
+                config = runs[0]["config"]
+                value = config["train"]["kl_weight"] if param == "kl_weight" else config["prior_scale"]
+                label = f"{base}, {'w' if param == 'kl_weight' else 'σ_p'} = {value:g} selected on validation"
             lines.append(
-                f"| {model} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
-                f"{_paper(PAPER_000_TABLE_1, model, size)} | {_paper(PAPER_001_TABLE_2, model, size)} |"
+                f"| {label} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
+                f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
             )
         missing = [(m, f) for m in size_models for f in range(5) if not run_path(results, m, size, f).exists()]
         if missing:
@@ -211,7 +240,11 @@ def main():
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only: fewer epochs (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
-def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggregate_only, results_dir, epochs, test_size):
+@click.option("--selected", is_flag=True,
+              help="pstn / gamma_pstn at the σ_p / w that `grid` selected on the validation split (rows <model>@val), "
+                   "instead of the authors' values.")
+def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggregate_only, results_dir, epochs, test_size,
+                  selected):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     sizes, folds, models = _ints(sizes), _ints(folds), models.split(",")
     bad = [s for s in sizes if s not in SUBSET_SIZES] + [f for f in folds if not 0 <= f < 5]
@@ -224,13 +257,22 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggr
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
     options = {"test_size": test_size} if test_size else {}
-    todo = [
-        (m, s, f, run_path(results, m, s, f), run_root, train, options)
-        for s in sizes for f in folds for m in models if not run_path(results, m, s, f).exists()
-    ]
+    todo, rows = [], list(models)
+    for size in sizes:
+        for model in models:
+            row, job_train, job_options = model, train, options
+            if selected and model in SELECTED_PARAM:
+                row, value = model + SELECTED, selected_value(results, model, size)
+                if SELECTED_PARAM[model] == "kl_weight":
+                    job_train = {**train, "kl_weight": value}
+                else:
+                    job_options = {**options, "prior_scale": value}
+                rows.append(row)
+            todo += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options)
+                     for f in folds if not run_path(results, row, size, f).exists()]
     if not aggregate_only and todo:
         _run_pool(todo, workers, threads)
-    click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *models]))))
+    click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
 
 
 

@@ -75,3 +75,19 @@ def test_calibration_study_uses_the_grid_selection(tmp_path, data_root, monkeypa
     table = (tmp_path / "calibration_mnist30.md").read_text()
     assert "| pstn, σ_p = 0.1 | 1 |" in table and "0.0271 ± 0.0088" in table
     assert (tmp_path / "calibration_mnist30.png").stat().st_size > 1000
+
+
+def test_selected_rows_use_the_validation_grid_choice(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    common = ["mnist_subsets", "--sizes", "30", "--folds", "0", "--models", "gamma_pstn", "--selected", "--epochs", 1,
+              "--test-size", 50, "--results-dir", tmp_path, "--run-root", tmp_path / "runs"]
+    missing = _invoke(*common)
+    assert missing.exit_code == 2 and "grid --param kl_weight --size 30" in missing.output
+    (tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").write_text(json.dumps({"best_accuracy": 3e-5, "best_ece": 0}))
+    result = _invoke(*common)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "mnist_subsets" / "runs" / "gamma_pstn@val-mnist30-fold0.json").read_text())
+    assert record["model"] == "gamma_pstn" and record["config"]["train"]["kl_weight"] == 3e-5
+    table = (tmp_path / "mnist_subsets.md").read_text()
+    assert "| gamma_pstn, w = 3e-05 selected on validation | 1 |" in table
+    assert "| gamma_pstn | 0 | not run |" in table  # the authors'-value row stays separate
