@@ -319,7 +319,9 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
              f" --alpha {alpha:g}" + (f" --train-size {train_size}" if train_size else "") + "`. flow_pstn with the "
              "`lie_rotation` layout (one coefficient, ±180°; a conditional spline flow since D = 1), α fixed. Width: the "
              "central 95 % interval of the rotation t ~ g(T | x) of each test image, in degrees, mean ± std over the "
-             "class's images; 342° is full invariance at 95 %.", ""]
+             "class's images; 342° is full invariance at 95 %. Budget: the paper trained 100 (Mario-Iggy) and 250 "
+             "(MNIST) epochs with a width-32 classifier, a conditional-uniform base and PID control; ours is what this "
+             "2-core CPU allowed, as stated in the command.", ""]
     mario_cfg = configs["mario_iggy90"]
     _, mario_model, mario_data = load_run(run_root / mario_cfg.name)
     poses = augmented_poses(mario_model, mario_data.test)
@@ -342,6 +344,12 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
         hist[f"{name}: φ + t"] = p.numpy()
     histograms(hist, out / "invariance_mario_iggy90.png", "augmented pose (degrees)", "Mario-Iggy ±90°",
                bins=np.linspace(-180, 180, 73), columns=4)
+    own_pose = _wrap_degrees(torch.rad2deg(mario_data.test.angles) - 180.0 * (mario_data.test.labels % 2))
+    mean_t = _wrap_degrees(poses - own_pose[None]).mean(0)  # E_g[t] per image
+    corr = float(np.corrcoef(mean_t.numpy(), own_pose.numpy())[0, 1])
+    lines += ["", f"Instance-wise: the correlation between each image's mean rotation E_g[t] and its own pose φ is "
+              f"{corr:.3f} (−1: g rotates every image towards the same place, whatever its pose; a range shared "
+              "by all images, as Augerino's, gives 0)."]
     r = records["mnist01569"]
     cfg = configs["mnist01569"]
     _, mnist_model, mnist_data = load_run(run_root / cfg.name)
