@@ -349,8 +349,9 @@ def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
 
 @main.command()
 @click.option("--only", type=click.Choice(["all", "sizes", "priors"]), default="all", show_default=True)
+@click.option("--aggregate-only", is_flag=True, help="Only rewrite the tables and figures from the finished runs.")
 @common_options
-def study002(epochs, device, data_root, results_dir, run_root, progress, only):
+def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only):
     """002 Fig. 5 (reconstruction vs latent size), Table 1 (linear probe on z), sample grids."""
     results, run_root = Path(results_dir), Path(run_root)
     size_runs, prior_runs = study002_configs(epochs, device, data_root)
@@ -360,7 +361,8 @@ def study002(epochs, device, data_root, results_dir, run_root, progress, only):
     todo = [c for (_, z), c in sizes if z in (8, 20)] + (prior_runs if only != "sizes" else [])
     todo += [c for (_, z), c in sizes if z not in (8, 20)]
     try:
-        run_missing(todo, results, run_root, progress)
+        if not aggregate_only:
+            run_missing(todo, results, run_root, progress)
     except (ValueError, DataError) as err:
         fail(str(err))
     write_study002(results, run_root, size_runs, prior_runs, data_root)
@@ -379,7 +381,8 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
     lines = [
         "# Paper 002: pose-latent VAEs on MNIST",
         "",
-        "Produced by `python -m experiments.pose_vae study002` from the per-run files in `pose_vae/runs/`. "
+        "Produced by `python -m experiments.pose_vae study002` from the per-run files in `pose_vae/runs/` (resumable: "
+        "rows marked *not run* are filled in by running it again). "
         "Networks of 002 appendix A (dense 2 × 256 encoder/decoder, 1 × 128 DT-VAE localizer), Bernoulli "
         "likelihood on [0, 1] pixels, deterministic pose (no pose prior, KL of u = 0) as in 002 Fig. 5; "
         "MNIST 50,000 train images (seeded split), the official 10,000 test images. "
