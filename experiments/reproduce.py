@@ -167,7 +167,10 @@ def aggregate(results: Path, sizes, models) -> str:
         "machine and wall time). Protocol: the defaults of `experiments.fit` (the authors' UAI protocol: batch 8, "
         "600 epochs, Adam, localizer lr ×0.1, weight decay 0.01, 1 train / 10 test samples, similarity layout, "
         "the authors' fold files, the official 10,000 test images). Paper columns are the published values, "
-        "for comparison only; `—` where a paper has no such row.",
+        "for comparison only; `—` where a paper has no such row."
+        + (" flow_pstn (paper 004, not in papers 000/001): the same classifier and protocol, `lie_similarity` "
+           "transformations drawn from a 4-layer conditional flow, entropy weight α = 0.1 fixed (not tuned)."
+           if any(r["model"] == "flow_pstn" for r in records) else ""),
         "",
     ]
     for size in sizes:
