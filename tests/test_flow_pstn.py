@@ -420,3 +420,11 @@ def test_relative_rotation_error_is_zero_on_rotations_only():
     sheared = get_layout("lie_decoupled").matrix(torch.tensor([[0.0, 0.3, 0.0, 0.3, 0.0, 0.0]]))
     errors = relative_rotation_error(torch.cat([rotation, scaled, sheared]))
     assert errors[0] < 1e-6 and torch.isclose(errors[1], torch.tensor(1.0)) and errors[2] > 0.5
+
+
+def test_mode_shares_count_draws_near_each_of_the_data_modes():
+    from experiments.flow import _mode_shares
+
+    poses = torch.tensor([[0.0, 10.0], [115.0, 170.0], [-118.0, 60.0], [50.0, -125.0]])  # [S = 4, N = 2] degrees
+    shares = _mode_shares(poses, num_modes=3, half_width=30.0)  # modes at 0°, 120°, 240° = −120°
+    assert torch.allclose(shares, torch.tensor([[0.25, 0.25, 0.25], [0.25, 0.0, 0.25]], dtype=torch.float64))
