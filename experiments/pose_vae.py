@@ -392,9 +392,11 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
     ]
     if done:
         epochs = sorted({r["config"]["epochs"] for r in done})
-        wall = sum(r["wall_seconds"] for r in done)
+        priors_done = [r for r in (_load(results, c) for c in prior_runs) if r]
+        wall = sum(r["wall_seconds"] for r in done + priors_done)
         lines += [f"Epochs: {', '.join(map(str, epochs))}. Machine: {done[0]['machine']}. "
-                  f"Total wall time of these runs: {wall / 60:.0f} min.", ""]
+                  f"Total wall time of the {len(done)} latent-size runs and the {len(priors_done)} pose-prior runs: "
+                  f"{wall / 60:.0f} min, one run at a time per core.", ""]
     lines += ["## Fig. 5: reconstruction term vs latent size", "",
               "E_q[log p(x | z, u)] per test image (nats, one posterior sample; higher is better).", "",
               "| model | dim z | dim z + dim u | reconstruction | test ELBO | train min |", "|---|---:|---:|---:|---:|---:|"]
