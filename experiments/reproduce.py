@@ -202,15 +202,29 @@ def aggregate(results: Path, sizes, models) -> str:
                 f"| {label} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
                 f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
             )
+        size_runs = [r for r in records if r["size"] == size]
+        if size_runs:
+            lines += ["", f"Wall time of these {len(size_runs)} runs: "
+                          f"{sum(r['wall_seconds'] for r in size_runs) / 3600:.1f} h in total (the sum over runs)."]
+        unselected = [m for m in SELECTED_PARAM if m in size_models and m + SELECTED not in size_models]
+        if size_runs and unselected:
+            grids = " and ".join(f"`python -m experiments.reproduce grid --param {SELECTED_PARAM[m]} --size {size}`"
+                                 for m in unselected)
+            lines += ["", f"No validation selection at this size for {', '.join(unselected)}: their rows use the "
+                          f"authors' values. {grids}, then `mnist_subsets --selected --sizes {size}`, would add "
+                          "rows at the selected values."]
         missing = [(m, f) for m in size_models for f in range(5) if not run_path(results, m, size, f).exists()]
-        if missing:
-            missing_models = ",".join(dict.fromkeys(m for m, _ in missing))
-            lines += [
-                "",
-                f"Not run yet ({len(missing)} of {5 * len(size_models)}): "
-                f"`python -m experiments.reproduce mnist_subsets --sizes {size} --models {missing_models}` fills them in "
-                "(it skips finished runs).",
-            ]
+        for selected_rows in (False, True):
+            subset = [m for m, _ in missing if m.endswith(SELECTED) == selected_rows]
+            if subset:
+                lines += [
+                    "",
+                    f"Not run yet ({len(subset)} of {5 * len(size_models)}): "
+                    f"`python -m experiments.reproduce mnist_subsets --sizes {size}"
+                    f"{' --selected' if selected_rows else ''} "
+                    f"--models {','.join(dict.fromkeys(m.removesuffix(SELECTED) for m in subset))}` fills them in "
+                    "(it skips finished runs).",
+                ]
         lines.append("")
     shortened = sorted(
         f"{r['model']}-mnist{r['size']}-fold{r['fold']}" for r in records

@@ -27,6 +27,7 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
     table = (tmp_path / "results" / "mnist_subsets.md").read_text()
     assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
     assert "Not the full protocol" in table and "Not run yet (19 of 25)" in table and "## MNIST10000" in table
+    assert "No validation selection at this size for gamma_pstn" in table and "Wall time of these 6 runs" in table
     summary = json.loads((tmp_path / "results" / "mnist_subsets.json").read_text())
     assert summary["cnn-mnist30"]["folds"] == [0, 1, 2]
 
@@ -91,3 +92,7 @@ def test_selected_rows_use_the_validation_grid_choice(tmp_path, data_root, monke
     table = (tmp_path / "mnist_subsets.md").read_text()
     assert "| gamma_pstn, w = 3e-05 selected on validation | 1 |" in table
     assert "| gamma_pstn | 0 | not run |" in table  # the authors'-value row stays separate
+    # the resume command of a missing selected run carries --selected; no "no selection" line where one was made
+    assert "--sizes 30 --selected --models gamma_pstn` fills them in" in table
+    assert "No validation selection at this size for gamma_pstn" not in table
+    assert "Wall time of these 1 runs" in table
