@@ -154,6 +154,20 @@ def _paper(table: dict, model: str, size: int) -> str:
     return f"{value[0]:.4f} ± {value[1]:.4f}" if value else "—"
 
 
+def _gamma_bar(table: dict, size: int) -> list[str]:
+    """Gamma P-STN at the authors' w against paper 001's mean − one std, and against our CNN and STN."""
+    ours, paper = table.get(f"gamma_pstn-mnist{size}", {}), PAPER_001_TABLE_2["gamma_pstn"].get(size)
+    if "accuracy" not in ours or paper is None:
+        return []
+    mean, bar = ours["accuracy"]["mean"], paper[0] - paper[1]
+    rivals = {m: table[f"{m}-mnist{size}"]["accuracy"]["mean"] for m in ("cnn", "stn")
+              if "accuracy" in table.get(f"{m}-mnist{size}", {})}
+    beats = ", ".join(f"{'above' if mean > v else 'NOT above'} our {m} by {mean - v:+.4f}" for m, v in rivals.items())
+    return ["", f"Gamma P-STN ({len(ours['folds'])} folds) against paper 001's mean − one std "
+                f"({paper[0]:.4f} − {paper[1]:.4f} = {bar:.4f}): {mean:.4f}, "
+                f"{'at or above' if mean >= bar else 'BELOW'} it by {mean - bar:+.4f}; {beats}."]
+
+
 def aggregate(results: Path, sizes, models) -> str:
     """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json."""
     records = [{**json.loads(p.read_text()), "result_file": p.name}
@@ -202,6 +216,7 @@ def aggregate(results: Path, sizes, models) -> str:
                 f"| {label} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
                 f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
             )
+        lines += _gamma_bar(table, size)
         size_runs = [r for r in records if r["size"] == size]
         if size_runs:
             lines += ["", f"Wall time of these {len(size_runs)} runs: "

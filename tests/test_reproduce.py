@@ -28,6 +28,7 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
     assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
     assert "Not the full protocol" in table and "Not run yet (19 of 25)" in table and "## MNIST10000" in table
     assert "No validation selection at this size for gamma_pstn" in table and "Wall time of these 6 runs" in table
+    assert "Gamma P-STN (3 folds) against paper 001's mean − one std (0.8100 − 0.0392 = 0.7708)" in table
     summary = json.loads((tmp_path / "results" / "mnist_subsets.json").read_text())
     assert summary["cnn-mnist30"]["folds"] == [0, 1, 2]
 
