@@ -290,14 +290,19 @@ def _wrap_degrees(angles: torch.Tensor) -> torch.Tensor:
     return torch.remainder(angles + 180.0, 360.0) - 180.0
 
 
+def upright_pose(data: ImageSet) -> torch.Tensor:
+    """Mario-Iggy: each image's pose from its class's upright / inverted pose, φ − 180°·[inverted],
+    wrapped to [−180°, 180°) (degrees, [N])."""
+    return _wrap_degrees(torch.rad2deg(data.angles) - 180.0 * (data.labels % 2))
+
+
 def augmented_poses(model: FlowPSTN, data: ImageSet, num_samples: int = 200) -> torch.Tensor:
     """Mario-Iggy: pose of each augmented copy relative to its class's upright / inverted pose,
     φ − 180°·[inverted] + t for t ~ g(T | x) (degrees, [S, N]). The data's range is ±r."""
     from inference.invariance import rotation_degrees
 
     t = rotation_degrees(model.layout, transformation_samples(model, data.images, num_samples))
-    canonical = torch.rad2deg(data.angles) - 180.0 * (data.labels % 2)
-    return _wrap_degrees(canonical[None] + t)
+    return _wrap_degrees(upright_pose(data)[None] + t)
 
 
 def _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha,
@@ -353,7 +358,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
         hist[f"{name}: φ + t"] = p.numpy()
     histograms(hist, out / "invariance_mario_iggy90.png", "augmented pose (degrees)", "Mario-Iggy ±90°",
                bins=np.linspace(-180, 180, 73), columns=4)
-    own_pose = _wrap_degrees(torch.rad2deg(mario_data.test.angles) - 180.0 * (mario_data.test.labels % 2))
+    own_pose = upright_pose(mario_data.test)
     mean_t = _wrap_degrees(poses - own_pose[None]).mean(0)  # E_g[t] per image
     corr = float(np.corrcoef(mean_t.numpy(), own_pose.numpy())[0, 1])
     lines += ["", f"Instance-wise: the correlation between each image's mean rotation E_g[t] and its own pose φ is "
@@ -472,7 +477,7 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
         poses = augmented_poses(model, data.test)  # [S, N], from the class's upright pose
         shares = _mode_shares(poses, int(num_modes), half_width)  # [N, k]
         covered = (shares >= 0.1).sum(-1)  # modes holding at least 10 % of an image's draws
-        own = torch.round(_wrap_degrees(torch.rad2deg(data.test.angles) - 180.0 * (data.test.labels % 2)) / spacing)
+        own = torch.round(upright_pose(data.test) / spacing)
         relative = _wrap_degrees(poses - own[None] * spacing)  # from the image's own mode centre
         hist[label] = relative.numpy()
         classifier = "frozen from the Gaussian-base run" if config.classifier_from else "trained with the flow"
@@ -571,7 +576,7 @@ def align(epochs, classifier_width, train_size, device, data_root, results_dir, 
     _, model, data = load_run(run_root / config.name)
     test = data.test
     rows, series = [], {"without alignment": ([], []), "with mean-shift": ([], [])}
-    canonical = _wrap_degrees(torch.rad2deg(test.angles) - 180.0 * (test.labels % 2))
+    canonical = upright_pose(test)
     for degrees in range(0, 91, 15):
         extra = torch.full((len(test), 1), math.radians(degrees))
         rotated = warp_by_matrix(test.images, get_layout("rotation").matrix(extra))

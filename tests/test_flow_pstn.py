@@ -276,12 +276,10 @@ def test_mean_shift_with_a_trained_flow_pstn_undoes_a_test_time_rotation(data_ro
                          val_every=12, seed=0)
     Trainer(model, config, step_hooks=(AugmentationWarmup(1),)).fit(ImageSet(small(data.train.images), data.train.labels))
     model.eval()
+    from experiments.flow import _wrap_degrees, upright_pose
+
     x = small(data.test.images)
-
-    def wrapped(degrees):
-        return torch.remainder(degrees + 180.0, 360.0) - 180.0
-
-    pose = wrapped(torch.rad2deg(data.test.angles) - 180.0 * (data.test.labels % 2))  # from the class's upright pose
+    pose = upright_pose(data.test)  # degrees from the class's upright pose
     with torch.no_grad():
         mean_t = model.transformation_distribution(x).sample((200,))[..., 0].mean(0) * 180.0  # E_g[t], degrees
     assert torch.corrcoef(torch.stack([mean_t, pose]))[0, 1] < -0.6  # g has learned to point against the pose
@@ -294,8 +292,8 @@ def test_mean_shift_with_a_trained_flow_pstn_undoes_a_test_time_rotation(data_ro
 
     reference = aligned_pose(0.0)
     for phi in (30.0, -45.0):
-        assert wrapped(aligned_pose(phi) - reference).abs().median() < 6.0  # φ undone to within a few degrees
-        assert wrapped(pose + phi - reference).abs().median() > 25.0  # …which it was not before alignment
+        assert _wrap_degrees(aligned_pose(phi) - reference).abs().median() < 6.0  # φ undone to within a few degrees
+        assert _wrap_degrees(pose + phi - reference).abs().median() > 25.0  # …which it was not before alignment
 
 
 # ---- Mario-Iggy -----------------------------------------------------------------------------
