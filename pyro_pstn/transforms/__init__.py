@@ -1,7 +1,9 @@
 """Differentiable spatial transformations T_θ (no Pyro in here)."""
-from .affine import LAYOUTS, THETA_LIMIT, AffineLayout, get_layout
+from .layout import EXP_LIMIT, THETA_LIMIT, AffineLayout
 from .lie import GENERATORS, LIE_LAYOUTS, compose, rotation_angle
+from .registry import LAYOUTS, get_layout
 from .tps import ThinPlateSpline
 from .warp import apply_flat, warp
 
-__all__ = ["GENERATORS", "LIE_LAYOUTS", "compose", "rotation_angle", "LAYOUTS", "THETA_LIMIT", "AffineLayout", "ThinPlateSpline", "get_layout", "warp", "apply_flat"]
+__all__ = ["GENERATORS", "LIE_LAYOUTS", "compose", "rotation_angle", "LAYOUTS", "EXP_LIMIT", "THETA_LIMIT",
+           "AffineLayout", "ThinPlateSpline", "get_layout", "warp", "apply_flat"]

@@ -19,6 +19,11 @@ combination b = −d (a = e = 0). Eq. 13 prints a 1 in the bottom-right corner o
 that would scale the translation column by e − 1 and is not in the affine Lie algebra, so the
 bottom row here is zero (the authors' ROTGEN generators have it zero too).
 
+Each coefficient is bounded (see :mod:`.layout`): the translation and rotation generators enter
+expm polynomially and are bounded by ``THETA_LIMIT``; the non-compact ones (scale, stretch, shear;
+the diagonal and off-diagonal units of eq. 13) by ``EXP_LIMIT`` on the coefficient after its
+range, so that ‖expm‖ ≤ e^{(1 + √2)·EXP_LIMIT} stays finite in float32.
+
 Summing coefficients composes transformations only when the generators commute (rotation
 alone, or translations alone); :func:`compose` multiplies matrices, which is always right.
 """
@@ -28,7 +33,7 @@ import math
 
 import torch
 
-from .affine import AffineLayout
+from .layout import EXP_LIMIT, THETA_LIMIT, AffineLayout
 
 #: Translation range of the Lie layouts (anchors.md §2.3: the authors' trans_scale, 0.1 of the
 #: half-width of the image), rotation range ±π.
@@ -42,6 +47,7 @@ def _unit(row: int, col: int, value: float = 1.0) -> torch.Tensor:
     return g
 
 
+_L, _E = THETA_LIMIT, EXP_LIMIT
 #: The six generators of 004 (tx, ty, rotation, isotropic scale, stretch, shear), before ranges.
 GENERATORS = torch.stack([
     _unit(0, 2),  # t_x
@@ -51,8 +57,12 @@ GENERATORS = torch.stack([
     _unit(0, 0) - _unit(1, 1),  # stretch
     _unit(0, 1) + _unit(1, 0),  # shear
 ])
+#: Bound on each generator's coefficient (after its range): polynomial ones THETA_LIMIT, non-compact ones EXP_LIMIT.
+GENERATOR_LIMITS = (_L, _L, _L, _E, _E, _E)
 #: Eq. 13: one matrix unit per entry of the top 2×3 block, in row order (a, b, c, d, e, f).
 DECOUPLED_GENERATORS = torch.stack([_unit(r, c) for r in range(2) for c in range(3)])
+#: a, e scale; b, d shear alone and grow exponentially together (b·d > 0); c, f translate.
+DECOUPLED_LIMITS = (_E, _E, _L, _E, _E, _L)
 
 
 def algebra(theta: torch.Tensor, generators: torch.Tensor, ranges: torch.Tensor) -> torch.Tensor:
@@ -86,27 +96,29 @@ def rotation_angle(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def lie_layout(name: str, slots: tuple[int, ...], ranges: tuple[float, ...], generators: torch.Tensor,
-               param_names: tuple[str, ...]) -> AffineLayout:
-    """An :class:`AffineLayout` θ ↦ expm(Σ rangeᵢ θᵢ G_slotᵢ)[:2] with identity θ = 0."""
+               param_names: tuple[str, ...], coefficient_limits: tuple[float, ...]) -> AffineLayout:
+    """An :class:`AffineLayout` θ ↦ expm(Σ rangeᵢ θᵢ G_slotᵢ)[:2] with identity θ = 0, and
+    |rangeᵢ θᵢ| ≤ ``coefficient_limits[slotᵢ]``."""
     chosen = generators[list(slots)]
     scale = torch.tensor(ranges)
 
     def matrix(theta: torch.Tensor) -> torch.Tensor:
         return torch.linalg.matrix_exp(algebra(theta, chosen, scale))[..., :2, :]
 
-    return AffineLayout(name, len(slots), (0.0,) * len(slots), matrix, param_names)
+    limits = tuple(min(coefficient_limits[slot] / r, THETA_LIMIT) for slot, r in zip(slots, ranges))
+    return AffineLayout(name, len(slots), (0.0,) * len(slots), matrix, param_names, limits)
 
 
-_T, _R = TRANSLATION_RANGE, ROTATION_RANGE
+_T, _R, _G = TRANSLATION_RANGE, ROTATION_RANGE, GENERATOR_LIMITS
 LIE_LAYOUTS: dict[str, AffineLayout] = {
     layout.name: layout
     for layout in [
-        lie_layout("lie_rotation", (2,), (_R,), GENERATORS, ("rotation",)),
-        lie_layout("lie_rotation_translation", (0, 1, 2), (_T, _T, _R), GENERATORS, ("tx", "ty", "rotation")),
-        lie_layout("lie_similarity", (0, 1, 2, 3), (_T, _T, _R, 1.0), GENERATORS, ("tx", "ty", "rotation", "scale")),
+        lie_layout("lie_rotation", (2,), (_R,), GENERATORS, ("rotation",), _G),
+        lie_layout("lie_rotation_translation", (0, 1, 2), (_T, _T, _R), GENERATORS, ("tx", "ty", "rotation"), _G),
+        lie_layout("lie_similarity", (0, 1, 2, 3), (_T, _T, _R, 1.0), GENERATORS, ("tx", "ty", "rotation", "scale"), _G),
         lie_layout("lie_affine", tuple(range(6)), (_T, _T, _R, 1.0, 1.0, 1.0), GENERATORS,
-                   ("tx", "ty", "rotation", "scale", "stretch", "shear")),
+                   ("tx", "ty", "rotation", "scale", "stretch", "shear"), _G),
         lie_layout("lie_decoupled", tuple(range(6)), (1.0, _R, _T, _R, 1.0, _T), DECOUPLED_GENERATORS,
-                   ("a", "b", "c", "d", "e", "f")),
+                   ("a", "b", "c", "d", "e", "f"), DECOUPLED_LIMITS),
     ]
 }

@@ -17,6 +17,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .layout import THETA_LIMIT
+
 
 def _radial(d2: torch.Tensor) -> torch.Tensor:
     """U(r) = r² log r², written in terms of d² = r² (0 at r = 0)."""
@@ -30,8 +32,9 @@ def _pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class ThinPlateSpline:
     """The TPS family with an ``s × s`` control grid spanning ``[-extent, extent]²``.
 
-    Has the same interface as :class:`~pyro_pstn.transforms.affine.AffineLayout` (``name``,
-    ``dim``, ``identity_theta``, ``param_names``, ``grid``) so models take either.
+    Has the same interface as :class:`~pyro_pstn.transforms.layout.AffineLayout` (``name``,
+    ``dim``, ``identity_theta``, ``param_names``, ``grid``) so models take either. Offsets are
+    clamped at ``THETA_LIMIT``: the spline is linear in them, so the grid stays finite.
     """
 
     def __init__(self, grid_size: int = 3, extent: float = 1.0):
@@ -90,5 +93,6 @@ class ThinPlateSpline:
             raise ValueError(f"{self.name} expects θ with last dimension {self.dim}, got shape {tuple(theta.shape)}")
         n, _, height, width = size
         basis = self._basis(height, width, bool(align_corners)).to(theta.device, theta.dtype)
-        targets = self.control_points.to(theta.device, theta.dtype) + theta.reshape(n, -1, 2)  # [N, K, 2]
+        offsets = theta.clamp(-THETA_LIMIT, THETA_LIMIT).reshape(n, -1, 2)
+        targets = self.control_points.to(theta.device, theta.dtype) + offsets  # [N, K, 2]
         return (basis @ targets).reshape(n, height, width, 2)

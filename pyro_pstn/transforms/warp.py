@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .affine import THETA_LIMIT, AffineLayout, get_layout
+from .layout import AffineLayout
+from .registry import get_layout
 from .tps import ThinPlateSpline
 
 
@@ -52,7 +53,7 @@ def warp(
         raise ValueError(f"{layout.name} has no closed-form inverse; inverse warps need an affine layout")
     batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-3])
     x = x.expand(*batch_shape, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
-    theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype).clamp(-THETA_LIMIT, THETA_LIMIT)
+    theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype)
     grid = layout.grid(theta, list(x.shape), align_corners=align_corners, **({"inverse": True} if inverse else {}))
     out = F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners) + fill
     return out.reshape(*batch_shape, *out.shape[-3:])
