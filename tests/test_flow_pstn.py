@@ -264,36 +264,46 @@ def test_mean_shift_rotates_an_image_back_upright(angle):
 
 
 def test_mean_shift_with_a_trained_flow_pstn_undoes_a_test_time_rotation(data_root):
-    """A flow_pstn fitted on Mario-Iggy ±90° (2000 images at 16 × 16 grey, 12 epochs: ~20 s) has
+    """A flow_pstn fitted on Mario-Iggy ±90° (2000 images at 16 × 16 grey, 30 epochs: ~25 s) has
     learned g(T | x) centred against each image's pose; mean-shift then brings a copy rotated by φ
-    back to where it brings the unrotated image, within a few degrees: it undoes φ."""
+    back to where it brings the unrotated image, within a few degrees: it undoes φ.
+
+    The copies are rotated at the sprites' 32 × 32 and then pooled, as the data set itself is made
+    (rotating the pooled 16 × 16 image blurs it, and g shifts on blurred images). Poses are compared
+    modulo 180°: a Mario rotated by 90° + ε *is* an inverted Mario at −90° + ε, so a copy pushed past
+    the class boundary rightly aligns to the other class's upright pose. At 12 epochs this test
+    failed for 5 of 10 (seed, thread count) pairs; at 30 epochs, over seeds 0–4 × OMP_NUM_THREADS
+    1 and 2, the worst correlation was −0.876 (bound −0.6) and the worst median residual 3.9° (bound 6°).
+    """
     data = mario_iggy(data_root, rotation_range=90, train_size=2000, val_size=4, test_size=64)
     small = lambda images: F.avg_pool2d(images.mean(1, keepdim=True), 2)  # noqa: E731
     torch.manual_seed(0)
     model = FlowPSTN(SimpleConv(1, 4, width=4), SimpleConv(1, 16, width=4), ConditionalTransformFlow(1, 16, num_layers=2),
                      layout="lie_rotation", kl_weight=0.1)
-    config = TrainConfig(epochs=12, batch_size=64, lr=3e-3, localizer_lr_mult=1.0, weight_decay=0.0, kl_weight=0.1,
-                         val_every=12, seed=0)
+    config = TrainConfig(epochs=30, batch_size=64, lr=3e-3, localizer_lr_mult=1.0, weight_decay=0.0, kl_weight=0.1,
+                         val_every=30, seed=0)
     Trainer(model, config, step_hooks=(AugmentationWarmup(1),)).fit(ImageSet(small(data.train.images), data.train.labels))
     model.eval()
-    from experiments.flow import _wrap_degrees, upright_pose
+    from experiments.flow import upright_pose
 
-    x = small(data.test.images)
     pose = upright_pose(data.test)  # degrees from the class's upright pose
     with torch.no_grad():
-        mean_t = model.transformation_distribution(x).sample((200,))[..., 0].mean(0) * 180.0  # E_g[t], degrees
+        mean_t = model.transformation_distribution(small(data.test.images)).sample((200,))[..., 0].mean(0) * 180.0
     assert torch.corrcoef(torch.stack([mean_t, pose]))[0, 1] < -0.6  # g has learned to point against the pose
 
     def aligned_pose(phi):
         torch.manual_seed(1)
-        rotated = warp(x, torch.full((len(x), 1), math.radians(phi)), "rotation")
-        result = mean_shift_align(model, rotated, iterations=20, step=0.3, num_samples=50)
+        rotated = small(warp(data.test.images, torch.full((len(pose), 1), math.radians(phi)), "rotation"))
+        result = mean_shift_align(model, rotated, iterations=40, step=0.3, num_samples=50)
         return pose + phi + torch.rad2deg(result.angles[-1])
+
+    def modulo_180(degrees):  # upright vs inverted: the classes' own symmetry
+        return torch.remainder(degrees + 90.0, 180.0) - 90.0
 
     reference = aligned_pose(0.0)
     for phi in (30.0, -45.0):
-        assert _wrap_degrees(aligned_pose(phi) - reference).abs().median() < 6.0  # φ undone to within a few degrees
-        assert _wrap_degrees(pose + phi - reference).abs().median() > 25.0  # …which it was not before alignment
+        assert modulo_180(aligned_pose(phi) - reference).abs().median() < 6.0  # φ undone to within a few degrees
+        assert modulo_180(pose + phi - reference).abs().median() > 25.0  # …which it was not before alignment
 
 
 # ---- Mario-Iggy -----------------------------------------------------------------------------
