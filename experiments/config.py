@@ -111,12 +111,31 @@ class FitConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "FitConfig":
-        raw = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**raw)
+        return config_from_dict(cls, json.loads(text))
+
+
+def config_from_dict(cls, raw):
+    """The dataclass ``cls`` from a dict, rejecting unknown keys (listing the valid ones)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object of {cls.__name__} fields, got {type(raw).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**raw)
+
+
+def read_config(cls, path: str | os.PathLike):
+    """The dataclass ``cls`` saved as JSON at ``path`` (a run's ``config.json``), or a ValueError
+    that names the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: is {path.parent} a run directory?")
+    try:
+        return config_from_dict(cls, json.loads(path.read_text()))
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} cannot be read as a {cls.__name__} ({type(err).__name__}: {err}): the file is "
+                         "corrupt or was edited by hand. Restore it, or delete the run directory and fit again") from None
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

@@ -22,7 +22,7 @@ import click
 import pyro
 import torch
 
-from inference.engine import CHECKPOINT, ELBOS, Trainer
+from inference.engine import CHECKPOINT, ELBOS, Trainer, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
 from inference.schedules import ANNEALING
@@ -30,7 +30,7 @@ from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, dataset_backgro
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
-from .config import FitConfig, write_atomic
+from .config import FitConfig, read_config, write_atomic
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
@@ -134,11 +134,10 @@ def run_fit(
 def load_run(run_dir: str | Path):
     """(config, fitted model on CPU, metrics) of a finished run directory, e.g. for a notebook."""
     run_dir = Path(run_dir)
-    config = FitConfig.from_json((run_dir / CONFIG_FILE).read_text())
+    config = read_config(FitConfig, run_dir / CONFIG_FILE)
     config.train.device = "cpu"
     model = model_from_config(config)
-    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
     model.eval()
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
@@ -202,7 +201,7 @@ def main(**opts):
             run_dir = Path(opts["resume_dir"])
             if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
                 raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")
-            config = FitConfig.from_json((run_dir / CONFIG_FILE).read_text())
+            config = read_config(FitConfig, run_dir / CONFIG_FILE)
         else:
             train = {
                 "epochs": opts["epochs"], "batch_size": opts["batch_size"], "localizer_lr_mult": opts["localizer_lr_mult"],

@@ -32,7 +32,7 @@ import torch
 
 from inference.alignment import mean_shift_align, warp_by_matrix
 from inference.control import EntropyController, PIDController
-from inference.engine import CHECKPOINT, TrainConfig, Trainer
+from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.invariance import relative_rotation_error, rotation_ranges, transformation_samples
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
@@ -44,7 +44,7 @@ from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
 from .cli import cached_record, fail, run_options, with_options
-from .config import write_atomic
+from .config import read_config, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"
@@ -99,6 +99,8 @@ class FlowConfig:
                       "test_samples"):
             if getattr(self, field) < (0 if field == "flow_layers" else 1):
                 raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not 0 <= self.alpha_min <= self.alpha <= self.alpha_max:
             raise ValueError(f"need 0 ≤ alpha_min ≤ alpha ≤ alpha_max, got {self.alpha_min}, {self.alpha}, {self.alpha_max}")
         if self.classifier_from is not None and not (Path(self.classifier_from) / CHECKPOINT).exists():
@@ -146,7 +148,7 @@ def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN
                      SimpleConv(channels, EMBEDDING_DIM, config.embedder_width), flow, layout=layout,
                      kl_weight=config.alpha)
     if config.classifier_from is not None:
-        state = torch.load(Path(config.classifier_from) / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
+        state = read_checkpoint(Path(config.classifier_from) / CHECKPOINT)["model"]
         model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")})
         model.classifier.requires_grad_(False)
     return model
@@ -158,11 +160,11 @@ def load_run(run_dir: str | Path) -> tuple[FlowConfig, FlowPSTN, DataSplits]:
     for needed in (CONFIG_FILE, CHECKPOINT):
         if not (run_dir / needed).exists():
             raise FileNotFoundError(f"{run_dir / needed} is missing: fit the run first (python -m experiments.flow fit ...)")
-    config = FlowConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
+    config = read_config(FlowConfig, run_dir / CONFIG_FILE)
     config.device = "cpu"
     data = load_data(config)
     model = build_model(config, data.test.images.shape[1], data.num_classes)
-    model.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
     model.eval()
     return config, model, data
 
@@ -247,10 +249,6 @@ common_options = with_options(_COMMON)
 
 def _checked(fn, *args, **kwargs):
     try:
-        if kwargs.get("device", "cpu") != "cpu":
-            from inference.engine import resolve_device
-
-            resolve_device(kwargs["device"])
         return fn(*args, **kwargs)
     except (ValueError, DataError, FileNotFoundError) as err:
         fail(str(err))
@@ -267,11 +265,11 @@ def main():
 @click.option("--flow-layers", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--base", type=click.Choice(BASES), default="gaussian", show_default=True)
 @click.option("--components", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--alpha", type=float, default=0.1, show_default=True, help="Entropy weight α (start value under PID).")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Entropy weight α (start value under PID).")
 @click.option("--entropy-target", type=float, default=2.0, show_default=True, help="Nats; pass --fixed-alpha to turn the PID off.")
 @click.option("--fixed-alpha", is_flag=True, help="Keep α fixed (no PID controller).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--no-aug-until", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--classifier-from", default=None, help="Run directory whose classifier is loaded and frozen.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -315,8 +313,8 @@ def _invariance_configs(epochs, classifier_width, train_size, device, data_root,
 
 
 @main.command()
-@click.option("--alpha", type=float, default=0.1, show_default=True, help="Fixed entropy weight α (Mario-Iggy).")
-@click.option("--mnist-alpha", type=float, default=0.3, show_default=True,
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Fixed entropy weight α (Mario-Iggy).")
+@click.option("--mnist-alpha", type=click.FloatRange(min=0), default=0.3, show_default=True,
               help="Fixed α of the MNIST 0/1/5/6/9 run (the authors' λ for that script, anchors §2.8).")
 @common_options
 def invariance(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
@@ -394,10 +392,10 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
 
 
 @main.command()
-@click.option("--alpha", type=float, default=0.002, show_default=True, help="Fixed α (A.3.8: 0.002).")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.002, show_default=True, help="Fixed α (A.3.8: 0.002).")
 @click.option("--components", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--flow-layers", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--invariance-alpha", type=float, default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
+@click.option("--invariance-alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
 @common_options
 def discover(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
              components, flow_layers, invariance_alpha):
@@ -450,10 +448,10 @@ def _mode_shares(poses: torch.Tensor, num_modes: int, half_width: float) -> torc
 
 
 @main.command()
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Fixed α of the mixture run (A.3: 0.5).")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Fixed α of the mixture run (A.3: 0.5).")
 @click.option("--components", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--flow-layers", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--classifier-alpha", type=float, default=0.1, show_default=True,
+@click.option("--classifier-alpha", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Fixed α of the Gaussian-base run whose classifier is then frozen.")
 @common_options
 def modes(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha, components,
@@ -514,7 +512,7 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
 @main.command()
 @click.option("--entropy-target", type=float, default=0.0, show_default=True,
               help="Nats of g over the rotation coefficient; 0 = the entropy of a uniform over ±90°.")
-@click.option("--alpha", type=float, default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
 @common_options
 def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha):
     """A.3.3: α set every step by the PI controller to hold the entropy of g, beside a fixed α."""
@@ -560,9 +558,9 @@ def pid(epochs, classifier_width, train_size, device, data_root, results_dir, ru
 
 
 @main.command()
-@click.option("--alpha", type=float, default=0.1, show_default=True, help="Fixed α of the Mario-Iggy ±45° model.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Fixed α of the Mario-Iggy ±45° model.")
 @click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--step", type=float, default=0.1, show_default=True)
+@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True)
 @common_options
 def align(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,

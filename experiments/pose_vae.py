@@ -18,6 +18,7 @@ Bernoulli ELBO (003 used PyTorch-VAE conv nets and MSE + 0.001·KL).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 import click
 import torch
 
-from inference.engine import CHECKPOINT, TrainConfig, Trainer
+from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
 from inference.schedules import TemperatureSchedule
@@ -38,7 +39,7 @@ from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNorma
 from pyro_pstn.transforms import get_layout
 
 from .cli import cached_record, fail, run_options, with_options
-from .config import write_atomic
+from .config import read_config, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "pose_vae"
@@ -81,6 +82,8 @@ class PoseVAEConfig:
         for field in ("z_dim", "rank", "epochs", "batch_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"need a finite lr > 0 and kl_weight ≥ 0, got lr={self.lr}, kl_weight={self.kl_weight}")
         get_layout(self.transform)  # raises, listing the valid families
         if self.model == "dtvae" and self.transform.startswith("tps"):
             raise ValueError("dtvae un-warps x by T_θ⁻¹, which thin-plate splines lack; use an affine transform")
@@ -235,10 +238,10 @@ def load_run(run_dir: str | Path) -> tuple[PoseVAEConfig, LatentVAE]:
         if not (run_dir / needed).exists():
             raise FileNotFoundError(f"{run_dir / needed} is missing: is {run_dir} a pose-VAE run directory "
                                     "(python -m experiments.pose_vae fit ...)?")
-    config = PoseVAEConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
+    config = read_config(PoseVAEConfig, run_dir / CONFIG_FILE)
     config.device = "cpu"
     model = build_model(config)
-    model.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
     model.eval()
     return config, model
 
@@ -282,8 +285,9 @@ def main():
 @click.option("--train-on", type=click.Choice(["base", "augmented"]), default="base", show_default=True)
 @click.option("--aligner/--no-aligner", default=False, help="003: an STN in front of the VAE.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--kl-weight", type=float, default=1.0, show_default=True, help="β on the KL (1 = the ELBO).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="β on the KL (1 = the ELBO).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N training images.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N test images.")
@@ -292,10 +296,6 @@ def fit(results_dir, run_root, progress, **options):
     """Fit one pose VAE and print its test ELBO terms and linear-probe accuracy."""
     try:
         config = PoseVAEConfig(**options)
-        if config.device != "cpu":
-            from inference.engine import resolve_device
-
-            resolve_device(config.device)
         record = run_one(config, Path(run_root), progress)
     except (ValueError, DataError) as err:
         fail(str(err))

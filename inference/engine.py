@@ -102,6 +102,22 @@ class History:
         return next((r for r in reversed(self.records) if r.val_loss is not None), None)
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The state a :class:`Trainer` saved at ``path``, or a ValueError that names the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: nothing to resume or load; fit the run first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a damaged file raises anything from EOFError to UnpicklingError or ValueError
+        raise ValueError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {err}): the file is truncated "
+                         f"or corrupt. Delete its run directory and fit again, or restore {path.name}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{path} is not a checkpoint of this library (no 'model' state in it): delete its run "
+                         "directory and fit again")
+    return state
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -290,8 +306,9 @@ class Trainer:
         _atomic_save(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
+        state = read_checkpoint(path)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as err:
-            raise ValueError(f"{path}: cannot read checkpoint ({err})") from None
-        self.load_state_dict(state)
+            self.load_state_dict(state)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} does not fit this model and configuration ({type(err).__name__}: {err}); "
+                             "was the run directory's config.json changed? Fit again in a new directory") from None

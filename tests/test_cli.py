@@ -97,6 +97,22 @@ def test_resume_and_existing_run_dirs(tmp_path, data_root):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
+def test_resume_of_a_damaged_run_names_the_file_and_what_to_do(tmp_path, data_root):
+    assert _quick(tmp_path, data_root, "cnn", "run").exit_code == 0
+    checkpoint, config = tmp_path / "run" / "checkpoint.pt", tmp_path / "run" / "config.json"
+    intact = checkpoint.read_bytes()
+    for damage in (intact[: len(intact) // 2], b"not a zip file"):
+        checkpoint.write_bytes(damage)
+        result = _invoke("--resume", tmp_path / "run")
+        assert result.exit_code == 2, result.output
+        assert f"{checkpoint} cannot be read as a checkpoint" in result.output and "fit again" in result.output
+    checkpoint.write_bytes(intact)
+    config.write_text(config.read_text()[:40])  # truncated JSON
+    result = _invoke("--resume", tmp_path / "run")
+    assert result.exit_code == 2 and f"{config} cannot be read as a FitConfig" in result.output
+    assert "delete the run directory and fit again" in result.output
+
+
 def test_module_entry_point_runs():
     out = subprocess.run(
         [sys.executable, "-m", "experiments.fit", "--help"], cwd=REPO, capture_output=True, text=True, check=True
