@@ -28,10 +28,57 @@ def fail(message: str):
     sys.exit(2)
 
 
+def check_device(ctx, param, value: str) -> str:
+    """Click callback: ``--device`` must name cpu, cuda or cuda:N that this torch build can use,
+    checked before anything is loaded or written."""
+    from inference.engine import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+    return value
+
+
+def device_option():
+    return click.option("--device", default="cpu", show_default=True, callback=check_device,
+                        help="cpu, cuda or cuda:N.")
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list such as ``--folds 0,1,2``: each item converted by ``item`` (int,
+    float or str) and, where given, one of ``choices`` or at least ``min`` (above it if
+    ``min_open``); a bad item names the valid values."""
+
+    name = "list"
+
+    def __init__(self, item=int, choices=None, min: float | None = None, min_open: bool = False):
+        self.item, self.choices, self.min, self.min_open = item, choices, min, min_open
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        items = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not items:
+            self.fail("needs at least one value (comma-separated)", param, ctx)
+        out = []
+        for text in items:
+            try:
+                v = self.item(text)
+            except ValueError:
+                self.fail(f"{text!r} is not a{'n integer' if self.item is int else ' number'}", param, ctx)
+            if self.choices is not None and v not in self.choices:
+                self.fail(f"{text!r} is not one of {', '.join(map(str, self.choices))}", param, ctx)
+            if self.min is not None and (v < self.min or (self.min_open and v == self.min)):
+                self.fail(f"{text!r} must be {'>' if self.min_open else '≥'} {self.min:g}", param, ctx)
+            out.append(v)
+        return out
+
+
 def run_options(results: str, runs: str, data_help: str) -> list:
     """The options of every study command: device, data root, results and run folders, progress."""
     return [
-        click.option("--device", default="cpu", show_default=True),
+        device_option(),
         click.option("--data-root", default=None, help=data_help),
         click.option("--results-dir", type=click.Path(file_okay=False), default=results, show_default=True),
         click.option("--run-root", type=click.Path(file_okay=False), default=runs, show_default=True),

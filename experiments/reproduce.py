@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from pyro_pstn.models import MODEL_NAMES
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
+from .cli import CommaList, device_option
 from .config import FitConfig, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,8 +55,8 @@ PAPER_001_TABLE_2 = {  # Schwöbel et al. UAI 2022, Table 2 (Gamma P-STN)
 }
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+#: ``--folds 0,1,2``: the authors' five folds of every subset size.
+FOLDS = CommaList(int, choices=range(5))
 
 
 def run_path(results: Path, row: str, size: int, fold: int) -> Path:
@@ -81,12 +84,39 @@ def selected_value(results: Path, model: str, size: int) -> float:
     return float(json.loads(path.read_text())["best_accuracy"])
 
 
+def resumable(run_dir: Path, config: FitConfig) -> bool:
+    """Whether ``run_dir`` holds an interrupted run of exactly ``config`` with a readable checkpoint.
+
+    A sweep's run directory is named after its result file, so a run whose worker was killed
+    (``kill -9``, the end of a session) is found again by the next sweep: it resumes from its last
+    checkpoint. A leftover that cannot be resumed (killed before its first checkpoint, or of
+    another config) is removed, and the run starts afresh.
+    """
+    from inference.engine import CHECKPOINT, read_checkpoint
+
+    from .config import read_config
+    from .fit import CONFIG_FILE
+
+    if not run_dir.exists():
+        return False
+    try:
+        if read_config(FitConfig, run_dir / CONFIG_FILE) == config:
+            read_checkpoint(run_dir / CHECKPOINT)
+            return True
+    except ValueError:
+        pass
+    shutil.rmtree(run_dir)
+    return False
+
+
 def _run_one(
     model: str, size: int, fold: int, result_file: Path, run_root: str, train: dict, options: dict, threads: int
 ) -> dict:
     """Fit one (model, size, fold) in a worker process and keep its metrics as a small JSON.
 
-    ``train`` and ``options`` override :class:`TrainConfig` / :class:`FitConfig` defaults.
+    ``train`` and ``options`` override :class:`TrainConfig` / :class:`FitConfig` defaults. The
+    result file is written atomically at the very end: a killed worker leaves none, and the
+    next sweep resumes the run from its checkpoint (:func:`resumable`).
     """
     import torch
 
@@ -94,9 +124,10 @@ def _run_one(
 
     torch.set_num_threads(threads)
     config = FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
-    run_dir = Path(run_root) / f"{Path(result_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(run_root) / Path(result_file).stem
+    resume = resumable(run_dir, config)
     start = time.perf_counter()
-    metrics = run_fit(config, run_dir, progress=False)
+    metrics = run_fit(config, run_dir, resume=resume, progress=False)
     name = metrics["evaluated_on"]
     record = {
         "model": model,
@@ -114,6 +145,7 @@ def _run_one(
         f"torch {metrics['torch']}",
         "data_source": metrics["data_source"],
         "config": asdict(config),
+        "resumed": resume,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     Path(result_file).parent.mkdir(parents=True, exist_ok=True)
@@ -131,13 +163,20 @@ def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None) -> li
     click.echo(f"{len(jobs)} runs to do ({workers} worker(s), {threads} thread(s) each)")
     records = []
     # spawn, not fork: forking a process whose torch thread pool is running can hang the child
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, *job, threads=threads) for job in jobs]
-        for future in as_completed(futures):
-            r = future.result()
-            records.append(r)
-            split = r["evaluated_on"]
-            click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, {r['wall_seconds']:.0f} s")
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, *job, threads=threads) for job in jobs]
+            for future in as_completed(futures):
+                r = future.result()
+                records.append(r)
+                split = r["evaluated_on"]
+                click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, "
+                           f"{r['wall_seconds']:.0f} s")
+    except BrokenProcessPool:
+        raise click.ClickException(
+            f"a worker process died in the middle of a run (killed, or out of memory); {len(records)} run(s) finished "
+            "and are kept. Run the same command again: it skips finished runs and resumes interrupted ones from "
+            "their last checkpoint") from None
     return records
 
 
@@ -261,10 +300,12 @@ def main():
 
 
 @main.command("mnist_subsets")
-@click.option("--sizes", default="30,100,1000", help=f"Comma-separated, from {SUBSET_SIZES}.")
-@click.option("--folds", default="0,1,2,3,4")
-@click.option("--models", default=",".join(PAPER_MODELS), help=f"Comma-separated, from {', '.join(MODEL_NAMES)}.")
-@click.option("--device", default="cpu")
+@click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100,1000",
+              help=f"Comma-separated, from {SUBSET_SIZES}.")
+@click.option("--folds", type=FOLDS, default="0,1,2,3,4")
+@click.option("--models", type=CommaList(str, choices=MODEL_NAMES), default=",".join(PAPER_MODELS),
+              help=f"Comma-separated, from {', '.join(MODEL_NAMES)}.")
+@device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker (default: cores / workers).")
 @click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
@@ -278,14 +319,6 @@ def main():
 def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggregate_only, results_dir, epochs, test_size,
                   selected):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
-    sizes, folds, models = _ints(sizes), _ints(folds), models.split(",")
-    bad = [s for s in sizes if s not in SUBSET_SIZES] + [f for f in folds if not 0 <= f < 5]
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if bad or unknown:
-        raise click.UsageError(
-            f"invalid sizes/folds {bad} or models {unknown}; valid sizes {SUBSET_SIZES}, folds 0..4, "
-            f"models {', '.join(MODEL_NAMES)}"
-        )
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
     options = {"test_size": test_size} if test_size else {}
@@ -359,9 +392,10 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> 
 @click.option("--param", type=click.Choice(tuple(GRIDS)), default="kl_weight")
 @click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="100")
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Default: gamma_pstn for kl_weight, pstn for prior_scale.")
-@click.option("--values", default=None, help="Comma-separated grid (default: the paper's).")
-@click.option("--folds", default="0,1,2,3,4")
-@click.option("--device", default="cpu")
+@click.option("--values", type=CommaList(float, min=0), default=None,
+              help="Comma-separated grid, each ≥ 0 (default: the paper's).")
+@click.option("--folds", type=FOLDS, default="0,1,2,3,4")
+@device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
 @click.option("--run-root", default="runs/grid")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
@@ -369,14 +403,16 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> 
 def grid(param, size, model, values, folds, device, workers, run_root, results_dir, epochs):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
-    grid_values = [float(v) for v in values.split(",")] if values else list(GRIDS[param])
+    grid_values = values or list(GRIDS[param])
+    if param == "prior_scale" and min(grid_values) <= 0:
+        raise click.BadParameter(f"σ_p values must be positive, got {min(grid_values):g}", param_hint="--values")
     results = Path(results_dir)
     train = {"device": device, "val_every": 10**6, **({"epochs": epochs} if epochs else {})}
     todo = []
     for value in grid_values:
         path_train = {**train, "kl_weight": value} if param == "kl_weight" else train
         options = {"evaluate_on": "val", "val_size": None, **({"prior_scale": value} if param == "prior_scale" else {})}
-        for fold in _ints(folds):
+        for fold in folds:
             path = grid_path(results, param, model, size, value, fold)
             if not path.exists():
                 todo.append((model, size, fold, path, run_root, path_train, options))
@@ -397,9 +433,10 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
 
 @main.command("calibration")
 @click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="100")
-@click.option("--folds", default="0,1,2,3,4")
-@click.option("--prior-scales", default="0.05,0.1,0.2,0.4", help="σ_p values of the Gaussian P-STN curves (000 Fig. 6).")
-@click.option("--device", default="cpu")
+@click.option("--folds", type=FOLDS, default="0,1,2,3,4")
+@click.option("--prior-scales", type=CommaList(float, min=0, min_open=True), default="0.05,0.1,0.2,0.4",
+              help="σ_p values of the Gaussian P-STN curves (000 Fig. 6).")
+@device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
 @click.option("--run-root", default="runs/calibration")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
@@ -421,11 +458,11 @@ def calibration(size, folds, prior_scales, device, workers, run_root, results_di
         "gamma_pstn at accuracy-optimal w": ("gamma_pstn-w_acc", "gamma_pstn", {"kl_weight": selected["best_accuracy"]}, {}),
         "gamma_pstn at ECE-optimal w": ("gamma_pstn-w_ece", "gamma_pstn", {"kl_weight": selected["best_ece"]}, {}),
         **{f"pstn, σ_p = {v:g}": (f"pstn-sigma{v:g}", "pstn", {}, {"prior_scale": v})
-           for v in (float(v) for v in prior_scales.split(","))},
+           for v in prior_scales},
     }
     todo = [
         (model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
-        for stem, model, t, options in variants.values() for fold in _ints(folds)
+        for stem, model, t, options in variants.values() for fold in folds
         if not calibration_path(results, size, stem, fold).exists()
     ]
     if todo and not aggregate_only:
@@ -447,7 +484,7 @@ def calibration(size, folds, prior_scales, device, workers, run_root, results_di
     ]
     curves = {}
     for label, (stem, *_) in variants.items():
-        runs = [json.loads(p.read_text()) for f in _ints(folds)
+        runs = [json.loads(p.read_text()) for f in folds
                 if (p := calibration_path(results, size, stem, f)).exists()]
         if not runs:
             continue
