@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
 from pyro_pstn.transforms import AffineLayout
+
+
+def import_arviz():
+    """``arviz``, imported without the multi-line FutureWarning banner about its coming 1.0
+    refactor that it prints on import (it says nothing about our use of it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz
+
+    return arviz
 
 
 def to_inference_data(
@@ -17,8 +28,7 @@ def to_inference_data(
     ``image`` × ``theta_dim`` named by the layout), ``observed_data`` (the labels) and
     ``constant_data`` (the images themselves, so a notebook can re-warp them).
     """
-    import arviz as az
-
+    az = import_arviz()
     image_ids = [int(i) for i in indices]
     posterior = {name: value.unsqueeze(0).numpy() for name, value in draws.items()}  # chain dim
     dims = {name: ["image", "theta_dim"] for name in posterior}
@@ -39,6 +49,4 @@ def save_inference_data(idata, path: str | os.PathLike) -> None:
 
 
 def load_inference_data(path: str | os.PathLike):
-    import arviz as az
-
-    return az.from_netcdf(path, engine="h5netcdf")
+    return import_arviz().from_netcdf(path, engine="h5netcdf")
