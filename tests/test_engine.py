@@ -60,12 +60,14 @@ def test_optimiser_groups_and_coupled_weight_decay():
 
 
 def test_a_few_svi_steps_fit_a_tiny_problem():
+    """Over seeds 0–4 at OMP_NUM_THREADS 1 and 2 the last epoch's loss was at most 0.408 of the
+    first (bound 0.6)."""
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
     y = (x.mean((1, 2, 3)) > 0).long()
     trainer = Trainer(build_model("gamma_pstn"), TrainConfig(epochs=30, batch_size=16, kl_weight=1e-3, val_every=30))
     history = trainer.fit(ImageSet(x, y), ImageSet(x, y), progress=False)
-    assert history.records[-1].loss < history.records[0].loss
+    assert history.records[-1].loss < 0.6 * history.records[0].loss
     assert history.records[-1].val_accuracy is not None and trainer.step == 30
 
 

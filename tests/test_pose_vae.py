@@ -153,13 +153,15 @@ def test_temperature_schedule_is_applied_every_step_by_the_engine():
 
 
 def test_vae_training_lowers_the_loss_and_keeps_kl_weight_as_beta():
+    """Over seeds 0–4 at OMP_NUM_THREADS 1 and 2 the last epoch's loss was at most 0.760 of the
+    first (bound 0.9)."""
     torch.manual_seed(0)
     data = ImageSet((_images(64) > 0.7).float(), torch.zeros(64, dtype=torch.long))
     model = build_pose_vae("tvae", 4, DiagonalNormalPose("similarity"))
     trainer = Trainer(model, TrainConfig(epochs=4, batch_size=16, kl_weight=0.5, weight_decay=0.0))
     assert trainer.kl_weight == 0.5  # β as given: no per-dimension conversion for VAEs
     history = trainer.fit(data, data, progress=False)
-    assert history.records[-1].loss < history.records[0].loss
+    assert history.records[-1].loss < 0.9 * history.records[0].loss
     assert history.records[-1].val_loss is not None and history.records[-1].val_accuracy is None
 
 
