@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 # Data root: $PYRO_PSTN_DATA if set, else ../shared/data where it exists, else ./data.
 export PYRO_PSTN_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: install run test test-slow bench
+.PHONY: install run test test-slow bench notebooks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python -m experiments.bench
+
+# Fit one small real run per notebook (runs/notebooks/) and save the notebooks with their outputs.
+notebooks: install
+	$(BIN)/python -m experiments.notebooks

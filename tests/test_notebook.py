@@ -1,23 +1,21 @@
-"""Each notebook executes, top to bottom, on a small run that the test fits first."""
-import nbformat
-from nbclient import NotebookClient
+"""Each notebook executes, top to bottom, on a small run that the test fits first; the committed
+notebooks carry the outputs of ``make notebooks`` (real runs) and no error."""
+import json
+
+import pytest
 
 from experiments.config import FitConfig
 from experiments.fit import run_fit
 from experiments.flow import FlowConfig
 from experiments.flow import run_one as run_flow
+from experiments.notebooks import NOTEBOOKS, RUNS, execute_notebook
 from experiments.pose_vae import PoseVAEConfig
 from experiments.pose_vae import run_one as run_pose_vae
 
-from .conftest import REPO
 
-
-def _execute(notebook: str, run_dir, monkeypatch) -> tuple[list, str]:
+def _execute(notebook: str, run_dir) -> tuple[list, str]:
     """Run ``notebooks/<notebook>`` on ``run_dir``; return its outputs and their printed text."""
-    monkeypatch.setenv("PYRO_PSTN_RUN_DIR", str(run_dir))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    nb = execute_notebook(notebook.removesuffix(".ipynb"), run_dir, timeout=300)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     return outputs, "".join(o.get("text", "") for o in outputs)
@@ -27,29 +25,39 @@ def _figures(outputs) -> int:
     return sum("image/png" in o.get("data", {}) for o in outputs)
 
 
-def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root):
     config = FitConfig.with_defaults(
         "gamma_pstn", "mnist30", train={"epochs": 2}, data_root=str(data_root), test_size=100, val_size=50
     )
     run_fit(config, tmp_path / "run", progress=False)
-    outputs, text = _execute("01_inspect_posteriors.ipynb", tmp_path / "run", monkeypatch)
+    outputs, text = _execute("01_inspect_posteriors.ipynb", tmp_path / "run")
     assert _figures(outputs) >= 4
     assert "gamma_pstn on mnist30 fold 0" in text
 
 
-def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root):
     config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, epochs=1, data_root=str(data_root),
                            train_size=600, test_size=200)
     run_pose_vae(config, tmp_path, progress=False)
-    outputs, text = _execute("02_pose_vae.ipynb", tmp_path / config.name, monkeypatch)
+    outputs, text = _execute("02_pose_vae.ipynb", tmp_path / config.name)
     assert _figures(outputs) >= 5
     assert "tvae on mnist: affine warp, pose prior diagonal" in text
 
 
-def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root):
     config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=2,
                         no_aug_until=1, train_size=128, batch_size=64, data_root=str(data_root))
     run_flow(config, tmp_path, progress=False)
-    outputs, text = _execute("03_flow_invariance.ipynb", tmp_path / config.name, monkeypatch)
+    outputs, text = _execute("03_flow_invariance.ipynb", tmp_path / config.name)
     assert _figures(outputs) >= 4
     assert "flow_pstn on mario_iggy30x3modes: lie_rotation" in text
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_committed_notebooks_show_the_outputs_of_a_real_run(name):
+    cells = [c for c in json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    assert all(c.get("execution_count") for c in cells), "run `make notebooks` to save the notebook executed"
+    assert _figures(outputs) >= 4 and not [o for o in outputs if o["output_type"] == "error"]
+    printed = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "Warning" not in printed and str(NOTEBOOKS.parent) not in printed  # no banners, no machine paths
