@@ -1,6 +1,8 @@
 """What every spatial-transformer classifier shares: y ~ Cat(f(T_θ(x)))."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -23,6 +25,12 @@ def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: in
             raise ValueError(f"labels must have shape [{x.shape[0]}] to match the images, got {tuple(y.shape)}")
         if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
             raise ValueError(f"labels must lie in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}")
+
+
+@contextmanager
+def _scale_members(w: torch.Tensor):
+    with poutine.mask(mask=w > 0), poutine.scale(scale=torch.where(w > 0, w, torch.ones_like(w))):
+        yield
 
 
 class TransformClassifier(PyroModule):
@@ -74,14 +82,23 @@ class TransformClassifier(PyroModule):
         pyro.sample("y", dist.Categorical(logits=logits), obs=y)
         return logits
 
+    def data_plate(self, x: torch.Tensor):
+        """The plate over the batch of images ``x`` ``[..., B, C, H, W]`` (a stack of members puts
+        its own plate outside it, :class:`~pyro_pstn.models.stacked.Stacked`)."""
+        return pyro.plate("data", x.shape[-4])
+
     def kl_scaled(self):
         """Context that applies the KL weight to the latent sites it wraps (in model and guide).
 
         A weight of 0 masks the sites' log-densities out (``poutine.scale`` only takes w > 0):
-        the ELBO is then the expected log-likelihood alone.
+        the ELBO is then the expected log-likelihood alone. In a stack the weight is a tensor
+        ``[R, 1]``, one per member, and members with w = 0 are masked alone.
         """
-        if self.kl_weight > 0:
-            return poutine.scale(scale=self.kl_weight)
+        w = self.kl_weight
+        if torch.is_tensor(w):
+            return _scale_members(w)
+        if w > 0:
+            return poutine.scale(scale=w)
         return poutine.mask(mask=False)
 
     def localize(self, x: torch.Tensor, reuse: bool = False):

@@ -17,7 +17,7 @@ class CNN(TransformClassifier):
         super().__init__(classifier, layout=None, **kwargs)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             return self.observe(self.classifier(x), y)
 
 
@@ -32,6 +32,6 @@ class STN(TransformClassifier):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, _ = self.localizer(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             theta = pyro.deterministic("theta", loc, event_dim=1)
             return self.observe(self.classifier(self.transform(x, theta)), y)

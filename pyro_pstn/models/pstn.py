@@ -29,13 +29,13 @@ class DA(TransformClassifier):
         self.stochastic_predictions = test_time_augmentation
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self.kl_scaled():
                 theta = pyro.sample("theta", self.prior())  # θ ~ N(θ_id, σ_DA² I)
             return self.observe(self.classifier(self.transform(x, theta)), y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+        with self.data_plate(x), self.kl_scaled():
             pyro.sample("theta", self.prior())  # q(θ) = p(θ)
 
     def predictive_model(self):
@@ -63,14 +63,14 @@ class PSTN(TransformClassifier):
         self.prior = prior
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self.kl_scaled():
                 theta = pyro.sample("theta", self.prior())  # eq. 4
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, scale = self.localize(x)
-        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+        with self.data_plate(x), self.kl_scaled():
             pyro.sample("theta", dist.Normal(loc, scale).to_event(1))  # eq. 8
 
 
@@ -100,7 +100,7 @@ class GammaPSTN(TransformClassifier):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, _ = self.localize(x, reuse=True)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self.kl_scaled():
                 lam = pyro.sample("lambda", self.prior())  # eq. 6
             theta = self._theta_given_lambda(loc, lam)  # eq. 5
@@ -108,7 +108,7 @@ class GammaPSTN(TransformClassifier):
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, rate = self.localize(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             with self.kl_scaled():
                 lam = pyro.sample("lambda", dist.Gamma(self.prior.concentration, rate).to_event(1))  # eq. 7
             self._theta_given_lambda(loc, lam)

@@ -10,6 +10,9 @@ All convolutions are 'valid' 5×5, each followed by MaxPool(2) then ReLU.
 | P-STN localizer (similarity)  | 8, 14      | 224 → 4 (μ), 224 → 4 (β or σ) | 4,822 |
 
 So CNN 28,086; STN 28,726; P-STN 26,662 parameters in all.
+
+Each network also takes ``members=R``: R independent copies in one module, for stacked runs
+(:mod:`.members`); ``member(r)`` gives member r back as an ordinary network.
 """
 from __future__ import annotations
 
@@ -18,29 +21,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..transforms import AffineLayout, apply_flat, get_layout
+from .members import Stackable, apply_members, conv2d, linear
 
 
-def conv_features(in_channels: int, channels: tuple[int, int], kernel_size: int = 5) -> nn.Sequential:
-    """Conv → MaxPool(2) → ReLU, twice, then flatten (the authors' order)."""
+def conv_features(in_channels: int, channels: tuple[int, int], kernel_size: int = 5,
+                  members: int | None = None) -> nn.Sequential:
+    """Conv → MaxPool(2) → ReLU, twice, then flatten (the authors' order); R of them with ``members``."""
     c1, c2 = channels
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, kernel_size),
+        conv2d(in_channels, c1, kernel_size, members),
         nn.MaxPool2d(2),
         nn.ReLU(),
-        nn.Conv2d(c1, c2, kernel_size),
+        conv2d(c1, c2, kernel_size, members),
         nn.MaxPool2d(2),
         nn.ReLU(),
         nn.Flatten(),
     )
 
 
-def _num_features(features: nn.Module, in_channels: int, image_size: int) -> int:
+def _num_features(channels: tuple[int, int], in_channels: int, image_size: int) -> int:
     with torch.no_grad():
-        return features(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
+        return conv_features(in_channels, channels)(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
 
 
-class Classifier(nn.Module):
-    """f(x): images ``[..., C, H, W]`` → class logits ``[..., K]`` (any leading sample dims)."""
+class Classifier(Stackable, nn.Module):
+    """f(x): images ``[..., C, H, W]`` → class logits ``[..., K]`` (any leading sample dims);
+    with ``members=R``, images ``[..., R, B, C, H, W]`` → ``[..., R, B, K]``."""
 
     def __init__(
         self,
@@ -50,18 +56,26 @@ class Classifier(nn.Module):
         in_channels: int = 1,
         image_size: int = 28,
         dropout: float = 0.5,
+        members: int | None = None,
     ):
         super().__init__()
-        self.features = conv_features(in_channels, channels)
-        n = _num_features(self.features, in_channels, image_size)
-        self.head = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.init_args = dict(channels=channels, hidden=hidden, num_classes=num_classes, in_channels=in_channels,
+                              image_size=image_size, dropout=dropout, members=members)
+        self.features = conv_features(in_channels, channels, members=members)
+        n = _num_features(channels, in_channels, image_size)
+        self.head = nn.Sequential(linear(n, hidden, members), nn.ReLU(), nn.Dropout(dropout),
+                                  linear(hidden, num_classes, members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.members is not None:
+            return apply_members(self.features, self.head, x, self.members)
         return apply_flat(lambda images: self.head(self.features(images)), x, event_dim=3)
 
 
-class Localizer(nn.Module):
+class Localizer(Stackable, nn.Module):
     """μ(x) and, optionally, a positive spread head (σ(x) for the Gaussian P-STN, β(x) for Gamma).
+
+    Images ``[B, C, H, W]`` → heads ``[B, D]``; with ``members=R``, ``[R, B, C, H, W]`` → ``[R, B, D]``.
 
     Both heads are identity-initialised for every layout, rotation-only included (the authors'
     code leaves rotation-only heads at PyTorch's random init): the μ head has zero weights and
@@ -77,13 +91,16 @@ class Localizer(nn.Module):
         spread_init: float = -5.0,
         in_channels: int = 1,
         image_size: int = 28,
+        members: int | None = None,
     ):
         super().__init__()
+        self.init_args = dict(layout=layout, channels=channels, spread_head=spread_head, spread_init=spread_init,
+                              in_channels=in_channels, image_size=image_size, members=members)
         self.layout = get_layout(layout)
-        self.features = conv_features(in_channels, channels)
-        n = _num_features(self.features, in_channels, image_size)
-        self.loc = nn.Linear(n, self.layout.dim)
-        self.spread = nn.Linear(n, self.layout.dim) if spread_head else None
+        self.features = conv_features(in_channels, channels, members=members)
+        n = _num_features(channels, in_channels, image_size)
+        self.loc = linear(n, self.layout.dim, members)
+        self.spread = linear(n, self.layout.dim, members) if spread_head else None
         with torch.no_grad():
             self.loc.weight.zero_()
             self.loc.bias.copy_(self.layout.identity_theta())
@@ -91,12 +108,18 @@ class Localizer(nn.Module):
                 self.spread.weight.zero_()
                 self.spread.bias.fill_(spread_init)
 
+    def _heads(self, h: torch.Tensor) -> torch.Tensor:
+        """Both heads side by side, ``[..., D]`` or ``[..., 2D]`` (one ``apply_members`` call for both)."""
+        return self.loc(h) if self.spread is None else torch.cat([self.loc(h), self.spread(h)], -1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.features(x)
-        loc = self.loc(h)
-        if self.spread is None:
-            return loc, None
-        return loc, F.softplus(self.spread(h)).clamp_min(1e-8)
+        if self.members is None:
+            h = self.features(x)
+            loc, spread = self.loc(h), None if self.spread is None else self.spread(h)
+        else:
+            heads = apply_members(self.features, self._heads, x, self.members)
+            loc, spread = (heads, None) if self.spread is None else heads.split(self.layout.dim, -1)
+        return loc, None if spread is None else F.softplus(spread).clamp_min(1e-8)
 
 
 def mnist_cnn_classifier(num_classes: int = 10) -> Classifier:

@@ -1,0 +1,127 @@
+"""Stacked runs: R independent fits of one model in one Pyro model (issue 12).
+
+The members may differ in data (fold), seed, KL weight w and prior (σ_p, σ_DA, α0, β0); they
+share the architecture and layout. The generative story is the single model's, R times:
+
+    for r in members:                     (pyro.plate("members", R), dim −2)
+        for i in data:                    (pyro.plate("data", B),    dim −1)
+            θ_ri ~ p_r(θ),  y_ri ~ Cat(f_r(T_θ_ri(x_ri)))
+
+so the ELBO is the sum of the members' ELBOs and each member's gradient is the one it would get
+alone: Adam and coupled weight decay are elementwise, so member r follows its single run's path
+given the same random draws. Images are ``[R, B, C, H, W]``, labels ``[R, B]``; the networks
+carry a member dimension (:mod:`pyro_pstn.nets.members`), the priors' tensors a leading
+``[R, 1]``, the KL weight is a tensor ``[R, 1]``. ``member(r)`` is an ordinary model again, so
+prediction, metrics and run directories are the single run's.
+"""
+from __future__ import annotations
+
+import copy
+
+import pyro
+import torch
+import torch.nn as nn
+from pyro.nn import PyroModule
+
+from .base import TransformClassifier
+
+
+def _stack_buffers(modules: list[nn.Module]) -> nn.Module:
+    """A copy of ``modules[0]`` whose buffers are the members' buffers stacked, ``[R, 1, ...]``."""
+    stacked = copy.deepcopy(modules[0])
+    for name, _ in modules[0].named_buffers():
+        values = torch.stack([m.get_buffer(name) for m in modules]).unsqueeze(1)
+        owner, _, attr = name.rpartition(".")
+        setattr(stacked.get_submodule(owner) if owner else stacked, attr, values)
+    return stacked
+
+
+def _member_buffers(stacked: nn.Module, r: int) -> nn.Module:
+    single = copy.deepcopy(stacked)
+    for name, value in stacked.named_buffers():
+        owner, _, attr = name.rpartition(".")
+        setattr(single.get_submodule(owner) if owner else single, attr, value[r, 0].clone())
+    return single
+
+
+def _copy(model: TransformClassifier) -> TransformClassifier:
+    """A deep copy, without the localizer output a guide leaves for its model (a transient tensor)."""
+    shared, model._shared_localization = model._shared_localization, None
+    try:
+        return copy.deepcopy(model)
+    finally:
+        model._shared_localization = shared
+
+
+#: The parts of a TransformClassifier that hold one run's state: networks (stacked by their
+#: ``stack`` class method) and priors (stacked buffer by buffer).
+_NETWORKS, _PRIORS = ("classifier", "localizer"), ("prior",)
+
+
+class Stacked(PyroModule):
+    """R runs of one :class:`TransformClassifier` subclass, trained together; see the module docstring.
+
+    Build it from R ordinary models (each initialised as its single run would be, e.g. under its
+    own seed) with :meth:`from_models`; ``kl_weights`` are the members' weights in Pyro's
+    convention (what :func:`inference.engine.model_kl_weight` gives for each member's w).
+    """
+
+    def __init__(self, base: TransformClassifier, members: int):
+        super().__init__()
+        self.base = base
+        self.members = members
+
+    @classmethod
+    def from_models(cls, models: list[TransformClassifier]) -> "Stacked":
+        first = models[0]
+        if len({type(m) for m in models}) != 1 or any(
+                getattr(m.layout, "name", None) != getattr(first.layout, "name", None) for m in models):
+            raise ValueError("the members of a stack must be one model class with one layout")
+        unsupported = [name for name, _ in first.named_children() if name not in _NETWORKS + _PRIORS]
+        if unsupported:
+            raise ValueError(f"{type(first).__name__} cannot be stacked yet: no member layout for {unsupported}")
+        base = _copy(first)
+        for name in _NETWORKS:
+            net = getattr(first, name)
+            if net is not None:
+                setattr(base, name, type(net).stack([getattr(m, name) for m in models]))
+        for name in _PRIORS:
+            if hasattr(first, name):
+                setattr(base, name, _stack_buffers([getattr(m, name) for m in models]))
+        like = next(first.parameters())
+        base.kl_weight = torch.tensor([[float(m.kl_weight)] for m in models], dtype=like.dtype, device=like.device)
+        return cls(base, len(models))
+
+    @property
+    def kl_weight(self) -> torch.Tensor:
+        return self.base.kl_weight
+
+    @kl_weight.setter
+    def kl_weight(self, value) -> None:
+        """One weight per member (``[R]`` or ``[R, 1]``), or one for all."""
+        like = self.base.kl_weight
+        value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        self.base.kl_weight = value.reshape(-1, 1).expand(self.members, 1).clone()
+
+    def member(self, r: int) -> TransformClassifier:
+        """Member r as an ordinary model (its networks, prior and KL weight)."""
+        if not 0 <= r < self.members:
+            raise ValueError(f"member {r} of a stack of {self.members}")
+        single = _copy(self.base)
+        for name in _NETWORKS:
+            net = getattr(self.base, name)
+            if net is not None:
+                setattr(single, name, net.member(r))
+        for name in _PRIORS:
+            if hasattr(self.base, name):
+                setattr(single, name, _member_buffers(getattr(self.base, name), r))
+        single.kl_weight = float(self.base.kl_weight[r, 0])
+        return single.train(self.training)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("members", self.members, dim=-2):
+            return self.base.model(x, y)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with pyro.plate("members", self.members, dim=-2):
+            return self.base.guide(x, y)

@@ -1,0 +1,171 @@
+"""Stacked networks (issue 12): member r of a stack computes exactly what the ordinary network does."""
+import pytest
+import torch
+
+from pyro_pstn.nets import Classifier, Localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
+from pyro_pstn.nets.members import MemberLinear, apply_members
+
+R = 3
+
+
+def _singles(make):
+    nets = []
+    for r in range(R):
+        torch.manual_seed(100 + r)  # each member starts where a single run with its seed starts
+        nets.append(make().double())
+    return nets
+
+
+@pytest.mark.parametrize("make", [mnist_cnn_classifier, mnist_stn_localizer,
+                                  lambda: mnist_pstn_localizer("affine"), lambda: mnist_pstn_localizer("rotation")])
+def test_member_r_of_a_stack_equals_the_single_network_through_three_adam_steps(make):
+    singles = _singles(make)
+    stacked = type(singles[0]).stack(singles)
+    assert stacked.members == R and sum(p.numel() for p in stacked.parameters()) == R * sum(
+        p.numel() for p in singles[0].parameters())
+    for net in (stacked, *singles):
+        net.eval()  # dropout off: the masks are the only randomness
+    torch.manual_seed(0)
+    samples = (2,) if isinstance(stacked, Classifier) else ()  # classifiers see sample dims, localizers x itself
+    x = torch.randn(*samples, R, 5, 1, 28, 28, dtype=torch.float64)  # [*S, R, B, C, H, W]
+
+    def outputs(net, images):
+        out = net(images)
+        return torch.cat([o for o in (out if isinstance(out, tuple) else (out,)) if o is not None], -1)
+
+    opt_stacked = torch.optim.Adam(stacked.parameters(), lr=1e-2, weight_decay=0.01)
+    opt_singles = [torch.optim.Adam(n.parameters(), lr=1e-2, weight_decay=0.01) for n in singles]
+    for _ in range(3):
+        out = outputs(stacked, x)  # [*S, R, B, out]
+        alone = [outputs(net, x.select(-5, r)) for r, net in enumerate(singles)]
+        for r in range(R):
+            torch.testing.assert_close(out.select(-3, r), alone[r], rtol=0, atol=1e-12)
+        opt_stacked.zero_grad()
+        (out.sin().sum()).backward()  # the sum of the members' losses: each gets its own gradient
+        opt_stacked.step()
+        for net, opt, o in zip(singles, opt_singles, alone):
+            opt.zero_grad()
+            o.sin().sum().backward()
+            opt.step()
+    for r, net in enumerate(singles):
+        for (name, p), q in zip(stacked.member(r).named_parameters(), net.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-10, msg=name)
+
+
+def test_members_are_independent_and_identity_heads_start_every_member_at_the_identity():
+    loc_net = mnist_pstn_localizer("similarity")
+    stacked = Localizer.stack([loc_net] * R)
+    loc, spread = stacked(torch.randn(R, 4, 1, 28, 28))
+    assert loc.shape == (R, 4, 4) and spread.shape == (R, 4, 4)
+    torch.testing.assert_close(loc, torch.tensor([0.0, 1.0, 0.0, 0.0]).expand(R, 4, 4))
+    classifier = Classifier((10, 20), 50, members=R).eval()
+    x = torch.randn(R, 4, 1, 28, 28)
+    changed = x.clone()
+    changed[1] += 1.0  # member 1's images only
+    before, after = classifier(x), classifier(changed)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2]) and not torch.equal(before[1], after[1])
+
+
+def test_stack_and_member_reject_what_does_not_fit():
+    with pytest.raises(ValueError, match="same arguments"):
+        Classifier.stack([mnist_cnn_classifier(), Classifier((10, 20), 50)])
+    with pytest.raises(ValueError, match="member 3 of a network with members=3"):
+        Classifier((10, 20), 50, members=3).member(3)
+    with pytest.raises(ValueError, match=r"expects images \[..., 3, B, C, H, W\]"):
+        Classifier((10, 20), 50, members=3)(torch.randn(2, 4, 1, 28, 28))
+    layer = MemberLinear(2, 3, 4)
+    assert layer(torch.randn(2, 5, 3)).shape == (2, 5, 4)
+    with pytest.raises(ValueError):
+        apply_members(lambda h: h, lambda h: h, torch.randn(4, 1, 28, 28), members=2)
+
+
+# ---- stacked models ---------------------------------------------------------------------------
+
+import contextlib  # noqa: E402
+
+import torch.distributions.gamma as torch_gamma  # noqa: E402
+import torch.distributions.normal as torch_normal  # noqa: E402
+from pyro.infer import Trace_ELBO  # noqa: E402
+
+from pyro_pstn.models import build_model  # noqa: E402
+from pyro_pstn.models.stacked import Stacked  # noqa: E402
+
+
+class _Noise:
+    """Records the standard normal / standard Gamma draws of a stacked step ([R, B, D] each) and
+    replays member r's slice into a single run: the same random draws, member by member."""
+
+    def __init__(self):
+        self.draws, self.member, self.cursor = [], None, 0
+        self._normal, self._gamma = torch_normal._standard_normal, torch_gamma._standard_gamma
+
+    def _wrap(self, original):
+        def draw(*args, **kwargs):
+            if self.member is None:
+                self.draws.append(original(*args, **kwargs))
+                return self.draws[-1]
+            value = self.draws[self.cursor][self.member]
+            self.cursor += 1
+            return value
+        return draw
+
+    @contextlib.contextmanager
+    def __call__(self, member=None):
+        self.member, self.cursor = member, 0
+        if member is None:
+            self.draws = []
+        torch_normal._standard_normal = self._wrap(self._normal)
+        torch_gamma._standard_gamma = self._wrap(self._gamma)
+        try:
+            yield
+        finally:
+            torch_normal._standard_normal, torch_gamma._standard_gamma = self._normal, self._gamma
+
+
+@pytest.mark.parametrize("name", ["cnn", "stn", "da", "pstn", "gamma_pstn"])
+def test_member_r_of_a_stacked_model_follows_its_single_run_through_three_adam_steps(name):
+    """Issue 12: float64, the members' own draws replayed into the single runs; members differ in
+    seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate."""
+    kl_weights, scales = [0.0, 1e-3, 0.5], [0.05, 0.1, 0.3]
+    singles = []
+    for r in range(R):
+        torch.manual_seed(10 + r)
+        model = build_model(name, prior_scale=scales[r], gamma_rate=1.0 + r).double()
+        model.kl_weight = kl_weights[r]
+        model.classifier.eval()  # dropout off: its masks are not replayed
+        singles.append(model)
+    stacked = Stacked.from_models([_copy(m) for m in singles])
+    stacked.base.classifier.eval()
+    torch.manual_seed(0)
+    x, y = torch.randn(R, 6, 1, 28, 28, dtype=torch.float64), torch.randint(10, (R, 6))
+    stacked_loss = Trace_ELBO(max_plate_nesting=2)(stacked.model, stacked.guide)
+    single_losses = [Trace_ELBO(max_plate_nesting=1)(m.model, m.guide) for m in singles]
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=0.01) for m in (stacked, *singles)]
+    noise = _Noise()
+    for _ in range(3):
+        for opt in optimizers:
+            opt.zero_grad()
+        with noise():
+            loss = stacked_loss(x, y) / 6
+        loss.backward()
+        alone = []
+        for r, (model, elbo) in enumerate(zip(singles, single_losses)):
+            with noise(member=r):
+                alone.append(elbo(x[r], y[r]) / 6)
+            alone[-1].backward()
+        torch.testing.assert_close(loss, sum(alone), rtol=1e-12, atol=0)
+        for opt in optimizers:
+            opt.step()
+    for r, single in enumerate(singles):
+        member = stacked.member(r)
+        assert member.kl_weight == kl_weights[r]
+        for (key, p), q in zip(member.named_parameters(), single.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-10, msg=f"member {r}: {key}")
+        for (key, b), c in zip(member.named_buffers(), single.buffers()):
+            torch.testing.assert_close(b, c, rtol=0, atol=0, msg=f"member {r}: {key}")
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
