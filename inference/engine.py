@@ -124,6 +124,24 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@torch.no_grad()
+def validate(model, elbo, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
+    """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` and, for
+    classifiers, the one-sample predictive's metrics; no gradients, the model in eval mode."""
+    model.eval()
+    try:
+        total = sum(
+            float(elbo(val.images[i : i + batch_size], val.labels[i : i + batch_size]))
+            for i in range(0, len(val), batch_size)
+        )
+        metrics = {}
+        if isinstance(model, TransformClassifier):
+            metrics = classification_metrics(predict(model, val.images, num_samples=1), val.labels)
+    finally:
+        model.train()
+    return {"loss": total / len(val), **metrics}
+
+
 def model_kl_weight(model, w: float) -> float:
     """The weight on Pyro's summed KL for the config's w.
 
@@ -148,6 +166,9 @@ class Trainer:
     >>> history = trainer.fit(data.train, data.val, run_dir="runs/example")
     """
 
+    #: The model's plates: ``data`` (a stack adds ``members`` outside it).
+    max_plate_nesting = 1
+
     def __init__(self, model: TransformClassifier, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
         # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
         # the global param store. A process-wide Pyro setting, set here for every fit.
@@ -158,7 +179,8 @@ class Trainer:
         self.kl_weight = model_kl_weight(model, config.kl_weight)
         self.step_hooks = tuple(step_hooks)
         elbo = ELBOS[config.elbo](
-            num_particles=config.num_particles, vectorize_particles=config.num_particles > 1, max_plate_nesting=1
+            num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
+            max_plate_nesting=self.max_plate_nesting,
         )
         self.elbo = elbo(model.model, model.guide)  # a loss module: elbo(x, y) is −ELBO
         localizer = list(model.localizer.parameters()) if model.localizer is not None else []
@@ -210,22 +232,31 @@ class Trainer:
             total += self.train_step(train.images[idx], train.labels[idx], factor) * len(idx)
         return float(total) / len(train), factor
 
-    @torch.no_grad()
     def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
         """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
         predictive's metrics."""
-        self.model.eval()
-        try:
-            total = sum(
-                float(self.elbo(val.images[i : i + batch_size], val.labels[i : i + batch_size]))
-                for i in range(0, len(val), batch_size)
-            )
-            metrics = {}
-            if isinstance(self.model, TransformClassifier):
-                metrics = classification_metrics(predict(self.model, val.images, num_samples=1), val.labels)
-        finally:
-            self.model.train()
-        return {"loss": total / len(val), **metrics}
+        return validate(self.model, self.elbo, val, batch_size)
+
+    def prepare(self, train: ImageSet, val: ImageSet | None) -> tuple[ImageSet, ImageSet | None]:
+        """Check the data once (steps run without argument checks) and move it to the device."""
+        for split in (train, val) if val is not None else (train,):
+            check_images(split.images, split.labels)
+        return train.to(self.device), (val.to(self.device) if val is not None else None)
+
+    def run_epoch(self, train, val) -> EpochRecord:
+        """One epoch of training, and validation when it is due."""
+        c = self.config
+        start = time.perf_counter()
+        loss, factor = self.train_epoch(train)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        self.history.train_seconds += seconds
+        record = EpochRecord(self.epoch, self.step, loss, factor, seconds)
+        if val is not None and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
+            v = self.validate(val)
+            record.val_loss, record.val_accuracy, record.val_nll = v["loss"], v.get("accuracy"), v.get("nll")
+        self.history.records.append(record)
+        return record
 
     def fit(
         self,
@@ -241,24 +272,14 @@ class Trainer:
         epoch's validation and checkpoint.
         """
         c = self.config
-        for split in (train, val) if val is not None else (train,):
-            check_images(split.images, split.labels)
-        train, val = train.to(self.device), (val.to(self.device) if val is not None else None)
+        train, val = self.prepare(train, val)
         if self.epoch == 0:
             pyro.set_rng_seed(c.seed)
         bar = tqdm(total=c.epochs, initial=self.epoch, desc="fit", unit="epoch", disable=None if progress is None else not progress)
         try:
             while self.epoch < c.epochs:
-                start = time.perf_counter()
-                loss, factor = self.train_epoch(train)
-                self.epoch += 1
-                seconds = time.perf_counter() - start
-                self.history.train_seconds += seconds
-                record = EpochRecord(self.epoch, self.step, loss, factor, seconds)
-                if val is not None and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
-                    v = self.validate(val)
-                    record.val_loss, record.val_accuracy, record.val_nll = v["loss"], v.get("accuracy"), v.get("nll")
-                self.history.records.append(record)
+                record = self.run_epoch(train, val)
+                loss = record.loss
                 if run_dir is not None and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
                     self.save_checkpoint(Path(run_dir) / CHECKPOINT)
                 bar.update(1)

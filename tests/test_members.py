@@ -85,8 +85,8 @@ import contextlib  # noqa: E402
 
 import torch.distributions.gamma as torch_gamma  # noqa: E402
 import torch.distributions.normal as torch_normal  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-
+from inference.engine import TrainConfig, Trainer  # noqa: E402
+from inference.stacked import StackTrainer  # noqa: E402
 from pyro_pstn.models import build_model  # noqa: E402
 from pyro_pstn.models.stacked import Stacked  # noqa: E402
 
@@ -123,42 +123,37 @@ class _Noise:
 
 
 @pytest.mark.parametrize("name", ["cnn", "stn", "da", "pstn", "gamma_pstn"])
-def test_member_r_of_a_stacked_model_follows_its_single_run_through_three_adam_steps(name):
+def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(name):
     """Issue 12: float64, the members' own draws replayed into the single runs; members differ in
-    seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate."""
+    seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate. Each
+    step is the engine's (Trainer.train_step vs StackTrainer.train_step: KL weight conversion,
+    localizer learning rate, coupled weight decay, Adam)."""
     kl_weights, scales = [0.0, 1e-3, 0.5], [0.05, 0.1, 0.3]
-    singles = []
+    singles, configs = [], []
     for r in range(R):
         torch.manual_seed(10 + r)
         model = build_model(name, prior_scale=scales[r], gamma_rate=1.0 + r).double()
-        model.kl_weight = kl_weights[r]
         model.classifier.eval()  # dropout off: its masks are not replayed
         singles.append(model)
-    stacked = Stacked.from_models([_copy(m) for m in singles])
-    stacked.base.classifier.eval()
+        configs.append(TrainConfig(lr=1e-2, kl_weight=kl_weights[r], seed=r))
+    stack = StackTrainer(Stacked.from_models([_copy(m) for m in singles]), configs)
+    stack.model.base.classifier.eval()
+    trainers = [Trainer(m, c) for m, c in zip(singles, configs)]
     torch.manual_seed(0)
     x, y = torch.randn(R, 6, 1, 28, 28, dtype=torch.float64), torch.randint(10, (R, 6))
-    stacked_loss = Trace_ELBO(max_plate_nesting=2)(stacked.model, stacked.guide)
-    single_losses = [Trace_ELBO(max_plate_nesting=1)(m.model, m.guide) for m in singles]
-    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=0.01) for m in (stacked, *singles)]
     noise = _Noise()
     for _ in range(3):
-        for opt in optimizers:
-            opt.zero_grad()
         with noise():
-            loss = stacked_loss(x, y) / 6
-        loss.backward()
+            total = stack.train_step(x, y)
         alone = []
-        for r, (model, elbo) in enumerate(zip(singles, single_losses)):
+        for r, trainer in enumerate(trainers):
             with noise(member=r):
-                alone.append(elbo(x[r], y[r]) / 6)
-            alone[-1].backward()
-        torch.testing.assert_close(loss, sum(alone), rtol=1e-12, atol=0)
-        for opt in optimizers:
-            opt.step()
+                alone.append(trainer.train_step(x[r], y[r]))
+        torch.testing.assert_close(stack._member_losses, torch.stack(alone), rtol=1e-12, atol=0)
+        torch.testing.assert_close(total, sum(alone), rtol=1e-12, atol=0)
     for r, single in enumerate(singles):
-        member = stacked.member(r)
-        assert member.kl_weight == kl_weights[r]
+        member = stack.model.member(r)
+        assert member.kl_weight == pytest.approx(single.kl_weight, rel=1e-12)
         for (key, p), q in zip(member.named_parameters(), single.parameters()):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-10, msg=f"member {r}: {key}")
         for (key, b), c in zip(member.named_buffers(), single.buffers()):

@@ -93,6 +93,11 @@ class Stacked(PyroModule):
         return cls(base, len(models))
 
     @property
+    def localizer(self) -> nn.Module | None:
+        """The stacked localizer (its parameters get the localizer's learning rate)."""
+        return self.base.localizer
+
+    @property
     def kl_weight(self) -> torch.Tensor:
         return self.base.kl_weight
 

@@ -1,0 +1,138 @@
+"""The engine of a stacked model: R runs trained in one step (issue 12).
+
+:class:`StackTrainer` is the :class:`~inference.engine.Trainer` of a
+:class:`~pyro_pstn.models.stacked.Stacked` model. Member r keeps its own training set, its own
+batch order (the one a single run with its seed draws: ``randperm`` seeded by seed and epoch), its
+own KL weight w_r and its own history (training loss, validation metrics); the members share the
+architecture, learning rates, batch size, epochs and annealing schedule. The loss is the sum of the
+members' −ELBO / B, so each member gets the gradient its single run would get for the same random
+draws (``tests/test_members.py``); the draws themselves come from one generator for the stack, so a
+member is a statistically equivalent run, not a bit-identical replay of a single run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from pyro_pstn.data import ImageSet
+from pyro_pstn.models import check_images
+from pyro_pstn.models.stacked import Stacked
+
+from .engine import EpochRecord, History, Trainer, TrainConfig, model_kl_weight, validate
+
+#: What the members of a stack may differ in; every other TrainConfig field is shared.
+MEMBER_FIELDS = ("seed", "kl_weight")
+
+
+def member_elbos(loss_module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO
+    (``Trace_ELBO``'s estimator for reparameterised sites, which are all a stackable model has)."""
+    elbo, total, particles = loss_module.elbo, 0.0, 0
+    for model_trace, guide_trace in elbo._get_traces(loss_module.model, loss_module.guide, (x, y), {}):
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            for site in trace.nodes.values():
+                if site["type"] != "sample":
+                    continue
+                if sign < 0 and not site["fn"].has_rsample:
+                    raise ValueError(f"guide site {site['name']!r} is not reparameterised: a stack needs rsample")
+                log_prob = site["log_prob"]  # [(S,) R, B] or [R, 1]: sum all but the member dim (−2)
+                total = total + sign * log_prob.sum(-1).reshape(-1, log_prob.shape[-2]).sum(0)
+        particles += elbo.num_particles if elbo.vectorize_particles else 1
+    return total / particles
+
+
+class StackTrainer(Trainer):
+    """Fits a :class:`Stacked` model: one :class:`TrainConfig` per member (they may differ only in
+    ``seed`` and ``kl_weight``); ``fit`` takes one training (and validation) set per member."""
+
+    max_plate_nesting = 2
+
+    def __init__(self, model: Stacked, configs: list[TrainConfig], step_hooks=()):
+        if len(configs) != model.members:
+            raise ValueError(f"a stack of {model.members} members needs {model.members} configs, got {len(configs)}")
+        shared = {k: v for k, v in dataclasses.asdict(configs[0]).items() if k not in MEMBER_FIELDS}
+        for c in configs:
+            differing = [k for k, v in dataclasses.asdict(c).items() if k not in MEMBER_FIELDS and shared[k] != v]
+            if differing:
+                raise ValueError(f"members of a stack may differ only in {', '.join(MEMBER_FIELDS)}, not in {differing}")
+        super().__init__(model, configs[0], step_hooks)
+        self.configs = list(configs)
+        self.kl_weight = torch.tensor([[model_kl_weight(model.base, c.kl_weight)] for c in configs],
+                                      dtype=next(model.parameters()).dtype, device=self.device)
+        self.member_histories = [History() for _ in configs]
+        self._member_losses = torch.zeros(model.members, device=self.device)
+
+    # ---- one step ------------------------------------------------------------------------
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Σ_r −ELBO_r / B for images ``[R, B, C, H, W]``; each member's term is kept for its history."""
+        per_member = -member_elbos(self.elbo, x, y) / x.shape[-4]
+        self._member_losses = per_member.detach()
+        return per_member.sum()
+
+    # ---- epochs --------------------------------------------------------------------------
+    def prepare(self, train: list[ImageSet], val: list[ImageSet] | None):
+        if len(train) != self.model.members or (val is not None and len(val) != self.model.members):
+            raise ValueError(f"a stack of {self.model.members} members needs one training (and validation) set each")
+        if len({len(t) for t in train}) != 1:
+            raise ValueError(f"the members' training sets differ in size ({sorted({len(t) for t in train})}): "
+                             "stack runs whose epochs have the same number of steps")
+        for split in [*train, *(val or [])]:
+            check_images(split.images, split.labels)
+        return [t.to(self.device) for t in train], (None if val is None else [v.to(self.device) for v in val])
+
+    def train_epoch(self, train: list[ImageSet]) -> tuple[float, float]:
+        """One pass; member r's batches in the order of a single run with its seed."""
+        c, n = self.config, len(train[0])
+        self.model.train()
+        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(m.seed * 1_000_003 + self.epoch)).to(self.device)
+                  for m in self.configs]
+        schedule = self._schedule(-(-n // c.batch_size))
+        totals, factor = torch.zeros(self.model.members, device=self.device), 1.0
+        for start in range(0, n, c.batch_size):
+            idx = [order[start : start + c.batch_size] for order in orders]
+            x = torch.stack([t.images[i] for t, i in zip(train, idx)])
+            y = torch.stack([t.labels[i] for t, i in zip(train, idx)])
+            factor = schedule(self.step)
+            self.train_step(x, y, factor)
+            totals += self._member_losses * len(idx[0])
+        self._epoch_member_losses = (totals / n).tolist()
+        return sum(self._epoch_member_losses) / len(self._epoch_member_losses), factor
+
+    def validate(self, val: list[ImageSet], batch_size: int = 500) -> dict[str, float]:
+        """Each member validated as the ordinary model it is; the mean over members for the bar."""
+        from pyro.infer import Trace_ELBO
+
+        self._member_validation = []
+        for r, split in enumerate(val):
+            member = self.model.member(r)
+            self._member_validation.append(validate(member, Trace_ELBO(max_plate_nesting=1)(member.model, member.guide),
+                                                    split, batch_size))
+        keys = self._member_validation[0].keys()
+        return {k: sum(v[k] for v in self._member_validation) / len(val) for k in keys}
+
+    def run_epoch(self, train, val) -> EpochRecord:
+        self._member_validation = None
+        record = super().run_epoch(train, val)
+        for r, history in enumerate(self.member_histories):
+            member_record = EpochRecord(record.epoch, record.step, self._epoch_member_losses[r], record.kl_factor,
+                                        record.seconds / self.model.members)
+            if self._member_validation is not None:
+                v = self._member_validation[r]
+                member_record.val_loss, member_record.val_accuracy, member_record.val_nll = (
+                    v["loss"], v.get("accuracy"), v.get("nll"))
+            history.records.append(member_record)
+            history.train_seconds += member_record.seconds
+        return record
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "member_configs": [dataclasses.asdict(c) for c in self.configs],
+                "member_histories": [{"records": [dataclasses.asdict(r) for r in h.records],
+                                      "train_seconds": h.train_seconds} for h in self.member_histories]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.member_histories = [History([EpochRecord(**r) for r in h["records"]], h["train_seconds"])
+                                 for h in state["member_histories"]]
