@@ -1,6 +1,8 @@
-"""Pyro overhead: one training step of ``gamma_pstn`` vs a plain PyTorch step of the same loss.
+"""Pyro overhead: one training step of ``gamma_pstn`` vs a plain PyTorch step of the same loss;
+and (``--stack``) the per-member step time of stacked runs against one single run.
 
     python -m experiments.bench [--batch-sizes 8,256] [--steps 200]
+    python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50]
 
 The plain step runs the same networks (a copy of the same initial weights) and the same
 estimator: λ ~ Gamma(α0, β(x)) reparameterised, θ = μ(x) + ε/√λ, the classifier on T_θ(x),
@@ -12,6 +14,7 @@ part (the loss) alone, which is where Pyro's tracing happens.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import platform
 import statistics
 import time
@@ -89,13 +92,64 @@ def measure(batch_sizes=(8, 256), steps: int = 200, device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, device: str = "cpu",
+                  model: str = "gamma_pstn") -> str:
+    """Per-member step time of a stack of R runs (StackTrainer) against one single run (Trainer), the
+    engine's own train_step on both sides, batch ``batch``; steps interleave single and stacked so
+    drift affects both alike; medians."""
+    from inference.stacked import StackTrainer
+    from pyro_pstn.models.stacked import Stacked
+
+    pyro.settings.set(module_local_params=True)
+    config = TrainConfig(kl_weight=1e-3, device=device)
+    single = Trainer(build_model(model, fill=-0.4242), config)
+    x1 = torch.randn(batch, 1, 28, 28, device=single.device)
+    y1 = torch.randint(0, 10, (batch,), device=single.device)
+    sync = torch.cuda.synchronize if single.device.type == "cuda" else (lambda: None)
+
+    def timed(step, x, y) -> float:
+        sync()
+        start = time.perf_counter()
+        step(x, y)
+        sync()
+        return time.perf_counter() - start
+
+    lines = [
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, device {device}; {model}, batch {batch}, {steps} timed steps each",
+        f"{'R':>4} {'single ms':>10} {'stack ms':>10} {'per member ms':>14} {'speed-up per member':>20}",
+    ]
+    for r_count in members:
+        stack = StackTrainer(Stacked.from_models([build_model(model, fill=-0.4242) for _ in range(r_count)]),
+                             [dataclasses.replace(config, seed=r) for r in range(r_count)])
+        xs = torch.randn(r_count, batch, 1, 28, 28, device=stack.device)
+        ys = torch.randint(0, 10, (r_count, batch), device=stack.device)
+        for _ in range(5):  # warm-up
+            timed(single.train_step, x1, y1), timed(stack.train_step, xs, ys)
+        pairs = [(timed(single.train_step, x1, y1), timed(stack.train_step, xs, ys)) for _ in range(steps)]
+        t_single = 1e3 * statistics.median(p[0] for p in pairs)
+        t_stack = 1e3 * statistics.median(p[1] for p in pairs)
+        lines.append(f"{r_count:>4} {t_single:>10.3f} {t_stack:>10.3f} {t_stack / r_count:>14.3f} "
+                     f"{t_single * r_count / t_stack:>19.2f}×")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--batch-sizes", default="8,256", help="Comma-separated batch sizes.")
-@click.option("--steps", type=click.IntRange(min=10), default=200, help="Timed steps per variant and batch size.")
+@click.option("--steps", type=click.IntRange(min=10), default=None,
+              help="Timed steps per variant (default: 200; 50 with --stack).")
+@click.option("--stack", is_flag=True, help="Per-member step time of stacked runs against one single run.")
+@click.option("--members", default="1,5,25,40", help="With --stack: the stack sizes R.")
+@click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
+              help="With --stack: the model stacked.")
 @click.option("--device", default="cpu")
-def main(batch_sizes: str, steps: int, device: str):
-    """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run)."""
-    click.echo(measure([int(b) for b in batch_sizes.split(",")], steps, device))
+def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, device: str):
+    """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), or with
+    --stack the per-member speed-up of stacked runs."""
+    if stack:
+        click.echo(measure_stack([int(r) for r in members.split(",")], steps or 50, device=device, model=model))
+    else:
+        click.echo(measure([int(b) for b in batch_sizes.split(",")], steps or 200, device))
 
 
 if __name__ == "__main__":

@@ -78,15 +78,17 @@ def apply_members(features: Callable, head: Callable, x: torch.Tensor, members: 
 @torch.no_grad()
 def copy_member(source: nn.Module, target: nn.Module, r: int, *, into_stack: bool = False) -> None:
     """Copy member r's weights from a stacked network to an ordinary one of the same architecture
-    (or, with ``into_stack=True``, from the ordinary ``source`` into member r of the stacked ``target``)."""
+    (or, with ``into_stack=True``, from the ordinary ``source`` into member r of the stacked ``target``).
+    The stacked one is a :class:`Stackable` (its ``init_args`` name its members)."""
     stacked, single = (target, source) if into_stack else (source, target)
+    members = stacked.init_args["members"]
     pairs = list(zip(stacked.named_modules(), single.named_modules()))
     if len(list(stacked.modules())) != len(list(single.modules())):
         raise ValueError("the stacked and the ordinary network differ in architecture")
     for (name, s), (_, o) in pairs:
         if isinstance(s, MemberLinear):
             views = [(s.weight[r], o.weight), (s.bias[r], o.bias)]
-        elif isinstance(s, nn.Conv2d) and s.groups > 1 and o.groups == 1:
+        elif isinstance(s, nn.Conv2d) and s.groups == members * o.groups:
             c = o.out_channels
             views = [(s.weight[r * c:(r + 1) * c], o.weight), (s.bias[r * c:(r + 1) * c], o.bias)]
         else:
