@@ -22,7 +22,7 @@ import click
 import pyro
 import torch
 
-from inference.engine import CHECKPOINT, ELBOS, Trainer, read_checkpoint
+from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
 from inference.schedules import ANNEALING
@@ -30,6 +30,7 @@ from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, dataset_backgro
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
+from .cli import CommaList
 from .config import FitConfig, read_config, write_atomic
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
@@ -106,7 +107,14 @@ def run_fit(
         write_atomic(run_dir / CONFIG_FILE, config.to_json())
     wall = time.perf_counter()
     history = trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
-    metrics = evaluate(trainer.model, data, config, run_dir)
+    return finish_run(trainer.model, config, data, history, trainer.epoch, trainer.step, trainer.device, run_dir,
+                      time.perf_counter() - wall)
+
+
+def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, history, epoch: int, step: int,
+               device, run_dir: Path, wall_seconds: float) -> dict:
+    """Evaluate a fitted run, write its ``metrics.json`` (and figures) and return the metrics."""
+    metrics = evaluate(model, data, config, run_dir)
     last_val = history.last_validation()
     metrics.update(
         {
@@ -115,20 +123,77 @@ def run_fit(
             "fold": config.fold,
             "data_source": data.source,
             "n_train": len(data.train),
-            "epochs": trainer.epoch,
-            "steps": trainer.step,
+            "epochs": epoch,
+            "steps": step,
             "train_seconds": history.train_seconds,
-            "wall_seconds_this_process": time.perf_counter() - wall,
+            "wall_seconds_this_process": wall_seconds,
             "final_train_loss": history.records[-1].loss,
             "validation": asdict(last_val) if last_val else None,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "device": str(trainer.device),
+            "device": str(device),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
             "torch": torch.__version__,
         }
     )
     write_atomic(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     return metrics
+
+
+STACK_FILE = "stack.json"
+
+
+def run_fit_stack(
+    configs: list[FitConfig],
+    run_dirs: list[str | Path],
+    stack_dir: str | Path,
+    resume: bool = False,
+    download: bool = False,
+    progress: bool | None = None,
+    on_epoch_end=None,
+) -> list[dict]:
+    """Fit R configs of one model as one stack (issue 12) and leave for each member exactly the run
+    directory :func:`run_fit` leaves (config, checkpoint, metrics, figures, posterior).
+
+    The members may differ in fold, seed, KL weight and prior (σ_p / σ_DA, α0 / β0); member r's
+    networks start where its single run's start (initialised under its own seed). ``stack_dir``
+    holds the stack's own checkpoint (``--resume`` continues from it). A member's checkpoint holds
+    its model, epoch and history (not Adam's moments: a stack resumes from ``stack_dir``), and its
+    ``train_seconds`` is its share, 1/R, of the stack's training time.
+    """
+    from inference.stacked import StackTrainer
+    from pyro_pstn.models.stacked import Stacked
+
+    stack_dir, run_dirs = Path(stack_dir), [Path(d) for d in run_dirs]
+    built = []
+    for config in configs:
+        pyro.set_rng_seed(config.train.seed)  # the member's initial weights are its single run's
+        built.append(build(config, download))
+    datas, models = zip(*built)
+    trainer = StackTrainer(Stacked.from_models(list(models)), [c.train for c in configs])
+    if resume:
+        trainer.load_checkpoint(stack_dir / CHECKPOINT)
+    else:
+        stack_dir.mkdir(parents=True, exist_ok=False)
+        write_atomic(stack_dir / STACK_FILE, json.dumps({"configs": [asdict(c) for c in configs],
+                                                          "run_dirs": [str(d) for d in run_dirs]}, indent=2))
+    wall = time.perf_counter()
+    trainer.fit([d.train for d in datas], [d.val for d in datas], run_dir=stack_dir, progress=progress,
+                on_epoch_end=on_epoch_end)
+    wall = (time.perf_counter() - wall) / len(configs)
+    results = []
+    for r, (config, data, run_dir) in enumerate(zip(configs, datas, run_dirs)):
+        member = trainer.model.member(r).eval()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / CONFIG_FILE, config.to_json())
+        member_trainer = Trainer(member, config.train)
+        member_trainer.epoch, member_trainer.step = trainer.epoch, trainer.step
+        member_trainer.history = trainer.member_histories[r]
+        state = member_trainer.state_dict()
+        del state["optimizer"]  # the stack's Adam state lives in stack_dir
+        atomic_save(state, run_dir / CHECKPOINT)
+        results.append(finish_run(member, config, data, trainer.member_histories[r], trainer.epoch, trainer.step,
+                                  trainer.device, run_dir, wall))
+    return results
 
 
 def load_run(run_dir: str | Path):
@@ -166,6 +231,10 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
 @click.option("--data", type=click.Choice(DATASET_NAMES), default="mnist30")
 @click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold.")
+@click.option("--folds", type=CommaList(int, choices=range(5)), default=None,
+              help="Several folds at once, as one stacked fit (e.g. 0,1,2,3,4); overrides --fold.")
+@click.option("--seeds", type=CommaList(int), default=None,
+              help="Several seeds at once, as one stacked fit; overrides --seed (with --folds: every pair).")
 @click.option("--epochs", type=click.IntRange(min=1), default=600)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: per model.")
@@ -199,6 +268,12 @@ def main(**opts):
     try:
         if opts["resume_dir"]:
             run_dir = Path(opts["resume_dir"])
+            if (run_dir / STACK_FILE).is_file():
+                stack = json.loads((run_dir / STACK_FILE).read_text())
+                configs = [FitConfig(**c) for c in stack["configs"]]
+                _echo_stack(run_fit_stack(configs, stack["run_dirs"], run_dir, resume=True, progress=opts["progress"]),
+                            stack["run_dirs"])
+                return
             if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
                 raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")
             config = read_config(FitConfig, run_dir / CONFIG_FILE)
@@ -210,17 +285,28 @@ def main(**opts):
                 "seed": opts["seed"], "device": opts["device"],
             }
             train.update({k: opts[k] for k in ("lr", "kl_weight") if opts[k] is not None})
-            config = FitConfig.with_defaults(
-                opts["model"], opts["data"], train, fold=opts["fold"], layout=opts["layout"],
-                prior_scale=opts["prior_scale"], test_samples=opts["test_samples"], val_size=opts["val_size"],
-                test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
-            )
-            name = opts["run_name"] or (
-                f"{config.model}-{config.data}-fold{config.fold}-seed{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
-            run_dir = Path(opts["out_dir"]) / name
-            if run_dir.exists():
-                raise click.UsageError(f"run directory {run_dir} already exists; pick another --run-name or --resume it")
+            members = [(fold, seed) for fold in (opts["folds"] or [opts["fold"]]) for seed in (opts["seeds"] or [opts["seed"]])]
+            configs = [
+                FitConfig.with_defaults(
+                    opts["model"], opts["data"], {**train, "seed": seed}, fold=fold, layout=opts["layout"],
+                    prior_scale=opts["prior_scale"], test_samples=opts["test_samples"], val_size=opts["val_size"],
+                    test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
+                )
+                for fold, seed in members
+            ]
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            names = [opts["run_name"] if opts["run_name"] and len(configs) == 1 else
+                     f"{c.model}-{c.data}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
+            run_dirs = [Path(opts["out_dir"]) / name for name in names]
+            stack_dir = Path(opts["out_dir"]) / f"{opts['run_name'] or configs[0].model + '-' + configs[0].data}-stack-{stamp}"
+            for d in run_dirs + ([stack_dir] if len(configs) > 1 else []):
+                if d.exists():
+                    raise click.UsageError(f"run directory {d} already exists; pick another --run-name or --resume it")
+            if len(configs) > 1:
+                _echo_stack(run_fit_stack(configs, run_dirs, stack_dir, download=opts["download"],
+                                          progress=opts["progress"]), run_dirs)
+                return
+            config, run_dir = configs[0], run_dirs[0]
         metrics = run_fit(config, run_dir, resume=bool(opts["resume_dir"]), download=opts["download"], progress=opts["progress"])
     except (DataError, ValueError) as err:
         raise click.UsageError(str(err)) from None
@@ -228,6 +314,11 @@ def main(**opts):
         click.echo(f"\ninterrupted; continue with: python -m experiments.fit --resume {run_dir}", err=True)
         sys.exit(130)
     click.echo(summary_table(metrics, run_dir))
+
+
+def _echo_stack(results: list[dict], run_dirs) -> None:
+    for metrics, run_dir in zip(results, run_dirs):
+        click.echo(summary_table(metrics, Path(run_dir)) + "\n")
 
 
 if __name__ == "__main__":

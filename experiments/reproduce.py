@@ -84,26 +84,29 @@ def selected_value(results: Path, model: str, size: int) -> float:
     return float(json.loads(path.read_text())["best_accuracy"])
 
 
-def resumable(run_dir: Path, config: FitConfig) -> bool:
-    """Whether ``run_dir`` holds an interrupted run of exactly ``config`` with a readable checkpoint.
+def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) -> bool:
+    """Whether ``run_dir`` holds an interrupted run of exactly ``configs`` (one, or a stack's) with
+    a readable checkpoint.
 
-    A sweep's run directory is named after its result file, so a run whose worker was killed
+    A sweep's run directory is named after its result file(s), so a run whose worker was killed
     (``kill -9``, the end of a session) is found again by the next sweep: it resumes from its last
     checkpoint. A leftover that cannot be resumed (killed before its first checkpoint, or of
     another config) is removed, and the run starts afresh.
     """
     from inference.engine import CHECKPOINT, read_checkpoint
 
-    from .config import read_config
-    from .fit import CONFIG_FILE
+    from .fit import CONFIG_FILE, STACK_FILE
 
     if not run_dir.exists():
         return False
+    config_file, expected = ((STACK_FILE, [asdict(c) for c in configs]) if stacked
+                             else (CONFIG_FILE, asdict(configs[0])))
     try:
-        if read_config(FitConfig, run_dir / CONFIG_FILE) == config:
+        stored = json.loads((run_dir / config_file).read_text())
+        if (stored["configs"] if stacked else stored) == expected:
             read_checkpoint(run_dir / CHECKPOINT)
             return True
-    except ValueError:
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     shutil.rmtree(run_dir)
     return False
@@ -125,27 +128,34 @@ def _run_one(
     torch.set_num_threads(threads)
     config = FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
     run_dir = Path(run_root) / Path(result_file).stem
-    resume = resumable(run_dir, config)
+    resume = resumable(run_dir, [config])
     start = time.perf_counter()
     metrics = run_fit(config, run_dir, resume=resume, progress=False)
+    return _write_record(result_file, config, metrics, time.perf_counter() - start, threads, resumed=resume)
+
+
+def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seconds: float, threads: int,
+                  resumed: bool, stacked: int = 1) -> dict:
+    """The run's small result JSON (what the tables are built from), written atomically."""
     name = metrics["evaluated_on"]
     record = {
-        "model": model,
-        "size": size,
-        "fold": fold,
+        "model": config.model,
+        "size": int(config.data.removeprefix("mnist")),
+        "fold": config.fold,
         "result_file": Path(result_file).name,
         "evaluated_on": name,
         name: metrics[name],
         "reliability": metrics["reliability"],
         "validation": metrics["validation"],
         "train_seconds": metrics["train_seconds"],
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": wall_seconds,
         "device": metrics["device"],
         "machine": f"{metrics['machine']} ({os.cpu_count()} cores, {threads} torch thread(s) per run), "
         f"torch {metrics['torch']}",
         "data_source": metrics["data_source"],
         "config": asdict(config),
-        "resumed": resume,
+        "resumed": resumed,
+        "stacked": stacked,  # runs in the fit this one was a member of (1: alone)
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     Path(result_file).parent.mkdir(parents=True, exist_ok=True)
@@ -153,25 +163,79 @@ def _run_one(
     return record
 
 
-def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None) -> list[dict]:
-    """Run ``_run_one(*job, threads=…)`` for every job in ``workers`` processes; report as they finish.
+def _stack_dir(run_root: str, result_files: list[Path]) -> Path:
+    """A stack's own directory, named after its members' result files (so a rerun finds it again)."""
+    import hashlib
+
+    stems = [Path(f).stem for f in result_files]
+    digest = hashlib.sha1("\n".join(stems).encode()).hexdigest()[:8]
+    return Path(run_root) / f"stack{len(stems)}-{stems[0]}-{digest}"
+
+
+def _run_stack(jobs: list[tuple], threads: int) -> list[dict]:
+    """Fit the jobs (one model and size; folds, seeds, w or σ_p may differ) as one stack in a worker
+    process; each member leaves the result JSON and run directory of a single run (:func:`_run_one`)."""
+    import torch
+
+    from .fit import run_fit_stack
+
+    torch.set_num_threads(threads)
+    configs = [FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
+               for model, size, fold, _, _, train, options in jobs]
+    result_files, run_root = [job[3] for job in jobs], jobs[0][4]
+    stack_dir = _stack_dir(run_root, result_files)
+    resume = resumable(stack_dir, configs, stacked=True)
+    run_dirs = [Path(run_root) / Path(f).stem for f in result_files]
+    for run_dir in run_dirs:  # a member's leftover from an earlier single run or stack
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    metrics = run_fit_stack(configs, run_dirs, stack_dir, resume=resume, progress=False)
+    share = (time.perf_counter() - start) / len(jobs)
+    return [_write_record(f, c, m, share, threads, resumed=resume, stacked=len(jobs))
+            for f, c, m in zip(result_files, configs, metrics)]
+
+
+#: What the members of one stack may differ in, besides the fold (TrainConfig / FitConfig fields).
+STACK_VARIES = {"train": ("kl_weight", "seed"), "options": ("prior_scale", "gamma_concentration", "gamma_rate")}
+
+
+def stacks(jobs: list[tuple], stack: int) -> list[list[tuple]]:
+    """The jobs in groups of at most ``stack`` that can train as one stack: one model and size, and
+    the same settings but for fold, seed, w and prior (their order kept)."""
+    groups: dict[str, list[tuple]] = {}
+    for job in jobs:
+        model, size, _, _, run_root, train, options = job
+        key = json.dumps([model, size, run_root, {k: v for k, v in train.items() if k not in STACK_VARIES["train"]},
+                          {k: v for k, v in options.items() if k not in STACK_VARIES["options"]}], sort_keys=True)
+        groups.setdefault(key, []).append(job)
+    return [group[i : i + stack] for group in groups.values() for i in range(0, len(group), stack)]
+
+
+def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None, stack: int = 1) -> list[dict]:
+    """Run every job in ``workers`` processes, ``stack`` runs at a time as one stacked fit where they
+    can be (:func:`stacks`; ``_run_one`` for a run alone); report as they finish.
 
     ``threads`` (torch threads per worker) defaults to sharing the cores evenly; pass fewer to leave
     cores free for other work while a long sweep runs.
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    click.echo(f"{len(jobs)} runs to do ({workers} worker(s), {threads} thread(s) each)")
+    groups = stacks(jobs, stack)
+    click.echo(f"{len(jobs)} runs to do as {len(groups)} fit(s) ({workers} worker(s), {threads} thread(s) each)")
     records = []
     # spawn, not fork: forking a process whose torch thread pool is running can hang the child
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, *job, threads=threads) for job in jobs]
+            futures = [pool.submit(_run_stack, group, threads) if len(group) > 1
+                       else pool.submit(_run_one, *group[0], threads=threads) for group in groups]
             for future in as_completed(futures):
-                r = future.result()
-                records.append(r)
-                split = r["evaluated_on"]
-                click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, "
-                           f"{r['wall_seconds']:.0f} s")
+                done = future.result()
+                for r in done if isinstance(done, list) else [done]:
+                    records.append(r)
+                    split = r["evaluated_on"]
+                    click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, "
+                               f"{r['wall_seconds']:.0f} s" + (f" (a 1/{r['stacked']} share of a stack)"
+                                                              if r["stacked"] > 1 else ""))
     except BrokenProcessPool:
         raise click.ClickException(
             f"a worker process died in the middle of a run (killed, or out of memory); {len(records)} run(s) finished "
@@ -308,6 +372,8 @@ def main():
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker (default: cores / workers).")
+@click.option("--stack", type=click.IntRange(min=1), default=1,
+              help="Train up to this many runs of one model and size (its folds) as one stacked fit.")
 @click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
@@ -316,8 +382,8 @@ def main():
 @click.option("--selected", is_flag=True,
               help="pstn / gamma_pstn at the σ_p / w that `grid` selected on the validation split (rows <model>@val), "
                    "instead of the authors' values.")
-def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggregate_only, results_dir, epochs, test_size,
-                  selected):
+def mnist_subsets(sizes, folds, models, device, workers, threads, stack, run_root, aggregate_only, results_dir, epochs,
+                  test_size, selected):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
@@ -336,7 +402,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, run_root, aggr
             todo += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options)
                      for f in folds if not run_path(results, row, size, f).exists()]
     if not aggregate_only and todo:
-        _run_pool(todo, workers, threads)
+        _run_pool(todo, workers, threads, stack)
     click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
 
 
@@ -397,10 +463,12 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> 
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
+@click.option("--stack", type=click.IntRange(min=1), default=1,
+              help="Train up to this many runs (the folds × values of the grid) as one stacked fit.")
 @click.option("--run-root", default="runs/grid")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-def grid(param, size, model, values, folds, device, workers, run_root, results_dir, epochs):
+def grid(param, size, model, values, folds, device, workers, stack, run_root, results_dir, epochs):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -417,7 +485,7 @@ def grid(param, size, model, values, folds, device, workers, run_root, results_d
             if not path.exists():
                 todo.append((model, size, fold, path, run_root, path_train, options))
     if todo:
-        _run_pool(todo, workers)
+        _run_pool(todo, workers, stack=stack)
     click.echo(aggregate_grid(results, param, model, size, grid_values))
 
 

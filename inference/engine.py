@@ -118,7 +118,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def _atomic_save(obj, path: Path) -> None:
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file and rename: a reader sees the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -324,7 +325,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        _atomic_save(self.state_dict(), Path(path))
+        atomic_save(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         state = read_checkpoint(path)

@@ -126,3 +126,17 @@ def test_evaluate_on_validation_leaves_the_test_set_alone(tmp_path, data_root):
     metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "val" and "test" not in metrics and metrics["n_val"] == 100
     assert "val accuracy" in result.output
+
+
+def test_folds_and_seeds_fit_as_one_stack_and_the_stack_resumes(tmp_path, data_root):
+    result = _quick(tmp_path, data_root, "gamma_pstn", "many", "--folds", "0,1", "--seeds", "3,4")
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.name for p in tmp_path.iterdir())
+    assert len(runs) == 5 and runs[-1].startswith("many-stack-") and runs[0].startswith("gamma_pstn-mnist30-fold0-seed3-")
+    fold1 = json.loads((tmp_path / runs[2] / "config.json").read_text())
+    assert fold1["fold"] == 1 and fold1["train"]["seed"] == 3
+    assert result.output.count("test accuracy") == 4
+    again = _invoke("--resume", tmp_path / runs[-1])
+    assert again.exit_code == 0 and again.output.count("test accuracy") == 4
+    bad = _invoke("--folds", "0,9", "--out-dir", tmp_path / "x")
+    assert bad.exit_code == 2 and "'9' is not one of 0, 1, 2, 3, 4" in bad.output and not (tmp_path / "x").exists()

@@ -98,3 +98,35 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_r
     assert resumed["test"] == straight["test"]
     assert resumed["final_train_loss"] == straight["final_train_loss"]
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["epochs"] == 4
+
+
+def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_directories(tmp_path, data_root):
+    """Issue 12: a stacked checkpoint resumes to the same results as an uninterrupted stack, and each
+    member leaves the files, metrics keys and loadable run directory that a single run leaves."""
+    from experiments.fit import load_run, run_fit_stack
+
+    configs = [
+        FitConfig.with_defaults("gamma_pstn", "mnist30", fold=fold, data_root=str(data_root), test_size=200,
+                                val_size=100, posterior_draws=20,
+                                train={"epochs": 4, "val_every": 1, "checkpoint_every": 1, "kl_weight": w})
+        for fold, w in ((0, 1e-3), (1, 0.0))
+    ]
+    straight = run_fit_stack(configs, [tmp_path / "s0", tmp_path / "s1"], tmp_path / "stack-s", progress=False)
+
+    def stop_after_two(trainer, record):
+        if record.epoch == 2:
+            raise _Interrupt
+
+    members = [tmp_path / "r0", tmp_path / "r1"]
+    with pytest.raises(_Interrupt):
+        run_fit_stack(configs, members, tmp_path / "stack-r", progress=False, on_epoch_end=stop_after_two)
+    assert not members[0].exists()
+    resumed = run_fit_stack(configs, members, tmp_path / "stack-r", resume=True, progress=False)
+    for a, b in zip(straight, resumed):
+        assert a["test"] == b["test"] and a["final_train_loss"] == b["final_train_loss"] and b["epochs"] == 4
+    assert straight[0]["test"] != straight[1]["test"]  # two folds, two runs
+    single = run_fit(configs[0], tmp_path / "single", progress=False)
+    assert set(single) == set(straight[0]) and set(single["validation"]) == set(straight[0]["validation"])
+    assert sorted(p.name for p in (tmp_path / "single").iterdir()) == sorted(p.name for p in members[0].iterdir())
+    config, model, metrics = load_run(members[1])
+    assert config.fold == 1 and config.train.kl_weight == 0.0 and metrics["test"] == resumed[1]["test"]

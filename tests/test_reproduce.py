@@ -130,3 +130,27 @@ def test_a_sweep_worker_killed_mid_run_leaves_no_result_and_the_rerun_finishes_i
     record = json.loads((results / "mnist_subsets" / "runs" / "cnn-mnist30-fold0.json").read_text())
     assert record["resumed"] is True and record["config"]["train"]["epochs"] == 200
     assert json.loads((runs / "cnn-mnist30-fold0" / "metrics.json").read_text())["epochs"] == 200
+
+
+def test_stacked_sweeps_leave_the_result_files_of_single_runs(tmp_path, data_root, monkeypatch):
+    """Issue 12: --stack trains the folds of a model (and a grid's folds × values) as one fit; every
+    member leaves a result file of the single-run format, and the sweep stays resumable run by run."""
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    common = ["mnist_subsets", "--sizes", "30", "--models", "stn", "--epochs", 2, "--test-size", 100,
+              "--results-dir", tmp_path / "results", "--run-root", tmp_path / "runs"]
+    stacked = _invoke(*common, "--folds", "0,1", "--stack", 5)
+    assert stacked.exit_code == 0, stacked.output
+    assert "2 runs to do as 1 fit(s)" in stacked.output and "a 1/2 share of a stack" in stacked.output
+    alone = _invoke(*common, "--folds", "0,1,2")
+    assert "1 runs to do as 1 fit(s)" in alone.output
+    runs = tmp_path / "results" / "mnist_subsets" / "runs"
+    records = [json.loads((runs / f"stn-mnist30-fold{f}.json").read_text()) for f in range(3)]
+    assert [r["stacked"] for r in records] == [2, 2, 1] and [r["fold"] for r in records] == [0, 1, 2]
+    assert set(records[0]) == set(records[2]) and set(records[0]["config"]) == set(records[2]["config"])
+    assert records[0]["test"] != records[1]["test"]
+    grid = _invoke("grid", "--param", "prior_scale", "--size", "30", "--values", "0.1,0.2", "--folds", "0",
+                   "--epochs", 1, "--stack", 2, "--results-dir", tmp_path, "--run-root", tmp_path / "grid-runs")
+    assert grid.exit_code == 0 and "2 runs to do as 1 fit(s)" in grid.output
+    for value in (0.1, 0.2):
+        record = json.loads((tmp_path / "grid" / "runs" / f"pstn-mnist30-prior_scale{value:g}-fold0.json").read_text())
+        assert record["config"]["prior_scale"] == value and record["evaluated_on"] == "val" and record["stacked"] == 2
