@@ -324,6 +324,11 @@ def aggregate(results: Path, sizes, models) -> str:
         if size_runs:
             lines += ["", f"Wall time of these {len(size_runs)} runs: "
                           f"{sum(r['wall_seconds'] for r in size_runs) / 3600:.1f} h in total (the sum over runs)."]
+            stacked = [r for r in size_runs if r.get("stacked", 1) > 1]
+            if stacked:
+                lines[-1] += (f" {len(stacked)} of them trained in stacks (`--stack`, up to "
+                              f"{max(r['stacked'] for r in stacked)} runs in one fit): a member's wall time is its "
+                              "share, 1/R, of its stack's.")
         unselected = [m for m in SELECTED_PARAM if m in size_models and m + SELECTED not in size_models]
         if size_runs and unselected:
             grids = " and ".join(f"`python -m experiments.reproduce grid --param {SELECTED_PARAM[m]} --size {size}`"
