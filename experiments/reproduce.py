@@ -55,6 +55,11 @@ PAPER_001_TABLE_2 = {  # Schwöbel et al. UAI 2022, Table 2 (Gamma P-STN)
 }
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (no machine paths in results)."""
+    return os.path.relpath(path, RESULTS.parent.parent) if Path(path).resolve().is_relative_to(RESULTS.parent.parent) else str(path)
+
+
 #: ``--folds 0,1,2``: the authors' five folds of every subset size.
 FOLDS = CommaList(int, choices=range(5))
 
@@ -202,10 +207,16 @@ STACK_VARIES = {"train": ("kl_weight", "seed"), "options": ("prior_scale", "gamm
 
 def stacks(jobs: list[tuple], stack: int) -> list[list[tuple]]:
     """The jobs in groups of at most ``stack`` that can train as one stack: one model and size, and
-    the same settings but for fold, seed, w and prior (their order kept)."""
+    the same settings but for fold, seed, w and prior (their order kept). Models without a member
+    layout (``flow_pstn``) run alone."""
+    from pyro_pstn.models.stacked import STACKABLE_MODELS
+
     groups: dict[str, list[tuple]] = {}
     for job in jobs:
         model, size, _, _, run_root, train, options = job
+        if model not in STACKABLE_MODELS:
+            groups[f"alone {len(groups)}"] = [job]
+            continue
         key = json.dumps([model, size, run_root, {k: v for k, v in train.items() if k not in STACK_VARIES["train"]},
                           {k: v for k, v in options.items() if k not in STACK_VARIES["options"]}], sort_keys=True)
         groups.setdefault(key, []).append(job)
@@ -410,6 +421,55 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, run_roo
         _run_pool(todo, workers, threads, stack)
     click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
 
+
+
+@main.command("stacked_vs_single")
+@click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100")
+@click.option("--stacked-dir", type=click.Path(file_okay=False), default=str(RESULTS / "stacked"), show_default=True,
+              help="Results of `mnist_subsets --stack R --results-dir DIR` for the same sizes.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+def stacked_vs_single(sizes, stacked_dir, results_dir):
+    """Stacked runs beside the single runs of the same configs: do they agree within the fold spread?"""
+    results, stacked_results = Path(results_dir), Path(stacked_dir)
+    tables = {}
+    for name, folder in (("single", results), ("stacked", stacked_results)):
+        path = folder / "mnist_subsets.json"
+        if not path.exists():
+            raise click.UsageError(f"{path} not found: run `python -m experiments.reproduce mnist_subsets` "
+                                   f"{'--stack 5 --results-dir ' + str(folder) + ' ' if name == 'stacked' else ''}first")
+        tables[name] = json.loads(path.read_text())
+    lines = [
+        "# Stacked runs beside single runs (issue 12)",
+        "",
+        f"Produced by `python -m experiments.reproduce stacked_vs_single --sizes {','.join(map(str, sizes))}` from "
+        f"`{_shown(results / 'mnist_subsets.json')}` (each run alone) and "
+        f"`{_shown(stacked_results / 'mnist_subsets.json')}` "
+        "(`mnist_subsets --stack 5`: the five folds of a model in one fit). Same configs, the full protocol; the "
+        "members' random draws differ from the single runs' (one generator per stack), so agreement is statistical: "
+        "the difference of the means against the fold spread (the larger of the two stds).",
+        "",
+        "| size | model | single: accuracy | stacked: accuracy | difference | within one fold std? | single ECE | stacked ECE |",
+        "|---:|---|---|---|---:|---|---|---|",
+    ]
+    verdicts = []
+    for size in sizes:
+        for model in PAPER_MODELS:
+            key = f"{model}-mnist{size}"
+            a, b = tables["single"].get(key, {}), tables["stacked"].get(key, {})
+            if "accuracy" not in a or "accuracy" not in b or len(a["folds"]) < 2 or len(b["folds"]) < 2:
+                continue
+            diff = b["accuracy"]["mean"] - a["accuracy"]["mean"]
+            spread = max(a["accuracy"]["std"], b["accuracy"]["std"])
+            verdicts.append(abs(diff) <= spread)
+            lines.append(
+                f"| {size} | {model} | {a['accuracy']['mean']:.4f} ± {a['accuracy']['std']:.4f} | "
+                f"{b['accuracy']['mean']:.4f} ± {b['accuracy']['std']:.4f} | {diff:+.4f} | "
+                f"{'yes' if abs(diff) <= spread else 'NO'} ({abs(diff) / spread:.2f} std) | "
+                f"{a['ece']['mean']:.4f} | {b['ece']['mean']:.4f} |")
+    lines += ["", f"{sum(verdicts)} of {len(verdicts)} rows agree within one fold std."]
+    text = "\n".join(lines) + "\n"
+    write_atomic(results / "stacked_vs_single.md", text)
+    click.echo(text)
 
 
 #: The KL-weight grid of paper 001 (anchors.md §1.6) and the σ_p grid of paper 000's code (2020).

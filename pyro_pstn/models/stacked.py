@@ -53,6 +53,9 @@ def _copy(model: TransformClassifier) -> TransformClassifier:
         model._shared_localization = shared
 
 
+#: The models whose networks have a member layout (flow_pstn's embedder and flow do not yet).
+STACKABLE_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
+
 #: The parts of a TransformClassifier that hold one run's state: networks (stacked by their
 #: ``stack`` class method) and priors (stacked buffer by buffer).
 _NETWORKS, _PRIORS = ("classifier", "localizer"), ("prior",)
