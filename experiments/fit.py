@@ -31,7 +31,7 @@ from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
 from .cli import CommaList
-from .config import FitConfig, read_config, write_atomic
+from .config import FitConfig, config_from_dict, read_config, write_atomic
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
@@ -196,6 +196,17 @@ def run_fit_stack(
     return results
 
 
+def read_stack(stack_dir: str | Path) -> tuple[list[FitConfig], list[str]]:
+    """The members' configs and run directories of a stack directory (its ``stack.json``)."""
+    path = Path(stack_dir) / STACK_FILE
+    try:
+        stack = json.loads(path.read_text())
+        return [config_from_dict(FitConfig, c) for c in stack["configs"]], list(stack["run_dirs"])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} cannot be read as a stack's description ({type(err).__name__}: {err}): restore it, "
+                         "or delete the stack's directory and fit again") from None
+
+
 def load_run(run_dir: str | Path):
     """(config, fitted model on CPU, metrics) of a finished run directory, e.g. for a notebook."""
     run_dir = Path(run_dir)
@@ -269,10 +280,9 @@ def main(**opts):
         if opts["resume_dir"]:
             run_dir = Path(opts["resume_dir"])
             if (run_dir / STACK_FILE).is_file():
-                stack = json.loads((run_dir / STACK_FILE).read_text())
-                configs = [FitConfig(**c) for c in stack["configs"]]
-                _echo_stack(run_fit_stack(configs, stack["run_dirs"], run_dir, resume=True, progress=opts["progress"]),
-                            stack["run_dirs"])
+                configs, member_dirs = read_stack(run_dir)
+                _echo_stack(run_fit_stack(configs, member_dirs, run_dir, resume=True, progress=opts["progress"]),
+                            member_dirs)
                 return
             if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
                 raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")

@@ -329,6 +329,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         state = read_checkpoint(path)
+        if "optimizer" not in state:
+            raise ValueError(f"{path} holds a stack member's model and history but no optimiser state: it trained "
+                             "as part of a stack; resume the stack's directory (the one with stack.json) instead")
         try:
             self.load_state_dict(state)
         except (KeyError, RuntimeError, TypeError, ValueError) as err:

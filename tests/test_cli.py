@@ -138,5 +138,7 @@ def test_folds_and_seeds_fit_as_one_stack_and_the_stack_resumes(tmp_path, data_r
     assert result.output.count("test accuracy") == 4
     again = _invoke("--resume", tmp_path / runs[-1])
     assert again.exit_code == 0 and again.output.count("test accuracy") == 4
+    member = _invoke("--resume", tmp_path / runs[0])
+    assert member.exit_code == 2 and "resume the stack's directory" in member.output
     bad = _invoke("--folds", "0,9", "--out-dir", tmp_path / "x")
     assert bad.exit_code == 2 and "'9' is not one of 0, 1, 2, 3, 4" in bad.output and not (tmp_path / "x").exists()
