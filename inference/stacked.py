@@ -20,7 +20,7 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models import check_images
 from pyro_pstn.models.stacked import Stacked
 
-from .engine import EpochRecord, History, Trainer, TrainConfig, model_kl_weight, validate
+from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, model_kl_weight, validate
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
 MEMBER_FIELDS = ("seed", "kl_weight")
@@ -57,6 +57,9 @@ class StackTrainer(Trainer):
             differing = [k for k, v in dataclasses.asdict(c).items() if k not in MEMBER_FIELDS and shared[k] != v]
             if differing:
                 raise ValueError(f"members of a stack may differ only in {', '.join(MEMBER_FIELDS)}, not in {differing}")
+        if configs[0].elbo != "trace":
+            raise ValueError(f"a stack trains with the 'trace' ELBO (Monte Carlo KL, member by member), not "
+                             f"{configs[0].elbo!r}")
         super().__init__(model, configs[0], step_hooks)
         self.configs = list(configs)
         self.kl_weight = torch.tensor([[model_kl_weight(model.base, c.kl_weight)] for c in configs],
@@ -102,13 +105,11 @@ class StackTrainer(Trainer):
 
     def validate(self, val: list[ImageSet], batch_size: int = 500) -> dict[str, float]:
         """Each member validated as the ordinary model it is; the mean over members for the bar."""
-        from pyro.infer import Trace_ELBO
-
         self._member_validation = []
         for r, split in enumerate(val):
             member = self.model.member(r)
-            self._member_validation.append(validate(member, Trace_ELBO(max_plate_nesting=1)(member.model, member.guide),
-                                                    split, batch_size))
+            elbo = ELBOS[self.config.elbo](max_plate_nesting=Trainer.max_plate_nesting)(member.model, member.guide)
+            self._member_validation.append(validate(member, elbo, split, batch_size))
         keys = self._member_validation[0].keys()
         return {k: sum(v[k] for v in self._member_validation) / len(val) for k in keys}
 
