@@ -86,7 +86,11 @@ def selected_value(results: Path, model: str, size: int) -> float:
     if not path.exists():
         raise click.UsageError(f"{path.name} not found: run `python -m experiments.reproduce grid --param {param} "
                                f"--size {size}` first (it selects {param} on the validation split)")
-    return float(json.loads(path.read_text())["best_accuracy"])
+    summary = json.loads(path.read_text())
+    if not summary.get("complete", True) or summary["best_accuracy"] is None:
+        raise click.UsageError(f"{path.name}: the grid is unfinished, so nothing is selected yet: run `python -m "
+                               f"experiments.reproduce grid --param {param} --size {size}` to finish it")
+    return float(summary["best_accuracy"])
 
 
 def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) -> bool:
@@ -484,13 +488,16 @@ def grid_path(results: Path, param: str, model: str, size: int, value: float, fo
     return results / "grid" / "runs" / f"{model}-mnist{size}-{param}{value:g}-fold{fold}.json"
 
 
-def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> str:
-    """Validation metrics per grid value (mean ± std over folds); marks the accuracy- and ECE-optimal."""
-    rows = []
+def aggregate_grid(results: Path, param: str, model: str, size: int, values, folds=range(5)) -> str:
+    """Validation metrics per grid value (mean ± std over folds); marks the accuracy- and ECE-optimal
+    among the values whose requested folds have all finished (an unfinished grid selects nothing)."""
+    rows, records = [], []
     for value in values:
-        runs = [json.loads(p.read_text()) for f in range(5) if (p := grid_path(results, param, model, size, value, f)).exists()]
+        runs = [json.loads(p.read_text()) for f in folds if (p := grid_path(results, param, model, size, value, f)).exists()]
         rows.append((value, [r["val"] for r in runs]))
-    done = [(v, ms) for v, ms in rows if ms]
+        records += runs
+    complete = all(len(ms) == len(folds) for _, ms in rows)
+    done = [(v, ms) for v, ms in rows if len(ms) == len(folds)] if complete else []
     best_acc = max(done, key=lambda r: statistics.mean(m["accuracy"] for m in r[1]))[0] if done else None
     best_ece = min(done, key=lambda r: statistics.mean(m["ece"] for m in r[1]))[0] if done else None
     lines = [
@@ -510,8 +517,19 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> 
             f"| {value:g} | {len(ms)} | {_fmt([m['accuracy'] for m in ms])} | {_fmt([m['nll'] for m in ms])} | "
             f"{_fmt([m['ece'] for m in ms])} | {marks} |"
         )
-    summary = {"param": param, "model": model, "size": size, "best_accuracy": best_acc, "best_ece": best_ece,
-               "values": {f"{v:g}": ms for v, ms in rows}}
+    if records:
+        stacked = max(r.get("stacked", 1) for r in records)
+        lines += ["", f"Wall time of these {len(records)} runs: {sum(r['wall_seconds'] for r in records) / 3600:.1f} h "
+                      "in total (the sum over runs" + (f"; trained in stacks of up to {stacked} runs, a member counts its "
+                                                       "1/R share of its stack's" if stacked > 1 else "") + "). Machines: "
+                      + "; ".join(sorted({r["machine"] for r in records})) + "."]
+    if not complete:
+        finished = sum(len(ms) for _, ms in rows)
+        lines += ["", f"**Unfinished**: {finished} of {len(rows) * len(folds)} runs. Nothing is selected until every "
+                      f"value has all its folds; `python -m experiments.reproduce grid --param {param} --size {size}` "
+                      "fits the rest (it skips finished runs)."]
+    summary = {"param": param, "model": model, "size": size, "complete": complete, "best_accuracy": best_acc,
+               "best_ece": best_ece, "values": {f"{v:g}": ms for v, ms in rows}}
     text = "\n".join(lines) + "\n"
     stem = f"grid_{param}_{model}_mnist{size}"
     write_atomic(results / f"{stem}.md", text)
@@ -533,7 +551,8 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values) -> 
 @click.option("--run-root", default="runs/grid")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-def grid(param, size, model, values, folds, device, workers, stack, run_root, results_dir, epochs):
+@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
+def grid(param, size, model, values, folds, device, workers, stack, run_root, results_dir, epochs, aggregate_only):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -549,9 +568,9 @@ def grid(param, size, model, values, folds, device, workers, stack, run_root, re
             path = grid_path(results, param, model, size, value, fold)
             if not path.exists():
                 todo.append((model, size, fold, path, run_root, path_train, options))
-    if todo:
+    if todo and not aggregate_only:
         _run_pool(todo, workers, stack=stack)
-    click.echo(aggregate_grid(results, param, model, size, grid_values))
+    click.echo(aggregate_grid(results, param, model, size, grid_values, folds))
 
 
 #: Paper 001 §5.3, MNIST100: ECE mean ± std over 5 folds (for comparison only).

@@ -154,3 +154,20 @@ def test_stacked_sweeps_leave_the_result_files_of_single_runs(tmp_path, data_roo
     for value in (0.1, 0.2):
         record = json.loads((tmp_path / "grid" / "runs" / f"pstn-mnist30-prior_scale{value:g}-fold0.json").read_text())
         assert record["config"]["prior_scale"] == value and record["evaluated_on"] == "val" and record["stacked"] == 2
+
+
+def test_an_unfinished_grid_selects_nothing(tmp_path):
+    from experiments.reproduce import aggregate_grid, grid_path
+
+    for value, acc in ((0.0, 0.90), (1e-4, 0.95)):
+        for fold in (0, 1) if value == 0.0 else (0,):
+            path = grid_path(tmp_path, "kl_weight", "gamma_pstn", 1000, value, fold)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"val": {"accuracy": acc, "nll": 0.3, "ece": 0.02}, "wall_seconds": 10.0,
+                                        "stacked": 2, "machine": "test"}))
+    table = aggregate_grid(tmp_path, "kl_weight", "gamma_pstn", 1000, [0.0, 1e-4], folds=[0, 1])
+    assert "**Unfinished**: 3 of 4 runs" in table and "best accuracy" not in table
+    summary = json.loads((tmp_path / "grid_kl_weight_gamma_pstn_mnist1000.json").read_text())
+    assert summary["complete"] is False and summary["best_accuracy"] is None
+    result = _invoke("mnist_subsets", "--sizes", "1000", "--models", "gamma_pstn", "--selected", "--results-dir", tmp_path)
+    assert result.exit_code == 2 and "the grid is unfinished" in result.output
