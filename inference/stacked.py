@@ -12,7 +12,6 @@ member is a statistically equivalent run, not a bit-identical replay of a single
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import torch
 
