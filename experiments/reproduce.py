@@ -383,6 +383,11 @@ def main():
     """Reproduce the papers' tables."""
 
 
+#: Torch threads per worker process; shared by every sweep command.
+THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="Torch threads per worker (default: cores / workers).")
+
+
 @main.command("mnist_subsets")
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100,1000",
               help=f"Comma-separated, from {SUBSET_SIZES}.")
@@ -391,7 +396,7 @@ def main():
               help=f"Comma-separated, from {', '.join(MODEL_NAMES)}.")
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker (default: cores / workers).")
+@THREADS
 @click.option("--stack", type=click.IntRange(min=1), default=1,
               help="Train up to this many runs of one model and size (its folds) as one stacked fit.")
 @click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
@@ -546,13 +551,14 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
+@THREADS
 @click.option("--stack", type=click.IntRange(min=1), default=1,
               help="Train up to this many runs (the folds × values of the grid) as one stacked fit.")
 @click.option("--run-root", default="runs/grid")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
-def grid(param, size, model, values, folds, device, workers, stack, run_root, results_dir, epochs, aggregate_only):
+def grid(param, size, model, values, folds, device, workers, threads, stack, run_root, results_dir, epochs, aggregate_only):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -569,7 +575,7 @@ def grid(param, size, model, values, folds, device, workers, stack, run_root, re
             if not path.exists():
                 todo.append((model, size, fold, path, run_root, path_train, options))
     if todo and not aggregate_only:
-        _run_pool(todo, workers, stack=stack)
+        _run_pool(todo, workers, threads, stack)
     click.echo(aggregate_grid(results, param, model, size, grid_values, folds))
 
 
