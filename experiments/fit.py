@@ -22,6 +22,8 @@ import click
 import pyro
 import torch
 
+from inference import distributed
+from inference.distributed import DistributedTrainer
 from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
@@ -95,25 +97,34 @@ def run_fit(
     progress: bool | None = None,
     on_epoch_end=None,
 ) -> dict:
-    """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``."""
+    """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``.
+
+    In a process group started by torchrun (:mod:`inference.distributed`) every process calls it;
+    the fit is data-parallel, rank 0 writes the run directory and returns the metrics, the other
+    ranks return None.
+    """
     run_dir = Path(run_dir)
     pyro.set_rng_seed(config.train.seed)  # the networks' initial weights too
     data, model = build(config, download)  # everything that can fail on bad input happens first
-    trainer = Trainer(model, config.train)
+    trainer = (DistributedTrainer if distributed.active() else Trainer)(model, config.train)
+    main_process = getattr(trainer, "rank", 0) == 0
     if resume:
         trainer.load_checkpoint(run_dir / CHECKPOINT)
-    else:
+    elif main_process:
         run_dir.mkdir(parents=True, exist_ok=False)
         write_atomic(run_dir / CONFIG_FILE, config.to_json())
     wall = time.perf_counter()
     history = trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
+    if not main_process:
+        return None
     return finish_run(trainer.model, config, data, history, trainer.epoch, trainer.step, trainer.device, run_dir,
-                      time.perf_counter() - wall)
+                      time.perf_counter() - wall, processes=getattr(trainer, "world_size", 1))
 
 
 def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, history, epoch: int, step: int,
-               device, run_dir: Path, wall_seconds: float) -> dict:
-    """Evaluate a fitted run, write its ``metrics.json`` (and figures) and return the metrics."""
+               device, run_dir: Path, wall_seconds: float, processes: int = 1) -> dict:
+    """Evaluate a fitted run, write its ``metrics.json`` (and figures) and return the metrics.
+    ``processes``: how many data-parallel processes trained it (global batch = processes × batch size)."""
     metrics = evaluate(model, data, config, run_dir)
     last_val = history.last_validation()
     metrics.update(
@@ -131,6 +142,7 @@ def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, 
             "validation": asdict(last_val) if last_val else None,
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(device),
+            "processes": processes,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
             "torch": torch.__version__,
         }
@@ -275,11 +287,33 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--download", is_flag=True, help="Download missing MNIST / Fashion-MNIST files (needs internet).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def main(**opts):
-    """Fit MODEL on DATA by SVI and evaluate its posterior predictive on the test set."""
+    """Fit MODEL on DATA by SVI and evaluate its posterior predictive on the test set.
+
+    Under torchrun (``torchrun --nproc_per_node N -m experiments.fit ...``) the fit is data-parallel
+    over the N processes (torch DDP: gloo on CPU, NCCL with one GPU per process on CUDA); --batch-size
+    is each process's batch.
+    """
+    group = None
+    try:
+        if distributed.launched_by_torchrun():
+            if len(opts["folds"] or ()) > 1 or len(opts["seeds"] or ()) > 1:
+                raise click.UsageError("--folds / --seeds fit a stack in one process; under torchrun fit one run")
+            group = distributed.join_process_group(opts["device"])
+            opts["device"] = group.device
+        _main(group, opts)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    finally:
+        distributed.leave_process_group()
+
+
+def _main(group, opts):
     try:
         if opts["resume_dir"]:
             run_dir = Path(opts["resume_dir"])
             if (run_dir / STACK_FILE).is_file():
+                if group is not None:
+                    raise click.UsageError(f"{run_dir} is a stack: resume it in one process, without torchrun")
                 configs, member_dirs = read_stack(run_dir)
                 _echo_stack(run_fit_stack(configs, member_dirs, run_dir, resume=True, progress=opts["progress"]),
                             member_dirs)
@@ -287,6 +321,8 @@ def main(**opts):
             if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
                 raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")
             config = read_config(FitConfig, run_dir / CONFIG_FILE)
+            if group is not None:
+                config.train.device = group.device
         else:
             train = {
                 "epochs": opts["epochs"], "batch_size": opts["batch_size"], "localizer_lr_mult": opts["localizer_lr_mult"],
@@ -305,6 +341,8 @@ def main(**opts):
                 for fold, seed in members
             ]
             stamp = time.strftime("%Y%m%d-%H%M%S")
+            if group is not None:
+                stamp = group.broadcast(stamp)  # every process names the same run directory
             names = [opts["run_name"] if opts["run_name"] and len(configs) == 1 else
                      f"{c.model}-{c.data}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
             run_dirs = [Path(opts["out_dir"]) / name for name in names]
@@ -317,13 +355,16 @@ def main(**opts):
                                           progress=opts["progress"]), run_dirs)
                 return
             config, run_dir = configs[0], run_dirs[0]
+            if group is not None:
+                group.barrier()  # every process has checked the name before rank 0 creates it
         metrics = run_fit(config, run_dir, resume=bool(opts["resume_dir"]), download=opts["download"], progress=opts["progress"])
     except (DataError, ValueError) as err:
         raise click.UsageError(str(err)) from None
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; continue with: python -m experiments.fit --resume {run_dir}", err=True)
         sys.exit(130)
-    click.echo(summary_table(metrics, run_dir))
+    if metrics is not None:  # rank 0 (or a single process)
+        click.echo(summary_table(metrics, run_dir))
 
 
 def _echo_stack(results: list[dict], run_dirs) -> None:

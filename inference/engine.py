@@ -154,6 +154,12 @@ def model_kl_weight(model, w: float) -> float:
     return w
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of ``n`` training examples in ``epoch`` of a run with ``seed`` (its own generator,
+    independent of the draws of training, so a resumed run and a stack member repeat it)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 #: Called before every optimisation step with the trainer: schedules that set a model attribute
 #: (a Gumbel-softmax temperature, a controller's weight) from ``trainer.step``.
 StepHook = Callable[["Trainer"], None]
@@ -219,19 +225,27 @@ class Trainer:
             c.annealing, c.epochs * steps_per_epoch, round(c.warmup_epochs * steps_per_epoch), c.cycles
         )
 
+    def epoch_order(self, n: int) -> torch.Tensor:
+        """The examples this process trains on this epoch, in order: fixed by (seed, epoch), so a
+        resumed run repeats it."""
+        return epoch_order(self.config.seed, self.epoch, n)
+
+    def mean_loss(self, total: torch.Tensor, count: int) -> float:
+        """The epoch's mean training loss from this process's sum over ``count`` examples."""
+        return float(total) / count
+
     def train_epoch(self, train: ImageSet) -> tuple[float, float]:
-        """One pass over ``train`` in an order fixed by (seed, epoch), so a resumed run repeats it."""
+        """One pass over ``train`` in the order of :meth:`epoch_order`."""
         c = self.config
         self.model.train()
-        order_rng = torch.Generator().manual_seed(c.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(train), generator=order_rng).to(self.device)
-        schedule = self._schedule(math.ceil(len(train) / c.batch_size))
+        order = self.epoch_order(len(train)).to(self.device)
+        schedule = self._schedule(math.ceil(len(order) / c.batch_size))
         total, factor = torch.zeros((), device=self.device), 1.0
-        for start in range(0, len(train), c.batch_size):
+        for start in range(0, len(order), c.batch_size):
             idx = order[start : start + c.batch_size]
             factor = schedule(self.step)
             total += self.train_step(train.images[idx], train.labels[idx], factor) * len(idx)
-        return float(total) / len(train), factor
+        return self.mean_loss(total, len(order)), factor
 
     def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
         """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
@@ -275,7 +289,7 @@ class Trainer:
         c = self.config
         train, val = self.prepare(train, val)
         if self.epoch == 0:
-            pyro.set_rng_seed(c.seed)
+            self.seed_rng()
         bar = tqdm(total=c.epochs, initial=self.epoch, desc="fit", unit="epoch", disable=None if progress is None else not progress)
         try:
             while self.epoch < c.epochs:
@@ -295,7 +309,23 @@ class Trainer:
             bar.close()
         return self.history
 
-    # ---- checkpoints ---------------------------------------------------------------------
+    # ---- random state and checkpoints ----------------------------------------------------
+    def seed_rng(self) -> None:
+        """Seed the random draws of training (batch orders are seeded separately, by epoch)."""
+        pyro.set_rng_seed(self.config.seed)
+
+    def rng_state(self) -> dict:
+        """This process's generators: torch, numpy and python (Pyro's), and CUDA's where used."""
+        state = {"pyro": pyro.util.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_rng_state(self, state: dict) -> None:
+        pyro.util.set_rng_state(state["pyro"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
     def state_dict(self) -> dict:
         state = {
             "model": self.model.state_dict(),
@@ -304,12 +334,10 @@ class Trainer:
             "step": self.step,
             "history": {"records": [asdict(r) for r in self.history.records], "train_seconds": self.history.train_seconds},
             "train_config": asdict(self.config),
-            "rng": {"pyro": pyro.util.get_rng_state()},  # torch, numpy and python generators
+            "rng": self.rng_state(),
             # stateful hooks (a PID controller and its log) resume with the run
             "hooks": [hook.state_dict() if hasattr(hook, "state_dict") else None for hook in self.step_hooks],
         }
-        if self.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -317,18 +345,19 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.history = History([EpochRecord(**r) for r in state["history"]["records"]], state["history"]["train_seconds"])
-        pyro.util.set_rng_state(state["rng"]["pyro"])
+        self.set_rng_state(state["rng"])
         for hook, hook_state in zip(self.step_hooks, state.get("hooks", [])):
             if hook_state is not None and hasattr(hook, "load_state_dict"):
                 hook.load_state_dict(hook_state)
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
         atomic_save(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        state = read_checkpoint(path)
+        self.restore(read_checkpoint(path), path)
+
+    def restore(self, state: dict, path: str | os.PathLike) -> None:
+        """Continue from ``state``, read from the checkpoint ``path`` (named in the errors)."""
         if "optimizer" not in state:
             raise ValueError(f"{path} holds a stack member's model and history but no optimiser state: it trained "
                              "as part of a stack; resume the stack's directory (the one with stack.json) instead")

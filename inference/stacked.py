@@ -19,7 +19,7 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models import check_images
 from pyro_pstn.models.stacked import Stacked
 
-from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, model_kl_weight, validate
+from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, epoch_order, model_kl_weight, validate
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
 MEMBER_FIELDS = ("seed", "kl_weight")
@@ -88,8 +88,7 @@ class StackTrainer(Trainer):
         """One pass; member r's batches in the order of a single run with its seed."""
         c, n = self.config, len(train[0])
         self.model.train()
-        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(m.seed * 1_000_003 + self.epoch)).to(self.device)
-                  for m in self.configs]
+        orders = [epoch_order(m.seed, self.epoch, n).to(self.device) for m in self.configs]
         schedule = self._schedule(-(-n // c.batch_size))
         totals, factor = torch.zeros(self.model.members, device=self.device), 1.0
         for start in range(0, n, c.batch_size):

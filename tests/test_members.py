@@ -81,45 +81,12 @@ def test_stack_and_member_reject_what_does_not_fit():
 
 # ---- stacked models ---------------------------------------------------------------------------
 
-import contextlib  # noqa: E402
-
-import torch.distributions.gamma as torch_gamma  # noqa: E402
-import torch.distributions.normal as torch_normal  # noqa: E402
 from inference.engine import TrainConfig, Trainer  # noqa: E402
 from inference.stacked import StackTrainer  # noqa: E402
 from pyro_pstn.models import build_model  # noqa: E402
 from pyro_pstn.models.stacked import Stacked  # noqa: E402
 
-
-class _Noise:
-    """Records the standard normal / standard Gamma draws of a stacked step ([R, B, D] each) and
-    replays member r's slice into a single run: the same random draws, member by member."""
-
-    def __init__(self):
-        self.draws, self.member, self.cursor = [], None, 0
-        self._normal, self._gamma = torch_normal._standard_normal, torch_gamma._standard_gamma
-
-    def _wrap(self, original):
-        def draw(*args, **kwargs):
-            if self.member is None:
-                self.draws.append(original(*args, **kwargs))
-                return self.draws[-1]
-            value = self.draws[self.cursor][self.member]
-            self.cursor += 1
-            return value
-        return draw
-
-    @contextlib.contextmanager
-    def __call__(self, member=None):
-        self.member, self.cursor = member, 0
-        if member is None:
-            self.draws = []
-        torch_normal._standard_normal = self._wrap(self._normal)
-        torch_gamma._standard_gamma = self._wrap(self._gamma)
-        try:
-            yield
-        finally:
-            torch_normal._standard_normal, torch_gamma._standard_gamma = self._normal, self._gamma
+from .noise import Noise  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["cnn", "stn", "da", "pstn", "gamma_pstn"])
@@ -141,13 +108,13 @@ def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(n
     trainers = [Trainer(m, c) for m, c in zip(singles, configs)]
     torch.manual_seed(0)
     x, y = torch.randn(R, 6, 1, 28, 28, dtype=torch.float64), torch.randint(10, (R, 6))
-    noise = _Noise()
+    noise = Noise()
     for _ in range(3):
-        with noise():
+        with noise.record():  # draws of shape [R, B, D]
             total = stack.train_step(x, y)
         alone = []
         for r, trainer in enumerate(trainers):
-            with noise(member=r):
+            with noise.replay(select=lambda draw: draw[r]):
                 alone.append(trainer.train_step(x[r], y[r]))
         torch.testing.assert_close(stack._member_losses, torch.stack(alone), rtol=1e-12, atol=0)
         torch.testing.assert_close(total, sum(alone), rtol=1e-12, atol=0)
