@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -96,3 +97,56 @@ def cached_record(path: Path, name: str, fit: Callable[[], dict], summary: Calla
         write_atomic(path, json.dumps(record, indent=2) + "\n")
         click.echo(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
     return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` of a sweep, for cluster job arrays
+    (``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``)."""
+
+    index: int = 0
+    count: int = 1
+
+    def select(self, runs: list) -> list:
+        """This shard's runs: the ``index``-th of ``count`` contiguous, near-equal blocks of the sweep's
+        deterministic run list. Blocks keep neighbouring runs (the folds of one model) together, so
+        they can still train as stacks; the shards are disjoint and together hold every run once."""
+        n = len(runs)
+        return runs[self.index * n // self.count : (self.index + 1) * n // self.count]
+
+    @property
+    def partial(self) -> bool:
+        return self.count > 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class ShardType(click.ParamType):
+    name = "i/n"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Shard):
+            return value
+        try:
+            index, count = (int(v) for v in str(value).split("/"))
+        except ValueError:
+            self.fail(f"{value!r} is not of the form i/n (e.g. 0/4: the first of 4 shards)", param, ctx)
+        if count < 1 or not 0 <= index < count:
+            self.fail(f"{value!r}: need n ≥ 1 and 0 ≤ i < n (shards are numbered from 0, as SLURM array tasks "
+                      "with --array=0-<n-1>)", param, ctx)
+        return Shard(index, count)
+
+
+def shard_option():
+    return click.option("--shard", type=ShardType(), default="0/1", show_default=True,
+                        help="Run only shard i of n of the sweep's runs (a cluster array task: "
+                             "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); finished runs are skipped. A shard "
+                             "writes no table: run the command once more without --shard (or with --aggregate-only) "
+                             "when every shard has finished.")
+
+
+def shard_done(shard: Shard, finished: int, total: int) -> None:
+    """What a shard says when its runs are done (it leaves the table to the final, unsharded call)."""
+    click.echo(f"shard {shard} done: {finished} of the sweep's {total} runs have results. When every shard has "
+               "finished, run the same command without --shard (or with --aggregate-only) to write the table.")

@@ -38,7 +38,7 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import cached_record, fail, run_options, with_options
+from .cli import cached_record, fail, run_options, shard_done, shard_option, with_options
 from .config import read_config, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -350,8 +350,9 @@ def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
 @main.command()
 @click.option("--only", type=click.Choice(["all", "sizes", "priors"]), default="all", show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rewrite the tables and figures from the finished runs.")
+@shard_option()
 @common_options
-def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only):
+def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard):
     """002 Fig. 5 (reconstruction vs latent size), Table 1 (linear probe on z), sample grids."""
     results, run_root = Path(results_dir), Path(run_root)
     size_runs, prior_runs = study002_configs(epochs, device, data_root)
@@ -362,9 +363,11 @@ def study002(epochs, device, data_root, results_dir, run_root, progress, only, a
     todo += [c for (_, z), c in sizes if z not in (8, 20)]
     try:
         if not aggregate_only:
-            run_missing(todo, results, run_root, progress)
+            run_missing(shard.select(todo), results, run_root, progress)
     except (ValueError, DataError) as err:
         fail(str(err))
+    if shard.partial and not aggregate_only:
+        return shard_done(shard, sum(result_path(results, c).exists() for c in todo), len(todo))
     write_study002(results, run_root, size_runs, prior_runs, data_root)
 
 
@@ -459,17 +462,20 @@ PAPER_003_TABLE1 = {
 
 
 @main.command()
+@shard_option()
 @common_options
-def study003(epochs, device, data_root, results_dir, run_root, progress):
+def study003(epochs, device, data_root, results_dir, run_root, progress, shard):
     """003 Table 1: VAE / categorical VAE on Fashion-MNIST, base or augmented training, ± STN."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: PoseVAEConfig(model=key[1], z_dim=10, data="fashion_mnist", train_on=key[0], aligner=key[2],
                                   epochs=epochs, device=device, data_root=data_root)
                for key in PAPER_003_TABLE1}
     try:
-        run_missing(list(configs.values()), results, run_root, progress)
+        run_missing(shard.select(list(configs.values())), results, run_root, progress)
     except (ValueError, DataError) as err:
         fail(str(err))
+    if shard.partial:
+        return shard_done(shard, sum(result_path(results, c).exists() for c in configs.values()), len(configs))
     lines = [
         "# Paper 003 Table 1: transformation-invariant VAEs on Fashion-MNIST",
         "",

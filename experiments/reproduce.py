@@ -29,7 +29,7 @@ from pyro_pstn.models import MODEL_NAMES
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
-from .cli import CommaList, device_option
+from .cli import CommaList, Shard, device_option, shard_done, shard_option
 from .config import FitConfig, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -259,6 +259,20 @@ def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None, stack
     return records
 
 
+def sweep(jobs: list[tuple], shard: Shard, workers: int, threads: int | None = None, stack: int = 1,
+          aggregate_only: bool = False) -> bool:
+    """Run the unfinished jobs of ``shard`` of the sweep's full, ordered run list (a job's result
+    file, ``job[3]``, marks it finished); returns whether this call should write the table (not
+    when it is one shard of several)."""
+    todo = [job for job in shard.select(jobs) if not Path(job[3]).exists()]
+    if todo and not aggregate_only:
+        _run_pool(todo, workers, threads, stack)
+    if shard.partial and not aggregate_only:
+        shard_done(shard, sum(Path(job[3]).exists() for job in jobs), len(jobs))
+        return False
+    return True
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "not run"
@@ -399,6 +413,7 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
 @THREADS
 @click.option("--stack", type=click.IntRange(min=1), default=1,
               help="Train up to this many runs of one model and size (its folds) as one stacked fit.")
+@shard_option()
 @click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
@@ -407,13 +422,13 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
 @click.option("--selected", is_flag=True,
               help="pstn / gamma_pstn at the σ_p / w that `grid` selected on the validation split (rows <model>@val), "
                    "instead of the authors' values.")
-def mnist_subsets(sizes, folds, models, device, workers, threads, stack, run_root, aggregate_only, results_dir, epochs,
-                  test_size, selected):
+def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, run_root, aggregate_only, results_dir,
+                  epochs, test_size, selected):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
     options = {"test_size": test_size} if test_size else {}
-    todo, rows = [], list(models)
+    jobs, rows = [], list(models)
     for size in sizes:
         for model in models:
             row, job_train, job_options = model, train, options
@@ -424,11 +439,9 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, run_roo
                 else:
                     job_options = {**options, "prior_scale": value}
                 rows.append(row)
-            todo += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options)
-                     for f in folds if not run_path(results, row, size, f).exists()]
-    if not aggregate_only and todo:
-        _run_pool(todo, workers, threads, stack)
-    click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
+            jobs += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
+    if sweep(jobs, shard, workers, threads, stack, aggregate_only):
+        click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
 
 
 
@@ -554,11 +567,12 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
 @THREADS
 @click.option("--stack", type=click.IntRange(min=1), default=1,
               help="Train up to this many runs (the folds × values of the grid) as one stacked fit.")
+@shard_option()
 @click.option("--run-root", default="runs/grid")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
-def grid(param, size, model, values, folds, device, workers, threads, stack, run_root, results_dir, epochs, aggregate_only):
+def grid(param, size, model, values, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, aggregate_only):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -566,17 +580,14 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, run
         raise click.BadParameter(f"σ_p values must be positive, got {min(grid_values):g}", param_hint="--values")
     results = Path(results_dir)
     train = {"device": device, "val_every": 10**6, **({"epochs": epochs} if epochs else {})}
-    todo = []
+    jobs = []
     for value in grid_values:
         path_train = {**train, "kl_weight": value} if param == "kl_weight" else train
         options = {"evaluate_on": "val", "val_size": None, **({"prior_scale": value} if param == "prior_scale" else {})}
-        for fold in folds:
-            path = grid_path(results, param, model, size, value, fold)
-            if not path.exists():
-                todo.append((model, size, fold, path, run_root, path_train, options))
-    if todo and not aggregate_only:
-        _run_pool(todo, workers, threads, stack)
-    click.echo(aggregate_grid(results, param, model, size, grid_values, folds))
+        jobs += [(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
+                 for fold in folds]
+    if sweep(jobs, shard, workers, threads, stack, aggregate_only):
+        click.echo(aggregate_grid(results, param, model, size, grid_values, folds))
 
 
 #: Paper 001 §5.3, MNIST100: ECE mean ± std over 5 folds (for comparison only).
@@ -596,11 +607,12 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
               help="σ_p values of the Gaussian P-STN curves (000 Fig. 6).")
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
+@shard_option()
 @click.option("--run-root", default="runs/calibration")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and plots from the finished runs.")
-def calibration(size, folds, prior_scales, device, workers, run_root, results_dir, epochs, aggregate_only):
+def calibration(size, folds, prior_scales, device, workers, shard, run_root, results_dir, epochs, aggregate_only):
     """Calibration study (001 Fig. 11 / §5.3, 000 Fig. 6): CNN, STN and the Gamma P-STN at its
     accuracy- and ECE-optimal w (from ``grid --param kl_weight``), and the Gaussian P-STN for several σ_p."""
     size, results = int(size), Path(results_dir)
@@ -618,13 +630,12 @@ def calibration(size, folds, prior_scales, device, workers, run_root, results_di
         **{f"pstn, σ_p = {v:g}": (f"pstn-sigma{v:g}", "pstn", {}, {"prior_scale": v})
            for v in prior_scales},
     }
-    todo = [
+    jobs = [
         (model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
         for stem, model, t, options in variants.values() for fold in folds
-        if not calibration_path(results, size, stem, fold).exists()
     ]
-    if todo and not aggregate_only:
-        _run_pool(todo, workers)
+    if not sweep(jobs, shard, workers, aggregate_only=aggregate_only):
+        return
 
     from inference.metrics import pool_bins
     from inference.plots import calibration_curves

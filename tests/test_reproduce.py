@@ -171,3 +171,74 @@ def test_an_unfinished_grid_selects_nothing(tmp_path):
     assert summary["complete"] is False and summary["best_accuracy"] is None
     result = _invoke("mnist_subsets", "--sizes", "1000", "--models", "gamma_pstn", "--selected", "--results-dir", tmp_path)
     assert result.exit_code == 2 and "the grid is unfinished" in result.output
+
+
+# ---- sweeps on cluster arrays (issue 15) --------------------------------------------------------
+
+def test_shards_are_disjoint_contiguous_and_cover_every_run_once():
+    from experiments.cli import Shard
+
+    for n_runs in (0, 1, 7, 25, 40):
+        runs = list(range(n_runs))
+        for count in (1, 2, 3, 5, 8):
+            parts = [Shard(i, count).select(runs) for i in range(count)]
+            assert sum(parts, []) == runs  # in order: disjoint, contiguous blocks, every run once
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    # 5 models × 5 folds in 5 shards: one model's folds per shard, so each shard is one stack of 5
+    runs = [(model, fold) for model in "abcde" for fold in range(5)]
+    assert {m for m, _ in Shard(2, 5).select(runs)} == {"c"}
+
+
+SWEEP = ["mnist_subsets", "--sizes", "30", "--models", "cnn", "--folds", "0,1,2", "--epochs", "1", "--test-size", "100"]
+
+
+def _sweep_results(results):
+    runs = {p.name: json.loads(p.read_text())["test"] for p in sorted((results / "mnist_subsets" / "runs").glob("*.json"))}
+    return runs, json.loads((results / "mnist_subsets.json").read_text())["cnn-mnist30"]
+
+
+def test_a_two_shard_array_of_the_sbatch_script_leaves_the_results_of_one_unsharded_sweep(tmp_path, data_root,
+                                                                                       monkeypatch):
+    """README's SLURM recipe: experiments/sweep_array.sbatch run as array tasks 0 and 1 of 2 (the
+    variables SLURM sets), then the table call; the same runs and table as one unsharded sweep."""
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    alone = _invoke(*SWEEP, "--results-dir", tmp_path / "one", "--run-root", tmp_path / "one-runs")
+    assert alone.exit_code == 0, alone.output
+    sharded = ["--results-dir", str(tmp_path / "two"), "--run-root", str(tmp_path / "two-runs")]
+    env = {**os.environ, "PYRO_PSTN_DATA": str(data_root), "SLURM_ARRAY_TASK_COUNT": "2", "PYTHON": sys.executable}
+    for task, runs_done in ((0, 1), (1, 3)):
+        out = subprocess.run(["bash", REPO / "experiments" / "sweep_array.sbatch", "reproduce", *SWEEP, *sharded],
+                             cwd=REPO, env={**env, "SLURM_ARRAY_TASK_ID": str(task)}, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"shard {task}/2 done: {runs_done} of the sweep's 3 runs have results" in out.stdout
+        assert not (tmp_path / "two" / "mnist_subsets.md").exists()  # a shard writes no table
+    table = _invoke(*SWEEP, *sharded)
+    assert "runs to do" not in table.output and (tmp_path / "two" / "mnist_subsets.md").exists()
+    runs, accuracy = _sweep_results(tmp_path / "two")
+    assert len(runs) == 3 and (runs, accuracy) == _sweep_results(tmp_path / "one")
+    missing = subprocess.run(["bash", REPO / "experiments" / "sweep_array.sbatch", "reproduce", *SWEEP], cwd=REPO,
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "submit with sbatch --array" in missing.stderr
+
+
+def test_submitit_runs_the_array_and_then_the_table(tmp_path, data_root, monkeypatch):
+    """`python -m experiments.slurm` with submitit's local cluster: 2 array tasks, then the table."""
+    from click.testing import CliRunner
+
+    from experiments.slurm import main as slurm
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    monkeypatch.chdir(REPO)
+    args = ["--shards", "2", "--cluster", "local", "--cpus", "1", "--log-dir", str(tmp_path / "logs"), "--",
+            "reproduce", *SWEEP[:6], "0,1", *SWEEP[7:], "--results-dir", str(tmp_path / "r"), "--run-root",
+            str(tmp_path / "runs")]
+    result = CliRunner().invoke(slurm, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "submitted 2 array task(s)" in result.output and "every task has finished" in result.output
+    summary = json.loads((tmp_path / "r" / "mnist_subsets.json").read_text())
+    assert summary["cnn-mnist30"]["folds"] == [0, 1]
+    bad = CliRunner().invoke(slurm, ["--shards", "2", "--", "reproduce", "stacked_vs_single"])
+    assert bad.exit_code == 2 and "reproduce mnist_subsets, reproduce grid" in bad.output
+    bad = CliRunner().invoke(slurm, ["--shards", "2", "--", "reproduce", "grid", "--shard", "0/2"])
+    assert bad.exit_code == 2 and "leave --shard out" in bad.output
