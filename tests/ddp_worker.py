@@ -19,6 +19,7 @@ import torch
 from inference.distributed import DistributedTrainer, join_process_group, leave_process_group
 from inference.engine import TrainConfig
 
+from .interrupt import Interrupt, stop_after
 from .noise import Noise
 
 GLOBAL_BATCH, SEED = 8, 5
@@ -72,10 +73,6 @@ def steps(out: Path, rank: int, world: int) -> None:
                     "params": [p.detach().clone() for p in model.parameters()]}, out / f"{name}-rank{rank}.pt")
 
 
-class Interrupt(Exception):
-    pass
-
-
 def resume(out: Path, rank: int, world: int) -> None:
     import os
 
@@ -88,12 +85,8 @@ def resume(out: Path, rank: int, world: int) -> None:
 
     straight = run_fit(config_for(), out / "straight", progress=False)
 
-    def stop_after_one(trainer, record):
-        if trainer.epoch == 1:
-            raise Interrupt
-
     try:
-        run_fit(config_for(), out / "resumed", progress=False, on_epoch_end=stop_after_one)
+        run_fit(config_for(), out / "resumed", progress=False, on_epoch_end=stop_after(1))
     except Interrupt:
         pass
     resumed = run_fit(config_for(), out / "resumed", resume=True, progress=False)

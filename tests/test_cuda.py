@@ -17,12 +17,9 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models import MODEL_NAMES, POSE_VAE_MODELS, build_pose_vae
 
 from .conftest import REPO
+from .interrupt import Interrupt, stop_after
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device in this torch build / machine")
-
-
-class _Interrupt(Exception):
-    pass
 
 
 def _config(model: str, data_root, **train) -> FitConfig:
@@ -53,12 +50,8 @@ def test_a_cuda_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path, dat
     config = _config("gamma_pstn", data_root, epochs=3)
     straight = run_fit(config, tmp_path / "straight", progress=False)
 
-    def stop_after_one(trainer, record):
-        if record.epoch == 1:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        run_fit(config, tmp_path / "resumed", progress=False, on_epoch_end=stop_after_one)
+    with pytest.raises(Interrupt):
+        run_fit(config, tmp_path / "resumed", progress=False, on_epoch_end=stop_after(1))
     resumed = run_fit(config, tmp_path / "resumed", resume=True, progress=False)
     # the CUDA generator is restored too; kernels may differ in the last bits between launches
     assert resumed["final_train_loss"] == pytest.approx(straight["final_train_loss"], rel=1e-4)

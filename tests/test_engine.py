@@ -10,6 +10,7 @@ from inference.schedules import AnnealingSchedule, pyro_kl_weight
 from pyro_pstn.data import ImageSet
 from pyro_pstn.models import build_model
 
+from .interrupt import Interrupt, stop_after
 from .test_models import _kl_gamma
 
 
@@ -71,10 +72,6 @@ def test_a_few_svi_steps_fit_a_tiny_problem():
     assert history.records[-1].val_accuracy is not None and trainer.step == 30
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_root):
     config = FitConfig.with_defaults(
         "gamma_pstn",
@@ -87,12 +84,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_r
     )
     straight = run_fit(config, tmp_path / "straight", progress=False)
 
-    def stop_after_two(trainer, record):
-        if record.epoch == 2:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        run_fit(config, tmp_path / "resumed", progress=False, on_epoch_end=stop_after_two)
+    with pytest.raises(Interrupt):
+        run_fit(config, tmp_path / "resumed", progress=False, on_epoch_end=stop_after(2))
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = run_fit(config, tmp_path / "resumed", resume=True, progress=False)
     assert resumed["test"] == straight["test"]
@@ -113,13 +106,9 @@ def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_d
     ]
     straight = run_fit_stack(configs, [tmp_path / "s0", tmp_path / "s1"], tmp_path / "stack-s", progress=False)
 
-    def stop_after_two(trainer, record):
-        if record.epoch == 2:
-            raise _Interrupt
-
     members = [tmp_path / "r0", tmp_path / "r1"]
-    with pytest.raises(_Interrupt):
-        run_fit_stack(configs, members, tmp_path / "stack-r", progress=False, on_epoch_end=stop_after_two)
+    with pytest.raises(Interrupt):
+        run_fit_stack(configs, members, tmp_path / "stack-r", progress=False, on_epoch_end=stop_after(2))
     assert not members[0].exists()
     resumed = run_fit_stack(configs, members, tmp_path / "stack-r", resume=True, progress=False)
     for a, b in zip(straight, resumed):
