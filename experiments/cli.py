@@ -150,3 +150,13 @@ def shard_done(shard: Shard, finished: int, total: int) -> None:
     """What a shard says when its runs are done (it leaves the table to the final, unsharded call)."""
     click.echo(f"shard {shard} done: {finished} of the sweep's {total} runs have results. When every shard has "
                "finished, run the same command without --shard (or with --aggregate-only) to write the table.")
+
+
+def single_process_only(command: str) -> None:
+    """Refuse a torchrun launch of a command that is not data-parallel (its N copies would write the
+    same files): only ``experiments.fit`` is."""
+    from inference.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise click.UsageError(f"{command} runs in one process: launch it with python, not torchrun (torchrun "
+                               "-m experiments.fit fits one model data-parallel; sweeps scale out with --shard i/n)")

@@ -43,7 +43,7 @@ from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
-from .cli import cached_record, fail, run_options, with_options
+from .cli import cached_record, fail, run_options, single_process_only, with_options
 from .config import read_config, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -257,6 +257,7 @@ def _checked(fn, *args, **kwargs):
 @click.group()
 def main():
     """Flow-conditioned transformations (paper 004)."""
+    single_process_only("experiments.flow")
 
 
 @main.command()

@@ -38,7 +38,7 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import cached_record, fail, run_options, shard_done, shard_option, with_options
+from .cli import cached_record, fail, run_options, shard_done, shard_option, single_process_only, with_options
 from .config import read_config, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -273,6 +273,7 @@ common_options = with_options(_COMMON)
 @click.group()
 def main():
     """Pose-latent VAEs (002) and transformation-invariant VAEs (003)."""
+    single_process_only("experiments.pose_vae")
 
 
 @main.command()

@@ -29,7 +29,7 @@ from pyro_pstn.models import MODEL_NAMES
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
-from .cli import CommaList, Shard, device_option, shard_done, shard_option
+from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only
 from .config import FitConfig, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -395,6 +395,7 @@ def aggregate(results: Path, sizes, models) -> str:
 @click.group()
 def main():
     """Reproduce the papers' tables."""
+    single_process_only("experiments.reproduce")
 
 
 #: Torch threads per worker process; shared by every sweep command.

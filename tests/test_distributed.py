@@ -97,3 +97,16 @@ def test_a_distributed_checkpoint_refuses_another_number_of_processes():
         trainer.load_state_dict({"rng_ranks": [{}, {}]})
     with pytest.raises(ValueError, match="needs a torch.distributed process group.*torchrun"):
         DistributedTrainer(build("gamma_pstn"), config("gamma_pstn"))
+
+
+def test_commands_that_are_not_data_parallel_refuse_torchrun(monkeypatch):
+    from click.testing import CliRunner
+
+    from experiments import flow, pose_vae, reproduce
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for main, args in ((reproduce.main, ["grid", "--aggregate-only"]), (pose_vae.main, ["study003"]),
+                       (flow.main, ["fit"])):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "launch it with python, not torchrun" in result.output
