@@ -1,8 +1,10 @@
 """Pyro overhead: one training step of ``gamma_pstn`` vs a plain PyTorch step of the same loss;
-and (``--stack``) the per-member step time of stacked runs against one single run.
+(``--stack``) the per-member step time of stacked runs against one single run; (``--warps``) the
+CPAB warps against the affine warp.
 
     python -m experiments.bench [--batch-sizes 8,256] [--steps 200]
     python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50]
+    python -m experiments.bench --warps
 
 The plain step runs the same networks (a copy of the same initial weights) and the same
 estimator: λ ~ Gamma(α0, β(x)) reparameterised, θ = μ(x) + ε/√λ, the classifier on T_θ(x),
@@ -134,6 +136,43 @@ def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, devic
     return "\n".join(lines)
 
 
+def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
+    """Forward + backward of the CPAB warps against ``affine_grid`` + ``grid_sample`` (issue 13):
+    80 MNIST-sized images (2-D, θ ~ N(0, 0.5²)) and 160 series of length 131 (1-D, FaceAll's
+    length), medians of interleaved calls."""
+    from pyro_pstn.transforms import get_layout, warp
+
+    torch.manual_seed(0)
+    cases = {  # name → (input, θ scale, family)
+        "similarity (affine_grid + grid_sample), 80 × 1 × 28 × 28": (torch.randn(80, 1, 28, 28), 0.1, "similarity"),
+        "cpab (2-D, 34 dof, 10 steps), 80 × 1 × 28 × 28": (torch.randn(80, 1, 28, 28), 0.5, "cpab"),
+        "time_affine (1-D), 160 × 1 × 131": (torch.randn(160, 1, 131), 0.1, "time_affine"),
+        "cpab1d (1-D, 9 dof, exact), 160 × 1 × 131": (torch.randn(160, 1, 131), 0.5, "cpab1d"),
+    }
+    inputs = {}
+    for name, (x, scale, family) in cases.items():
+        layout = get_layout(family)
+        theta = (layout.identity_theta() + scale * torch.randn(len(x), layout.dim)).to(device).requires_grad_()
+        inputs[name] = (x.to(device), theta, layout)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = {name: [] for name in cases}
+    for i in range(repeats + 3):
+        for name, (x, theta, layout) in inputs.items():
+            sync()
+            start = time.perf_counter()
+            warp(x, theta, layout).square().sum().backward()
+            sync()
+            if i >= 3:  # warm-up calls
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    affine = med[next(iter(cases))]
+    lines = [f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+             f"device {device}; forward + backward, median of {repeats} interleaved calls",
+             f"{'warp':<58} {'ms':>8} {'× similarity':>13}"]
+    lines += [f"{name:<58} {ms:8.2f} {ms / affine:12.1f}×" for name, ms in med.items()]
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--batch-sizes", default="8,256", help="Comma-separated batch sizes.")
 @click.option("--steps", type=click.IntRange(min=10), default=None,
@@ -142,11 +181,14 @@ def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, devic
 @click.option("--members", default="1,5,25,40", help="With --stack: the stack sizes R.")
 @click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
               help="With --stack: the model stacked.")
+@click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
 @click.option("--device", default="cpu")
-def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, device: str):
-    """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), or with
-    --stack the per-member speed-up of stacked runs."""
-    if stack:
+def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, warps: bool, device: str):
+    """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
+    --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
+    if warps:
+        click.echo(measure_warps(steps or 30, device))
+    elif stack:
         click.echo(measure_stack([int(r) for r in members.split(",")], steps or 50, device=device, model=model))
     else:
         click.echo(measure([int(b) for b in batch_sizes.split(",")], steps or 200, device))

@@ -269,8 +269,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--elbo", type=click.Choice(tuple(ELBOS)), default="trace")
 @click.option("--train-samples", type=click.IntRange(min=1), default=1)
 @click.option("--test-samples", type=click.IntRange(min=1), default=10)
-@click.option("--layout", type=click.Choice(tuple(LAYOUTS)), default=None,
-              help="Affine θ layout. Default: similarity; lie_similarity for flow_pstn.")
+@click.option("--layout", type=click.Choice((*LAYOUTS, "tps", "cpab")), default=None,
+              help="Transformation family: an affine or Lie layout, tps (18 dof) or cpab (34-dof diffeomorphism). "
+                   "Default: similarity; lie_similarity for flow_pstn.")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=42)

@@ -1,9 +1,11 @@
 """Differentiable spatial transformations T_θ (no Pyro in here)."""
+from .cpab import CPAB
 from .layout import EXP_LIMIT, THETA_LIMIT, AffineLayout
 from .lie import GENERATORS, LIE_LAYOUTS, compose, rotation_angle
-from .registry import LAYOUTS, get_layout
+from .registry import CPAB_FAMILIES, LAYOUTS, get_layout
+from .time_affine import TimeAffine
 from .tps import ThinPlateSpline
 from .warp import apply_flat, warp
 
 __all__ = ["GENERATORS", "LIE_LAYOUTS", "compose", "rotation_angle", "LAYOUTS", "EXP_LIMIT", "THETA_LIMIT",
-           "AffineLayout", "ThinPlateSpline", "get_layout", "warp", "apply_flat"]
+           "AffineLayout", "ThinPlateSpline", "CPAB", "CPAB_FAMILIES", "TimeAffine", "get_layout", "warp", "apply_flat"]

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .cpab import CPAB
 from .layout import AffineLayout
 from .registry import get_layout
 from .tps import ThinPlateSpline
@@ -35,25 +36,37 @@ def warp(
     mode: str = "bilinear",
     inverse: bool = False,
 ) -> torch.Tensor:
-    """T_θ(x): resample images ``x`` ``[B, C, H, W]`` (or ``[*S, B, C, H, W]``) under θ ``[*S, B, D]``.
+    """T_θ(x): resample images ``x`` ``[B, C, H, W]`` (or ``[*S, B, C, H, W]``) under θ ``[*S, B, D]``;
+    with a 1-D family (``cpab1d``, ``time_affine``) signals ``[*S, B, C, L]`` along their time axis.
 
     ``fill`` is the value of the plane outside the image: pass the background value of
     normalised data (e.g. −μ/σ for MNIST) so that warps do not paint dark borders.
     ``align_corners`` is passed to both ``affine_grid`` and ``grid_sample``; with ``False``
     (PyTorch's default) ±1 are the outer edges of the corner pixels. ``inverse=True`` applies
-    T_θ⁻¹ (affine families only), so ``warp(warp(x, θ), θ, inverse=True)`` undoes a warp up to
+    T_θ⁻¹ (affine and CPAB families), so ``warp(warp(x, θ), θ, inverse=True)`` undoes a warp up to
     what left the frame.
     """
     layout = get_layout(layout)
-    if x.dim() < 4:
-        raise ValueError(f"warp expects images [..., C, H, W] with a batch dimension, got shape {tuple(x.shape)}")
+    spatial = getattr(layout, "ndim", 2)  # 1 for the time warps of signals
+    event = spatial + 1
+    if x.dim() < event + 1:
+        expected = "signals [..., C, L]" if spatial == 1 else "images [..., C, H, W]"
+        raise ValueError(f"{layout.name} warps {expected} with a batch dimension, got shape {tuple(x.shape)}")
     if theta.shape[-1] != layout.dim:
         raise ValueError(f"{layout.name} expects θ with last dimension {layout.dim}, got shape {tuple(theta.shape)}")
-    if inverse and not isinstance(layout, AffineLayout):
-        raise ValueError(f"{layout.name} has no closed-form inverse; inverse warps need an affine layout")
-    batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-3])
-    x = x.expand(*batch_shape, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
+    if inverse and isinstance(layout, ThinPlateSpline):
+        raise ValueError(f"{layout.name} has no closed-form inverse; inverse warps need an affine or CPAB family")
+    batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-event])
+    x = x.expand(*batch_shape, *x.shape[-event:]).reshape(-1, *x.shape[-event:])
     theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype)
-    grid = layout.grid(theta, list(x.shape), align_corners=align_corners, **({"inverse": True} if inverse else {}))
-    out = F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners) + fill
-    return out.reshape(*batch_shape, *out.shape[-3:])
+    if isinstance(layout, CPAB):  # T_θ⁻¹ = T_{−θ}
+        grid = layout.grid(-theta if inverse else theta, list(x.shape), align_corners=align_corners)
+    else:
+        grid = layout.grid(theta, list(x.shape), align_corners=align_corners, **({"inverse": True} if inverse else {}))
+    if spatial == 1:  # a signal is an image of height 1, sampled along its one row
+        grid = torch.stack([grid, torch.zeros_like(grid)], -1)[:, None]  # [N, 1, L, 2]
+        out = F.grid_sample((x - fill)[..., None, :], grid, mode=mode, padding_mode="zeros",
+                            align_corners=align_corners)[..., 0, :] + fill
+    else:
+        out = F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners) + fill
+    return out.reshape(*batch_shape, *out.shape[-event:])
