@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import DATASET_NAMES, parse_dataset_name
+from pyro_pstn.data import DATASET_NAMES, UCR_PREFIX, is_ucr, parse_dataset_name
 from pyro_pstn.models import MODEL_NAMES
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
@@ -29,14 +29,28 @@ GAUSSIAN_PRIOR_SCALE = {10: 0.1, 30: 0.2, 100: 0.1, 1000: 0.15, 3000: 0.15, 1000
 DA_PRIOR_SCALE = 0.05
 
 
+#: Gamma P-STN w of the UAI time-series script per UCR data set (anchors.md §1.6); others: 1e-4.
+UCR_KL_WEIGHT = {"FaceAll": 1e-4, "Wafer": 1e-5, "uWaveGestureLibrary_X": 1e-3, "TwoPatterns": 0.0,
+                 "PhalangesOutlinesCorrect": 1e-4}
+#: Gaussian P-STN σ_p of the authors' 2020 UCR runs (anchors.md §1.6); others: 0.1.
+UCR_PRIOR_SCALE = {"FaceAll": 0.1, "Wafer": 0.1, "uWaveGestureLibrary_X": 0.1, "TwoPatterns": 0.6,
+                   "StarLightCurves": 0.2, "PhalangesOutlinesCorrect": 0.1, "FordA": 0.1}
+#: The UAI time-series protocol (anchors.md §1.6): batch 16, 200 epochs, no weight decay, S = 10
+#: training samples for the models that sample θ.
+UCR_TRAIN = {"epochs": 200, "batch_size": 16, "weight_decay": 0.0}
+UCR_TRAIN_SAMPLES = 10
+
+
 def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
     """The authors' w (per-dimension convention) for ``model`` on ``data``.
 
-    Gamma P-STN: the UAI value for the subset size. Gaussian P-STN: the 2020 code put weight 1
-    on the KL *summed* over θ's dimensions, which is w = D in the per-dimension convention.
-    Models without a learned KL term: 0 (DA's KL is identically zero anyway).
+    Gamma P-STN: the UAI value for the subset size (or UCR data set). Gaussian P-STN: the 2020
+    code put weight 1 on the KL *summed* over θ's dimensions, which is w = D in the per-dimension
+    convention. Models without a learned KL term: 0 (DA's KL is identically zero anyway).
     """
-    _, n = parse_dataset_name(data)
+    if model == "gamma_pstn" and is_ucr(data):
+        return UCR_KL_WEIGHT.get(data[len(UCR_PREFIX):], 1e-4)
+    n = None if is_ucr(data) else parse_dataset_name(data)[1]
     if model == "gamma_pstn":
         return UAI_KL_WEIGHT[n]
     if model == "pstn":
@@ -47,8 +61,11 @@ def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
 
 
 def default_prior_scale(model: str, data: str) -> float:
-    _, n = parse_dataset_name(data)
-    return DA_PRIOR_SCALE if model == "da" else GAUSSIAN_PRIOR_SCALE[n]
+    if model == "da":
+        return DA_PRIOR_SCALE
+    if is_ucr(data):
+        return UCR_PRIOR_SCALE.get(data[len(UCR_PREFIX):], 0.1)
+    return GAUSSIAN_PRIOR_SCALE[parse_dataset_name(data)[1]]
 
 
 @dataclass
@@ -78,8 +95,9 @@ class FitConfig:
             self.train = TrainConfig(**self.train)
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
-        if self.data not in DATASET_NAMES:
-            raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(DATASET_NAMES)}")
+        if self.data not in DATASET_NAMES and not is_ucr(self.data):
+            raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(DATASET_NAMES)}, or "
+                             "ucr/<Name> (a folder <root>/UCR/<Name> of the UCR archive, e.g. ucr/FaceAll)")
         self.layout = get_layout(self.layout).name
         if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
@@ -99,7 +117,12 @@ class FitConfig:
         """A config whose unset training options take the authors' values for ``model`` on ``data``."""
         train = dict(train or {})
         if kwargs.get("layout") is None:
-            kwargs["layout"] = DEFAULT_LAYOUT.get(model, "similarity")
+            kwargs["layout"] = DEFAULT_LAYOUT.get(model, "cpab1d" if is_ucr(data) else "similarity")
+        if is_ucr(data):
+            for key, value in UCR_TRAIN.items():
+                train.setdefault(key, value)
+            if model in ("da", "pstn", "gamma_pstn"):
+                train.setdefault("num_particles", UCR_TRAIN_SAMPLES)
         layout = get_layout(kwargs["layout"])
         if model in DEFAULT_LR:
             train.setdefault("lr", DEFAULT_LR[model])

@@ -28,7 +28,7 @@ from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_check
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
 from inference.schedules import ANNEALING
-from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, dataset_background, load_dataset
+from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_ucr, load_dataset
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
@@ -36,6 +36,18 @@ from .cli import CommaList
 from .config import FitConfig, config_from_dict, read_config, write_atomic
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
+
+
+class DataName(click.ParamType):
+    """``--data``: a name of :data:`DATASET_NAMES` or ``ucr/<Name>``; others list the valid ones."""
+
+    name = "data"
+
+    def convert(self, value, param, ctx):
+        if value in DATASET_NAMES or is_ucr(value):
+            return value
+        self.fail(f"{value!r} is not a data set; valid: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a folder "
+                  "<data root>/UCR/<Name> (e.g. ucr/FaceAll)", param, ctx)
 
 
 def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClassifier:
@@ -50,6 +62,7 @@ def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClas
         spread_init=config.spread_init,
         gamma_concentration=config.gamma_concentration,
         gamma_rate=config.gamma_rate,
+        family=data_family(config.data),
     )
 
 
@@ -224,8 +237,11 @@ def load_run(run_dir: str | Path):
     run_dir = Path(run_dir)
     config = read_config(FitConfig, run_dir / CONFIG_FILE)
     config.train.device = "cpu"
-    model = model_from_config(config)
-    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
+    state = read_checkpoint(run_dir / CHECKPOINT)["model"]
+    # the classifier's output layer (its last matrix) has one row per class
+    num_classes = [v for k, v in state.items() if k.startswith("classifier.") and v.dim() == 2][-1].shape[0]
+    model = model_from_config(config, num_classes)
+    model.load_state_dict(state)
     model.eval()
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
@@ -252,22 +268,23 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
-@click.option("--data", type=click.Choice(DATASET_NAMES), default="mnist30")
+@click.option("--data", type=DataName(), default="mnist30",
+              help=f"{', '.join(DATASET_NAMES)}, or ucr/<Name> (a UCR series data set under <data root>/UCR).")
 @click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold.")
 @click.option("--folds", type=CommaList(int, choices=range(5)), default=None,
               help="Several folds at once, as one stacked fit (e.g. 0,1,2,3,4); overrides --fold.")
 @click.option("--seeds", type=CommaList(int), default=None,
               help="Several seeds at once, as one stacked fit; overrides --seed (with --folds: every pair).")
-@click.option("--epochs", type=click.IntRange(min=1), default=600)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 600 (MNIST), 200 (UCR).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 8 (MNIST), 16 (UCR).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: per model.")
 @click.option("--localizer-lr-mult", type=click.FloatRange(min=0), default=0.1)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, help="Coupled L2, as torch Adam.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Coupled L2, as torch Adam. Default: 0.01 (MNIST), 0 (UCR).")
 @click.option("--kl-weight", type=click.FloatRange(min=0), default=None, help="Authors' per-dimension w (flow_pstn: the entropy weight α). Default: per model and subset.")
 @click.option("--annealing", type=click.Choice(ANNEALING), default="constant")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, help="For --annealing linear.")
 @click.option("--elbo", type=click.Choice(tuple(ELBOS)), default="trace")
-@click.option("--train-samples", type=click.IntRange(min=1), default=1)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None, help="S at training time. Default: 1 (MNIST), 10 (UCR, models that sample θ).")
 @click.option("--test-samples", type=click.IntRange(min=1), default=10)
 @click.option("--layout", type=click.Choice((*LAYOUTS, "tps", "cpab")), default=None,
               help="Transformation family: an affine or Lie layout, tps (18 dof) or cpab (34-dof diffeomorphism). "
@@ -326,12 +343,13 @@ def _main(group, opts):
                 config.train.device = group.device
         else:
             train = {
-                "epochs": opts["epochs"], "batch_size": opts["batch_size"], "localizer_lr_mult": opts["localizer_lr_mult"],
-                "weight_decay": opts["weight_decay"], "annealing": opts["annealing"], "warmup_epochs": opts["warmup_epochs"],
-                "elbo": opts["elbo"], "num_particles": opts["train_samples"], "val_every": opts["val_every"],
+                "localizer_lr_mult": opts["localizer_lr_mult"], "annealing": opts["annealing"],
+                "warmup_epochs": opts["warmup_epochs"], "elbo": opts["elbo"], "val_every": opts["val_every"],
                 "seed": opts["seed"], "device": opts["device"],
             }
-            train.update({k: opts[k] for k in ("lr", "kl_weight") if opts[k] is not None})
+            given = {"lr": "lr", "kl_weight": "kl_weight", "epochs": "epochs", "batch_size": "batch_size",
+                     "weight_decay": "weight_decay", "num_particles": "train_samples"}
+            train.update({key: opts[option] for key, option in given.items() if opts[option] is not None})
             members = [(fold, seed) for fold in (opts["folds"] or [opts["fold"]]) for seed in (opts["seeds"] or [opts["seed"]])]
             configs = [
                 FitConfig.with_defaults(

@@ -255,7 +255,7 @@ class Trainer:
     def prepare(self, train: ImageSet, val: ImageSet | None) -> tuple[ImageSet, ImageSet | None]:
         """Check the data once (steps run without argument checks) and move it to the device."""
         for split in (train, val) if val is not None else (train,):
-            check_images(split.images, split.labels)
+            check_images(split.images, split.labels, event_dim=getattr(self.model, "event_dim", 3))
         return train.to(self.device), (val.to(self.device) if val is not None else None)
 
     def run_epoch(self, train, val) -> EpochRecord:

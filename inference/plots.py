@@ -41,8 +41,11 @@ def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: s
 def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = ""):
     """Row k: test image k, then its posterior augmentations T_θs(x_k) for θ_s ~ q(θ | x_k).
 
-    ``images``: [K, C, H, W]; ``warped``: [S, K, C, H, W].
+    ``images``: [K, C, H, W]; ``warped``: [S, K, C, H, W]. Series ([K, C, L], [S, K, C, L]) are
+    drawn by :func:`series_augmentations`.
     """
+    if images.dim() == 3:
+        return series_augmentations(images, warped, path, title)
     S, K = warped.shape[:2]
     fig = _figure(0.9 * (S + 1), 0.9 * K + 0.4)
     vmin, vmax = float(images.min()), float(images.max())
@@ -54,6 +57,26 @@ def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os
             ax.set_xticks([]), ax.set_yticks([])
             if k == 0:
                 ax.set_title("input" if s == 0 else f"θ{s}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def series_augmentations(series: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = ""):
+    """One panel per series k: its posterior augmentations T_θs(x_k) (thin) over the series itself
+    (thick), as paper 000 Fig. 8 / 001 Fig. 10. ``series``: [K, 1, L]; ``warped``: [S, K, 1, L]."""
+    S, K = warped.shape[:2]
+    columns = min(K, 4)
+    rows = -(-K // columns)
+    fig = _figure(3.2 * columns, 2.2 * rows + 0.4)
+    for k in range(K):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        for s in range(S):
+            ax.plot(warped[s, k, 0].numpy(), color="tab:orange", lw=0.7, alpha=0.6, label="T_θ(x), θ ~ q(θ|x)" if s == 0 else None)
+        ax.plot(series[k, 0].numpy(), color="k", lw=1.4, label="x")
+        ax.set_xticks([]), ax.set_yticks([])
+        if k == 0:
+            ax.legend(fontsize=6, loc="upper right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -32,7 +32,8 @@ def to_inference_data(
     image_ids = [int(i) for i in indices]
     posterior = {name: value.unsqueeze(0).numpy() for name, value in draws.items()}  # chain dim
     dims = {name: ["image", "theta_dim"] for name in posterior}
-    dims.update({"y": ["image"], "images": ["image", "channel", "row", "col"]})
+    pixels = ["channel", "row", "col"] if images.dim() == 4 else ["channel", "time"]  # images or series
+    dims.update({"y": ["image"], "images": ["image", *pixels]})
     return az.from_dict(
         posterior=posterior,
         observed_data={"y": labels.numpy()},

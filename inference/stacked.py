@@ -81,7 +81,7 @@ class StackTrainer(Trainer):
             raise ValueError(f"the members' training sets differ in size ({sorted({len(t) for t in train})}): "
                              "stack runs whose epochs have the same number of steps")
         for split in [*train, *(val or [])]:
-            check_images(split.images, split.labels)
+            check_images(split.images, split.labels, event_dim=getattr(self.model, "event_dim", 3))
         return [t.to(self.device) for t in train], (None if val is None else [v.to(self.device) for v in val])
 
     def train_epoch(self, train: list[ImageSet]) -> tuple[float, float]:

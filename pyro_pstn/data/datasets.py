@@ -73,8 +73,28 @@ def background_value(mean: float, std: float) -> float:
     return (0.0 - mean) / std
 
 
+#: Prefix of the UCR time-series data sets: ``ucr/<Name>`` reads ``<root>/UCR/<Name>/`` (:mod:`.ucr`).
+UCR_PREFIX = "ucr/"
+
+
+def is_ucr(name: str) -> bool:
+    return isinstance(name, str) and name.startswith(UCR_PREFIX) and len(name) > len(UCR_PREFIX)
+
+
+def data_family(name: str) -> str:
+    """``"image28"`` (MNIST, Fashion-MNIST and subsets: 28 × 28 images) or ``"series"`` (UCR:
+    univariate series): what the networks of a model are chosen by."""
+    if is_ucr(name):
+        return "series"
+    parse_dataset_name(name)
+    return "image28"
+
+
 def dataset_background(name: str) -> float:
-    """:func:`background_value` of data set ``name``, without loading it."""
+    """:func:`background_value` of data set ``name``, without loading it (0 for the UCR series,
+    which the archive z-normalised)."""
+    if is_ucr(name):
+        return 0.0
     _, mean, std = BASE_DATASETS[parse_dataset_name(name)[0]]
     return background_value(mean, std)
 
@@ -92,7 +112,8 @@ def parse_dataset_name(name: str) -> tuple[str, int | None]:
     match = re.fullmatch(r"mnist(\d+)", name)
     if match and int(match.group(1)) in SUBSET_SIZES:
         return "mnist", int(match.group(1))
-    raise DataError(f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    raise DataError(f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a "
+                    "folder <root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll)")
 
 
 def _find_file(candidates: list[Path], stem: str) -> Path | None:
@@ -205,13 +226,20 @@ def load_dataset(
     download: bool = False,
     normalize: bool = True,
 ) -> DataSplits:
-    """Load ``name`` (see :data:`DATASET_NAMES`) as normalised train / validation / test sets.
+    """Load ``name`` (see :data:`DATASET_NAMES`) as normalised train / validation / test sets;
+    ``ucr/<Name>`` loads a UCR series data set (:func:`~pyro_pstn.data.ucr.load_ucr`; ``fold`` seeds
+    its train / validation split).
 
     ``val_size`` keeps the first that many validation images (``None``: all 10,000);
     ``test_size`` the first that many test images (``None``: all 10,000).
     ``normalize=False`` keeps raw pixel intensities in [0, 1] (background 0), as the Bernoulli
     likelihood of the VAEs needs.
     """
+    if is_ucr(name):
+        from .ucr import load_ucr
+
+        root = resolve_data_root(data_root)
+        return load_ucr(name[len(UCR_PREFIX):], root, seed=fold, val_size=val_size, test_size=test_size)
     base, n = parse_dataset_name(name)
     if not 0 <= fold < NUM_FOLDS:
         raise DataError(f"fold must be in 0..{NUM_FOLDS - 1}, got {fold}")

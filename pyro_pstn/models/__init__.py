@@ -11,7 +11,8 @@ and :func:`build_pose_vae` the pose-latent VAEs of papers 002/003 (``vae``, ``tv
 from __future__ import annotations
 
 from ..flows import ConditionalTransformFlow
-from ..nets import SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer
+from ..nets import (SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer,
+                    ucr_classifier, ucr_localizer)
 from ..priors import GammaPrior, NormalPrior
 from ..transforms import LIE_LAYOUTS, get_layout
 
@@ -36,8 +37,13 @@ def build_model(
     spread_init: float = -5.0,
     gamma_concentration: float = 1.0,
     gamma_rate: float = 1.0,
+    family: str = "image28",
 ) -> TransformClassifier:
-    """The papers' MNIST model ``name`` with the authors' network sizes (anchors.md §1.3).
+    """The papers' model ``name`` with the authors' network sizes for the data ``family``
+    (anchors.md §1.3): ``"image28"`` (MNIST-sized images: the ≈28k-parameter networks) or
+    ``"series"`` (univariate series, the UCR experiments: an FCN-like classifier and a 1-D
+    localizer, with the ``cpab1d`` family by default). :func:`pyro_pstn.data.data_family` names
+    the family of a data set.
 
     ``prior_scale`` is σ_p of the Gaussian P-STN prior or σ_DA of the augmentation baseline;
     ``spread_init`` the initial bias of the σ / β head (softplus(−5) ≈ 0.0067);
@@ -47,8 +53,19 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    layout_ = get_layout(layout or ("lie_similarity" if name == "flow_pstn" else "similarity"))
+    if family not in FAMILIES:
+        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
+    default = {"series": "cpab1d"}.get(family, "lie_similarity" if name == "flow_pstn" else "similarity")
+    layout_ = get_layout(layout or default)
+    spatial = getattr(layout_, "ndim", 2)
+    if spatial != FAMILIES[family]:
+        raise ValueError(f"the {layout_.name} family warps {spatial}-D inputs, but {family} data is "
+                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
+                         "tps or cpab family")
     common = dict(fill=fill, align_corners=align_corners)
+    if family == "series":
+        return _series_model(name, layout_, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate,
+                             common)
     if name == "flow_pstn":
         if layout_.name not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {layout_.name!r}; "
@@ -70,7 +87,33 @@ def build_model(
     return GammaPSTN(classifier, localizer, prior, layout=layout_, **common)
 
 
+#: Data families → the spatial dimensions of their inputs (images 2, series 1).
+FAMILIES = {"image28": 2, "series": 1}
+SERIES_FAMILIES = ("cpab1d", "time_affine")
+
+
+def _series_model(name, layout, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate, common):
+    """The UCR networks (:mod:`pyro_pstn.nets.series`) in the same generative stories."""
+    common = {**common, "event_dim": 2}
+    if name == "flow_pstn":
+        raise ValueError("flow_pstn is built for images (Lie layouts of 2-D affine maps); for series use cnn, stn, "
+                         "da, pstn or gamma_pstn")
+    if name == "cnn":
+        return CNN(ucr_classifier(num_classes, baseline=True), **common)
+    classifier = ucr_classifier(num_classes)
+    if name == "stn":
+        return STN(classifier, layout, localizer=ucr_localizer(layout, spread_head=False), **common)
+    if name == "da":
+        return DA(classifier, NormalPrior(layout.identity_theta(), prior_scale), layout=layout, **common)
+    localizer = ucr_localizer(layout, spread_head=True, spread_init=spread_init)
+    if name == "pstn":
+        return PSTN(classifier, localizer, NormalPrior(layout.identity_theta(), prior_scale), layout=layout, **common)
+    return GammaPSTN(classifier, localizer, GammaPrior(layout.dim, gamma_concentration, gamma_rate), layout=layout,
+                     **common)
+
+
 __all__ = [
+    "FAMILIES",
     "AugmentationWarmup",
     "FlowPSTN",
     "CNN",

@@ -13,11 +13,14 @@ from pyro.nn import PyroModule
 from ..transforms import AffineLayout, get_layout, warp
 
 
-def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None) -> None:
-    """Raise a ValueError that says what is wrong with a batch of images (and labels)."""
-    if not torch.is_tensor(x) or x.dim() != 4:
+def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None,
+                 event_dim: int = 3) -> None:
+    """Raise a ValueError that says what is wrong with a batch of images (``event_dim`` 3) or
+    signals (``event_dim`` 2), and labels."""
+    if not torch.is_tensor(x) or x.dim() != event_dim + 1:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"expected images of shape [batch, channels, height, width], got {shape}")
+        expected = "images [batch, channels, height, width]" if event_dim == 3 else "signals [batch, channels, length]"
+        raise ValueError(f"expected {expected}, got {shape}")
     if not torch.isfinite(x).all():
         raise ValueError(f"images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values; clean the data")
     if y is not None:
@@ -62,8 +65,10 @@ class TransformClassifier(PyroModule):
         fill: float = 0.0,
         align_corners: bool = False,
         kl_weight: float = 1.0,
+        event_dim: int = 3,
     ):
         super().__init__()
+        self.event_dim = int(event_dim)  # dims of one input: 3 for images [C, H, W], 2 for signals [C, L]
         self.classifier = classifier
         self.localizer = localizer
         self.layout = get_layout(layout) if layout is not None else None
@@ -83,9 +88,9 @@ class TransformClassifier(PyroModule):
         return logits
 
     def data_plate(self, x: torch.Tensor):
-        """The plate over the batch of images ``x`` ``[..., B, C, H, W]`` (a stack of members puts
-        its own plate outside it, :class:`~pyro_pstn.models.stacked.Stacked`)."""
-        return pyro.plate("data", x.shape[-4])
+        """The plate over the batch of images ``x`` ``[..., B, C, H, W]`` (signals ``[..., B, C, L]``;
+        a stack of members puts its own plate outside it, :class:`~pyro_pstn.models.stacked.Stacked`)."""
+        return pyro.plate("data", x.shape[-1 - self.event_dim])
 
     def kl_scaled(self):
         """Context that applies the KL weight to the latent sites it wraps (in model and guide).

@@ -12,8 +12,13 @@ from .mnist import (
     mnist_stn_classifier,
     mnist_stn_localizer,
 )
+from .series import SeriesClassifier, SeriesLocalizer, ucr_classifier, ucr_localizer
 
 __all__ = [
+    "SeriesClassifier",
+    "SeriesLocalizer",
+    "ucr_classifier",
+    "ucr_localizer",
     "Aligner",
     "SimpleConv",
     "DenseDecoder",
