@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..transforms import AffineLayout, apply_flat, get_layout
+from .heads import identity_init
 from .members import Stackable, apply_members, conv2d, linear
 
 
@@ -101,12 +102,7 @@ class Localizer(Stackable, nn.Module):
         n = _num_features(channels, in_channels, image_size)
         self.loc = linear(n, self.layout.dim, members)
         self.spread = linear(n, self.layout.dim, members) if spread_head else None
-        with torch.no_grad():
-            self.loc.weight.zero_()
-            self.loc.bias.copy_(self.layout.identity_theta())
-            if self.spread is not None:
-                self.spread.weight.zero_()
-                self.spread.bias.fill_(spread_init)
+        identity_init(self.loc, self.spread, self.layout, spread_init)
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         """Both heads side by side, ``[..., D]`` or ``[..., 2D]`` (one ``apply_members`` call for both)."""

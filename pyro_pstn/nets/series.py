@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..transforms import apply_flat, get_layout
+from .heads import identity_init
 
 #: The authors' kernel sizes of the classifier's five convolutions (their dict's four entries map
 #: onto five convolutions: the second reuses the first's 8).
@@ -59,12 +60,7 @@ class SeriesLocalizer(nn.Module):
         n = LOCALIZER_CHANNELS[-1]
         self.loc = nn.Linear(n, self.layout.dim)
         self.spread = nn.Linear(n, self.layout.dim) if spread_head else None
-        with torch.no_grad():
-            self.loc.weight.zero_()
-            self.loc.bias.copy_(self.layout.identity_theta())
-            if self.spread is not None:
-                self.spread.weight.zero_()
-                self.spread.bias.fill_(spread_init)
+        identity_init(self.loc, self.spread, self.layout, spread_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = apply_flat(self.features, x, event_dim=2)
