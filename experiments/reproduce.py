@@ -45,6 +45,14 @@ PAPER_000_TABLE_1 = {  # Schwöbel et al. 2020, Table 1 (Gaussian P-STN, affine)
     "pstn": {10: (0.5572, 0.0634), 30: (0.7606, 0.0476), 100: (0.9191, 0.0077), 1000: (0.9747, 0.0035),
              3000: (0.9787, 0.0013), 10000: (0.9829, 0.0025)},
 }
+PAPER_000_TABLE_1.update({  # the same table's diffeomorphic (CPAB) rows
+    "stn-cpab": {10: (0.5204, 0.0590), 30: (0.6945, 0.0315), 100: (0.8707, 0.0139), 1000: (0.9578, 0.0048),
+                 3000: (0.9730, 0.0037), 10000: (0.9791, 0.0022)},
+    "pstn-cpab": {10: (0.5728, 0.0858), 30: (0.7865, 0.0399), 100: (0.9344, 0.0013), 1000: (0.9729, 0.0040),
+                  3000: (0.9795, 0.0015), 10000: (0.9816, 0.0016)},
+})
+#: Transformation families a table row may use instead of the authors' similarity (``--layout``).
+ROW_LAYOUTS = ("cpab", "affine", "tps")
 PAPER_001_TABLE_2 = {  # Schwöbel et al. UAI 2022, Table 2 (Gamma P-STN)
     "cnn": {30: (0.7012, 0.0246), 100: (0.8729, 0.0058), 1000: (0.9580, 0.0033), 3000: (0.9748, 0.0021),
             10000: (0.9782, 0.0034)},
@@ -374,7 +382,8 @@ def aggregate(results: Path, sizes, models) -> str:
                     f"Not run yet ({len(subset)} of {5 * len(size_models)}): "
                     f"`python -m experiments.reproduce mnist_subsets --sizes {size}"
                     f"{' --selected' if selected_rows else ''} "
-                    f"--models {','.join(dict.fromkeys(m.removesuffix(SELECTED) for m in subset))}` fills them in "
+                    f"--models {','.join(dict.fromkeys(m.removesuffix(SELECTED).split('-')[0] for m in subset))}"
+                    f"{''.join(sorted({' --layout ' + m.split('-')[1] for m in subset if '-' in m}))}` fills them in "
                     "(it skips finished runs).",
                 ]
         lines.append("")
@@ -423,16 +432,25 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
 @click.option("--selected", is_flag=True,
               help="pstn / gamma_pstn at the σ_p / w that `grid` selected on the validation split (rows <model>@val), "
                    "instead of the authors' values.")
+@click.option("--layout", type=click.Choice(ROW_LAYOUTS), default=None,
+              help="Another transformation family than the authors' similarity (rows <model>-<layout>; cpab: 000 "
+                   "Table 1's diffeo rows).")
 def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, run_root, aggregate_only, results_dir,
-                  epochs, test_size, selected):
+                  epochs, test_size, selected, layout):
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
     options = {"test_size": test_size} if test_size else {}
+    if layout and (selected or "cnn" in models or "flow_pstn" in models):
+        raise click.UsageError("--layout applies to stn, da, pstn and gamma_pstn at the authors' values (not cnn, "
+                               "flow_pstn or --selected)")
     jobs, rows = [], list(models)
     for size in sizes:
         for model in models:
             row, job_train, job_options = model, train, options
+            if layout:
+                row, job_options = f"{model}-{layout}", {**options, "layout": layout}
+                rows.append(row)
             if selected and model in SELECTED_PARAM:
                 row, value = model + SELECTED, selected_value(results, model, size)
                 if SELECTED_PARAM[model] == "kl_weight":
