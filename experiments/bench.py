@@ -5,6 +5,7 @@ CPAB warps against the affine warp.
     python -m experiments.bench [--batch-sizes 8,256] [--steps 200]
     python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50]
     python -m experiments.bench --warps
+    python -m experiments.bench --ucr
 
 The plain step runs the same networks (a copy of the same initial weights) and the same
 estimator: λ ~ Gamma(α0, β(x)) reparameterised, θ = μ(x) + ε/√λ, the classifier on T_θ(x),
@@ -173,6 +174,30 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, num_classes: int = 14) -> str:
+    """One training step of the UCR models (the authors' FCN-like networks, batch 16, cpab1d) at
+    S = 1 and S = 10 training samples, on a FaceAll-shaped batch: what a UCR budget is chosen from."""
+    from pyro_pstn.models import build_model
+
+    x, y = torch.randn(16, 1, length, device=device), torch.randint(0, num_classes, (16,), device=device)
+    lines = [f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+             f"device {device}; batch 16 of length {length}, {num_classes} classes; median of {repeats} steps",
+             f"{'model':<12} {'S':>3} {'step s':>8}"]
+    for model in ("cnn", "stn", "pstn", "gamma_pstn"):
+        for samples in (1, 10) if model in ("pstn", "gamma_pstn") else (1,):
+            trainer = Trainer(build_model(model, family="series", num_classes=num_classes),
+                              TrainConfig(batch_size=16, num_particles=samples, weight_decay=0.0, kl_weight=1e-4,
+                                          device=device))
+            trainer.train_step(x, y)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                trainer.train_step(x, y)
+                times.append(time.perf_counter() - start)
+            lines.append(f"{model:<12} {samples:>3} {statistics.median(times):8.3f}")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--batch-sizes", default="8,256", help="Comma-separated batch sizes.")
 @click.option("--steps", type=click.IntRange(min=10), default=None,
@@ -182,12 +207,16 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
 @click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
               help="With --stack: the model stacked.")
 @click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
+@click.option("--ucr", is_flag=True, help="One training step of the UCR models (batch 16; S = 1 and 10).")
 @click.option("--device", default="cpu")
-def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, warps: bool, device: str):
+def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, warps: bool, ucr: bool,
+         device: str):
     """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
     --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
     if warps:
         click.echo(measure_warps(steps or 30, device))
+    elif ucr:
+        click.echo(measure_ucr_step(steps or 5, device))
     elif stack:
         click.echo(measure_stack([int(r) for r in members.split(",")], steps or 50, device=device, model=model))
     else:
