@@ -143,12 +143,17 @@ def _run_one(
     from .fit import run_fit
 
     torch.set_num_threads(threads)
-    config = FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
+    config = FitConfig.with_defaults(model, _data_name(size), train=train, fold=fold, **options)
     run_dir = Path(run_root) / Path(result_file).stem
     resume = resumable(run_dir, [config])
     start = time.perf_counter()
     metrics = run_fit(config, run_dir, resume=resume, progress=False)
     return _write_record(result_file, config, metrics, time.perf_counter() - start, threads, resumed=resume)
+
+
+def _data_name(size: int | str) -> str:
+    """A job's data set: an MNIST subset size, or a name such as ``ucr/FaceAll``."""
+    return size if isinstance(size, str) else f"mnist{size}"
 
 
 def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seconds: float, threads: int,
@@ -157,7 +162,8 @@ def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seco
     name = metrics["evaluated_on"]
     record = {
         "model": config.model,
-        "size": int(config.data.removeprefix("mnist")),
+        "size": int(config.data.removeprefix("mnist")) if config.data.startswith("mnist") else None,
+        "data": config.data,
         "fold": config.fold,
         "result_file": Path(result_file).name,
         "evaluated_on": name,
@@ -197,7 +203,7 @@ def _run_stack(jobs: list[tuple], threads: int) -> list[dict]:
     from .fit import run_fit_stack
 
     torch.set_num_threads(threads)
-    configs = [FitConfig.with_defaults(model, f"mnist{size}", train=train, fold=fold, **options)
+    configs = [FitConfig.with_defaults(model, _data_name(size), train=train, fold=fold, **options)
                for model, size, fold, _, _, train, options in jobs]
     result_files, run_root = [job[3] for job in jobs], jobs[0][4]
     stack_dir = _stack_dir(run_root, result_files)
@@ -226,7 +232,7 @@ def stacks(jobs: list[tuple], stack: int) -> list[list[tuple]]:
     groups: dict[str, list[tuple]] = {}
     for job in jobs:
         model, size, _, _, run_root, train, options = job
-        if model not in STACKABLE_MODELS:
+        if model not in STACKABLE_MODELS or isinstance(size, str):  # series networks have no member layout
             groups[f"alone {len(groups)}"] = [job]
             continue
         key = json.dumps([model, size, run_root, {k: v for k, v in train.items() if k not in STACK_VARIES["train"]},
@@ -688,6 +694,137 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
     lines += ["", f"![reliability](calibration_mnist{size}.png)", f"![σ_p](calibration_sigma_p_mnist{size}.png)"]
     write_atomic(results / f"calibration_mnist{size}.md", "\n".join(lines) + "\n")
     click.echo("\n".join(lines))
+
+
+# ---- UCR time series (papers 000 §5.3 Table 3, 001 §5.2.2 Table 3) ------------------------------
+
+#: The UCR data sets of the table: the two of both papers' tables first, then four without paper values.
+UCR_SETS = ("FaceAll", "PhalangesOutlinesCorrect", "GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf")
+UCR_MODELS = ("cnn", "stn", "pstn", "gamma_pstn")
+#: The validation grids of σ_p (Gaussian P-STN) and w (Gamma P-STN), around the authors' values.
+UCR_GRIDS = {"pstn": ("prior_scale", (0.05, 0.1, 0.2, 0.6)), "gamma_pstn": ("kl_weight", (0.0, 1e-5, 1e-4, 1e-3))}
+#: Published test accuracies (mean, std over 5 repetitions). 000 Table 3: CNN, STN, Gaussian P-STN;
+#: 001 Table 3: CNN, STN, Gamma P-STN. For comparison only.
+PAPER_UCR = {
+    "000": {"FaceAll": {"cnn": (0.7969, 0.0189), "stn": (0.8014, 0.0320), "pstn": (0.8186, 0.0194)},
+            "PhalangesOutlinesCorrect": {"cnn": (0.7953, 0.0181), "stn": (0.8093, 0.0208), "pstn": (0.8245, 0.0166)}},
+    "001": {"FaceAll": {"cnn": (0.8083, 0.0062), "stn": (0.8228, 0.0042), "gamma_pstn": (0.8431, 0.0075)},
+            "PhalangesOutlinesCorrect": {"cnn": (0.7988, 0.0132), "stn": (0.8226, 0.0098),
+                                         "gamma_pstn": (0.8166, 0.0059)}},
+}
+
+
+def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
+    return results / "ucr" / kind / f"{model}-{name}-{tag}.json"
+
+
+def _ucr_selected(results: Path, model: str, name: str) -> float | None:
+    """The grid value of ``model`` on ``name`` with the best validation accuracy (None until all ran)."""
+    param, values = UCR_GRIDS[model]
+    paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    return max(values, key=lambda v: json.loads(paths[v].read_text())["val"]["accuracy"])
+
+
+@main.command("ucr")
+@click.option("--datasets", type=CommaList(str), default=",".join(UCR_SETS), help="UCR names under <data root>/UCR.")
+@click.option("--models", type=CommaList(str, choices=UCR_MODELS), default=",".join(UCR_MODELS))
+@click.option("--repetitions", type=click.IntRange(1, 5), default=5, help="Runs per model (repetition k seeds "
+              "the train / validation split and the run).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the authors' 200.")
+@click.option("--train-samples", type=click.IntRange(min=1), default=None,
+              help="S of the models that sample θ. Default: the authors' 10.")
+@device_option()
+@click.option("--workers", type=click.IntRange(min=1), default=1)
+@THREADS
+@shard_option()
+@click.option("--run-root", default="runs/ucr")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
+def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
+        aggregate_only):
+    """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
+
+    First σ_p / w are selected per data set on the validation split of repetition 0 (grids
+    ``UCR_GRIDS``); then every model runs ``--repetitions`` times at its selected value. With
+    ``--shard``, run the array once for the selection and once more for the runs it selects.
+    """
+    results = Path(results_dir)
+    train = {"device": device, **({"epochs": epochs} if epochs else {}),
+             **({"num_particles": train_samples} if train_samples else {})}
+    for _ in range(2):  # the selection, then the runs at the selected values
+        select, final, waiting = _ucr_jobs(results, datasets, models, repetitions, train, run_root)
+        if not sweep(select + final, shard, workers, threads, aggregate_only=aggregate_only):
+            return
+        if not waiting or aggregate_only:
+            break
+    click.echo(aggregate_ucr(results, datasets, models, repetitions, epochs, train_samples))
+
+
+def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str):
+    """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``."""
+    select, final, waiting = [], [], []
+    for name in datasets:
+        data = f"ucr/{name}"
+        for model in models:
+            if model in UCR_GRIDS:
+                param, values = UCR_GRIDS[model]
+                for v in values:
+                    job_train = {**train, "kl_weight": v} if param == "kl_weight" else train
+                    options = {"evaluate_on": "val", **({"prior_scale": v} if param == "prior_scale" else {})}
+                    select.append((model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
+                                   job_train, options))
+                value = _ucr_selected(results, model, name)
+                if value is None:
+                    waiting.append(f"{model} on {name}")
+                    continue
+                job_train = {**train, "kl_weight": value} if param == "kl_weight" else train
+                options = {"prior_scale": value} if param == "prior_scale" else {}
+            else:
+                job_train, options = train, {}
+            final += [(model, data, k, ucr_path(results, "runs", model, name, f"rep{k}"), run_root,
+                       {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
+    return select, final, waiting
+
+
+def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
+    command = "python -m experiments.reproduce ucr" + (f" --epochs {epochs}" if epochs else "") + (
+        f" --train-samples {train_samples}" if train_samples else "")
+    lines = ["# UCR time series: test accuracy (mean ± std over repetitions)", "",
+             f"Produced by `{command}` from the per-run files in `experiments/results/ucr/`. cpab1d time warps "
+             "(1-D CPAB, 10 cells, 9 dof) for STN and both P-STNs; the authors' networks (anchors.md §1.3) and "
+             f"protocol (batch 16, Adam 1e-3, localizer lr × 0.1, no weight decay) with {epochs or 200} epochs and "
+             f"S = {train_samples or 10} training samples (the authors: 200 and 10), 10 test samples. σ_p and w "
+             "selected on the validation split (25 % of the training file, stratified) of repetition 0. Paper "
+             "columns: published values, for comparison only; `—` where a paper has no such row.", ""]
+    summary = {}
+    for name in datasets:
+        lines += [f"## {name}", "", "| model | selected | reps | accuracy | NLL | ECE | mean wall s / run | "
+                  "paper 000 T3 | paper 001 T3 |", "|---|---|---:|---|---|---|---:|---|---|"]
+        for model in models:
+            runs = [json.loads(p.read_text()) for k in range(repetitions)
+                    if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
+            chosen = "—"
+            if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
+                chosen = f"{'σ_p' if model == 'pstn' else 'w'} = {value:g}"
+            acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
+            wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
+            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc}
+            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
+                         f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
+                         f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
+        if name not in PAPER_UCR["000"]:
+            lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
+        lines.append("")
+    machines = {r["machine"] for p in (results / "ucr" / "runs").glob("*.json") for r in [json.loads(p.read_text())]}
+    if machines:
+        lines += [f"Machines: {'; '.join(sorted(machines))}."]
+    text = "\n".join(lines) + "\n"
+    (results / "ucr").mkdir(parents=True, exist_ok=True)
+    write_atomic(results / "ucr.md", text)
+    write_atomic(results / "ucr.json", json.dumps(summary, indent=2) + "\n")
+    return text
 
 
 if __name__ == "__main__":

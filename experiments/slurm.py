@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 #: The commands whose sweeps take --shard: module of experiments → its sweep subcommands.
-SHARDED = {"reproduce": ("mnist_subsets", "grid", "calibration"), "pose_vae": ("study002", "study003")}
+SHARDED = {"reproduce": ("mnist_subsets", "grid", "calibration", "ucr"), "pose_vae": ("study002", "study003")}
 
 
 def run_command(argv: list[str]) -> None:

@@ -239,6 +239,44 @@ def test_submitit_runs_the_array_and_then_the_table(tmp_path, data_root, monkeyp
     summary = json.loads((tmp_path / "r" / "mnist_subsets.json").read_text())
     assert summary["cnn-mnist30"]["folds"] == [0, 1]
     bad = CliRunner().invoke(slurm, ["--shards", "2", "--", "reproduce", "stacked_vs_single"])
-    assert bad.exit_code == 2 and "reproduce mnist_subsets, reproduce grid" in bad.output
+    assert bad.exit_code == 2 and "reproduce mnist_subsets, reproduce grid, reproduce calibration, reproduce ucr" in bad.output
     bad = CliRunner().invoke(slurm, ["--shards", "2", "--", "reproduce", "grid", "--shard", "0/2"])
     assert bad.exit_code == 2 and "leave --shard out" in bad.output
+
+
+def test_cpab_rows_sit_beside_the_papers_diffeo_rows(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    common = ["mnist_subsets", "--sizes", "10", "--folds", "0", "--epochs", 1, "--test-size", 100,
+              "--results-dir", tmp_path, "--run-root", tmp_path / "runs"]
+    result = _invoke(*common, "--models", "stn", "--layout", "cpab")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "mnist_subsets" / "runs" / "stn-cpab-mnist10-fold0.json").read_text())
+    assert record["config"]["layout"] == "cpab"
+    table = (tmp_path / "mnist_subsets.md").read_text()
+    assert "| stn-cpab | 1 |" in table and "0.5204 ± 0.0590" in table  # 000 Table 1, diffeo STN
+    assert "--models pstn --layout cpab" not in table  # pstn-cpab was not requested
+    refused = _invoke(*common, "--models", "cnn", "--layout", "cpab")
+    assert refused.exit_code == 2 and "--layout applies to stn, da, pstn and gamma_pstn" in refused.output
+
+
+def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root, monkeypatch):
+    """reproduce ucr (issue 13): σ_p picked on repetition 0's validation split, then each model's
+    repetitions at it; the table has the papers' Table 3 values where they exist."""
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    result = _invoke("ucr", "--datasets", "ItalyPowerDemand", "--models", "cnn,pstn", "--repetitions", 2,
+                     "--epochs", 1, "--train-samples", 1, "--results-dir", tmp_path, "--run-root", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    select = sorted(p.name for p in (tmp_path / "ucr" / "select").glob("*.json"))
+    assert len(select) == 4 and all(n.startswith("pstn-ItalyPowerDemand-prior_scale") for n in select)
+    runs = sorted(p.name for p in (tmp_path / "ucr" / "runs").glob("*.json"))
+    assert runs == ["cnn-ItalyPowerDemand-rep0.json", "cnn-ItalyPowerDemand-rep1.json",
+                    "pstn-ItalyPowerDemand-rep0.json", "pstn-ItalyPowerDemand-rep1.json"]
+    record = json.loads((tmp_path / "ucr" / "runs" / runs[3]).read_text())
+    assert record["data"] == "ucr/ItalyPowerDemand" and record["config"]["layout"] == "cpab1d"
+    assert record["fold"] == 1 and record["config"]["train"]["seed"] == 43  # repetition 1: its own split and seed
+    table = (tmp_path / "ucr.md").read_text()
+    assert "| pstn | σ_p = " in table and "| 2 |" in table and "no published values" in table
+    from experiments.reproduce import aggregate_ucr
+
+    text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
+    assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
