@@ -531,6 +531,13 @@ def grid_path(results: Path, param: str, model: str, size: int, value: float, fo
     return results / "grid" / "runs" / f"{model}-mnist{size}-{param}{value:g}-fold{fold}.json"
 
 
+def grid_values_run(results: Path, param: str, model: str, size: int) -> set[float]:
+    """The values of this grid that have at least one finished run (from any invocation)."""
+    prefix = f"{model}-mnist{size}-{param}"
+    return {float(p.stem[len(prefix):].rsplit("-fold", 1)[0])
+            for p in (results / "grid" / "runs").glob(f"{prefix}*-fold*.json")}
+
+
 def aggregate_grid(results: Path, param: str, model: str, size: int, values, folds=range(5)) -> str:
     """Validation metrics per grid value (mean ± std over folds); marks the accuracy- and ECE-optimal
     among the values whose requested folds have all finished (an unfinished grid selects nothing)."""
@@ -612,7 +619,10 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, sha
         jobs += [(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
                  for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
-        click.echo(aggregate_grid(results, param, model, size, grid_values, folds))
+        # every value run for this grid file, from this call or another (two calls with --values
+        # subsets of one grid share the file: neither may select among its own values alone)
+        every = sorted(set(grid_values) | grid_values_run(results, param, model, size))
+        click.echo(aggregate_grid(results, param, model, size, every, folds))
 
 
 #: Paper 001 §5.3, MNIST100: ECE mean ± std over 5 folds (for comparison only).

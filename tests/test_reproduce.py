@@ -52,6 +52,13 @@ def test_grid_selects_on_the_validation_split(tmp_path, data_root, monkeypatch):
     summary = json.loads((tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").read_text())
     assert summary["best_accuracy"] in (0.0, 0.001) and set(summary["values"]) == {"0", "0.001"}
     assert "best accuracy" in (tmp_path / "grid_kl_weight_gamma_pstn_mnist30.md").read_text()
+    # a call over part of the grid keeps every value run before in the grid file (two concurrent
+    # --values subsets of one grid must not each select among their own values)
+    part = _invoke("grid", "--param", "kl_weight", "--size", "30", "--values", "0", "--folds", "0", "--aggregate-only",
+                   "--results-dir", tmp_path)
+    assert part.exit_code == 0, part.output
+    again = json.loads((tmp_path / "grid_kl_weight_gamma_pstn_mnist30.json").read_text())
+    assert set(again["values"]) == {"0", "0.001"} and again["best_accuracy"] == summary["best_accuracy"]
 
 
 def test_module_entry_point_has_every_command():
