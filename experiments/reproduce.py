@@ -799,8 +799,9 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
 
 
 def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
-    command = "python -m experiments.reproduce ucr" + (f" --epochs {epochs}" if epochs else "") + (
-        f" --train-samples {train_samples}" if train_samples else "")
+    command = "python -m experiments.reproduce ucr" + (
+        f" --datasets {','.join(datasets)}" if list(datasets) != list(UCR_SETS) else "") + (
+        f" --epochs {epochs}" if epochs else "") + (f" --train-samples {train_samples}" if train_samples else "")
     lines = ["# UCR time series: test accuracy (mean ± std over repetitions)", "",
              f"Produced by `{command}` from the per-run files in `experiments/results/ucr/`. cpab1d time warps "
              "(1-D CPAB, 10 cells, 9 dof) for STN and both P-STNs; the authors' networks (anchors.md §1.3) and "
@@ -827,9 +828,12 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
         if name not in PAPER_UCR["000"]:
             lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
         lines.append("")
-    machines = {r["machine"] for p in (results / "ucr" / "runs").glob("*.json") for r in [json.loads(p.read_text())]}
-    if machines:
-        lines += [f"Machines: {'; '.join(sorted(machines))}."]
+    records = [json.loads(p.read_text()) for kind in ("select", "runs") for p in (results / "ucr" / kind).glob("*.json")
+               if any(f"-{name}-" in p.name for name in datasets)]
+    if records:
+        lines += [f"Wall time of these {len(records)} runs (the validation selection included): "
+                  f"{sum(r['wall_seconds'] for r in records) / 3600:.2f} h in total. Machines: "
+                  f"{'; '.join(sorted({r['machine'] for r in records}))}."]
     text = "\n".join(lines) + "\n"
     (results / "ucr").mkdir(parents=True, exist_ok=True)
     write_atomic(results / "ucr.md", text)
