@@ -99,8 +99,7 @@ def _affine_exp(g: tuple, h: float, degree: int = 6) -> tuple:
     one, zero = torch.ones_like(g[0]), torch.zeros_like(g[0])
     x = (one, zero, zero, zero, one, zero)  # Horner: X ← I + G X / j, for j = degree … 1
     for j in range(degree, 0, -1):
-        gx = (g[0] * x[0] + g[1] * x[3], g[0] * x[1] + g[1] * x[4], g[0] * x[2] + g[1] * x[5] + g[2],
-              g[3] * x[0] + g[4] * x[3], g[3] * x[1] + g[4] * x[4], g[3] * x[2] + g[4] * x[5] + g[5])
+        gx = _compose(g, x)  # G X in affine form: G's last row is zero
         x = (1 + gx[0] / j, gx[1] / j, gx[2] / j, gx[3] / j, 1 + gx[4] / j, gx[5] / j)
     for _ in range(k):
         x = _compose(x, x)
