@@ -27,6 +27,10 @@ UAI_KL_WEIGHT = {10: 1e-3, 30: 1e-3, 100: 3e-4, 1000: 1e-4, 3000: 3e-5, 10000: 1
 GAUSSIAN_PRIOR_SCALE = {10: 0.1, 30: 0.2, 100: 0.1, 1000: 0.15, 3000: 0.15, 10000: 0.15, None: 0.15}
 #: σ_DA of the traditional-augmentation baseline: the authors' affine-subsets script used 0.05.
 DA_PRIOR_SCALE = 0.05
+#: What a warp puts where it samples outside the input: ``background``, the value of an empty pixel
+#: after normalisation (ours), or ``zero``, 0 in normalised units (the authors' ``grid_sample``
+#: default, the mean intensity, not the background: anchors.md §1.7, pytorch/tutorials#1117).
+FILLS = ("background", "zero")
 
 
 #: Gamma P-STN w of the UAI time-series script per UCR data set (anchors.md §1.6); others: 1e-4.
@@ -80,6 +84,7 @@ class FitConfig:
     gamma_concentration: float = 1.0  # α0
     gamma_rate: float = 1.0  # β0
     spread_init: float = -5.0  # initial bias of the σ / β head (the authors' var_init)
+    fill: str = "background"  # see FILLS
     align_corners: bool = False
     test_samples: int = 10  # S at test time
     evaluate_on: str = "test"  # "val" for model selection (grid searches): the test set is never looked at
@@ -102,6 +107,8 @@ class FitConfig:
         if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
                              f"valid: {', '.join(LIE_LAYOUTS)}")
+        if self.fill not in FILLS:
+            raise ValueError(f"unknown fill {self.fill!r}; valid: {', '.join(FILLS)}")
         if self.evaluate_on not in ("test", "val"):
             raise ValueError(f"evaluate_on must be 'test' or 'val', got {self.evaluate_on!r}")
         for name in ("test_samples", "posterior_images", "posterior_draws"):

@@ -33,7 +33,7 @@ from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
 from .cli import CommaList
-from .config import FitConfig, config_from_dict, read_config, write_atomic
+from .config import FILLS, FitConfig, config_from_dict, read_config, write_atomic
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
@@ -51,13 +51,14 @@ class DataName(click.ParamType):
 
 
 def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClassifier:
-    """The (untrained) model of ``config``; warps fill with the data set's background value."""
+    """The (untrained) model of ``config``; warps fill with the data set's background value (or 0
+    in normalised units with ``fill="zero"``, as the authors' code)."""
     return build_model(
         config.model,
         layout=config.layout,
         prior_scale=config.prior_scale,
         num_classes=num_classes,
-        fill=dataset_background(config.data),
+        fill=dataset_background(config.data) if config.fill == "background" else 0.0,
         align_corners=config.align_corners,
         spread_init=config.spread_init,
         gamma_concentration=config.gamma_concentration,
@@ -290,6 +291,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
               help="Transformation family: an affine or Lie layout, tps (18 dof) or cpab (34-dof diffeomorphism). "
                    "Default: similarity; lie_similarity for flow_pstn.")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
+@click.option("--fill", type=click.Choice(FILLS), default="background",
+              help="What warps put outside the input: the data's background (an empty pixel after normalisation) "
+                   "or zero in normalised units (the authors' code).")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=42)
 @click.option("--val-size", type=click.IntRange(min=1), default=1000)
@@ -354,7 +358,7 @@ def _main(group, opts):
             configs = [
                 FitConfig.with_defaults(
                     opts["model"], opts["data"], {**train, "seed": seed}, fold=fold, layout=opts["layout"],
-                    prior_scale=opts["prior_scale"], test_samples=opts["test_samples"], val_size=opts["val_size"],
+                    prior_scale=opts["prior_scale"], fill=opts["fill"], test_samples=opts["test_samples"], val_size=opts["val_size"],
                     test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
                 )
                 for fold, seed in members

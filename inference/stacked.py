@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import TraceMeanField_ELBO
+from torch.distributions import kl_divergence
 
 from pyro_pstn.data import ImageSet
 from pyro_pstn.models import check_images
@@ -26,20 +29,41 @@ MEMBER_FIELDS = ("seed", "kl_weight")
 
 
 def member_elbos(loss_module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO
-    (``Trace_ELBO``'s estimator for reparameterised sites, which are all a stackable model has)."""
+    """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO: with
+    ``Trace_ELBO`` log p − log q of the draws at every latent site (the estimator for reparameterised
+    sites, which are all a stackable model has); with ``TraceMeanField_ELBO`` the analytic
+    −KL(q ‖ p) wherever torch knows it, as that ELBO computes it."""
     elbo, total, particles = loss_module.elbo, 0.0, 0
+    analytic = isinstance(elbo, TraceMeanField_ELBO)
     for model_trace, guide_trace in elbo._get_traces(loss_module.model, loss_module.guide, (x, y), {}):
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            for site in trace.nodes.values():
-                if site["type"] != "sample":
-                    continue
-                if sign < 0 and not site["fn"].has_rsample:
-                    raise ValueError(f"guide site {site['name']!r} is not reparameterised: a stack needs rsample")
-                log_prob = site["log_prob"]  # [(S,) R, B] or [R, 1]: sum all but the member dim (−2)
-                total = total + sign * log_prob.sum(-1).reshape(-1, log_prob.shape[-2]).sum(0)
+        terms = []  # each [(S,) R, B] or [R, 1]: summed over all but the member dim (−2) below
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                terms.append(site["log_prob"])
+                continue
+            q = guide_trace.nodes[name]
+            if not q["fn"].has_rsample:
+                raise ValueError(f"guide site {name!r} is not reparameterised: a stack needs rsample")
+            kl = _analytic_kl(q, site) if analytic else None
+            terms += [site["log_prob"], -q["log_prob"]] if kl is None else [-kl]
+        terms += [-q["log_prob"] for name, q in guide_trace.nodes.items()  # auxiliary guide sites
+                  if q["type"] == "sample" and name not in model_trace.nodes]
+        for term in terms:
+            total = total + term.sum(-1).reshape(-1, term.shape[-2]).sum(0)
         particles += elbo.num_particles if elbo.vectorize_particles else 1
     return total / particles
+
+
+def _analytic_kl(guide_site: dict, model_site: dict) -> torch.Tensor | None:
+    """KL(q ‖ p) of one site with the guide site's scale and mask (KL weight, members with w = 0),
+    or None where torch has no closed form (the Monte Carlo terms are used instead)."""
+    try:
+        kl = kl_divergence(guide_site["fn"], model_site["fn"])
+    except NotImplementedError:
+        return None
+    return scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
 
 
 class StackTrainer(Trainer):
@@ -56,9 +80,6 @@ class StackTrainer(Trainer):
             differing = [k for k, v in dataclasses.asdict(c).items() if k not in MEMBER_FIELDS and shared[k] != v]
             if differing:
                 raise ValueError(f"members of a stack may differ only in {', '.join(MEMBER_FIELDS)}, not in {differing}")
-        if configs[0].elbo != "trace":
-            raise ValueError(f"a stack trains with the 'trace' ELBO (Monte Carlo KL, member by member), not "
-                             f"{configs[0].elbo!r}")
         super().__init__(model, configs[0], step_hooks)
         self.configs = list(configs)
         self.kl_weight = torch.tensor([[model_kl_weight(model.base, c.kl_weight)] for c in configs],

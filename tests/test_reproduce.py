@@ -69,7 +69,7 @@ def test_module_entry_point_has_every_command():
 
     out = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--help"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
-    assert "mnist_subsets" in out and "grid" in out
+    assert all(command in out for command in ("mnist_subsets", "grid", "calibration", "ucr", "ablation"))
 
 
 def test_calibration_study_uses_the_grid_selection(tmp_path, data_root, monkeypatch):
@@ -161,6 +161,33 @@ def test_stacked_sweeps_leave_the_result_files_of_single_runs(tmp_path, data_roo
     for value in (0.1, 0.2):
         record = json.loads((tmp_path / "grid" / "runs" / f"pstn-mnist30-prior_scale{value:g}-fold0.json").read_text())
         assert record["config"]["prior_scale"] == value and record["evaluated_on"] == "val" and record["stacked"] == 2
+
+
+def test_the_ablation_moves_one_factor_per_row_and_reports_paired_differences(tmp_path, data_root, monkeypatch):
+    """Issue 16: each factor's runs carry exactly its change from our defaults (and build the model
+    that says), the folds of a factor stack, and Δ is the per-fold difference from ``ours``."""
+    from experiments.fit import load_run
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    result = _invoke("ablation", "--sizes", 30, "--factors", "ours,zero_fill,authors", "--folds", "0,1", "--epochs", 1,
+                     "--test-size", 200, "--stack", 2, "--results-dir", tmp_path, "--run-root", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "6 runs to do as 3 fit(s)" in result.output
+    runs = tmp_path / "ablation" / "runs"
+    rec = {f"{factor}{fold}": json.loads((runs / f"{factor}-gamma_pstn-mnist30-fold{fold}.json").read_text())
+           for factor in ("ours", "zero_fill", "authors") for fold in (0, 1)}
+    settings = {k: (r["config"]["layout"], r["config"]["fill"], r["config"]["train"]["elbo"]) for k, r in rec.items()}
+    assert settings["ours0"] == ("similarity", "background", "trace")
+    assert settings["zero_fill1"] == ("similarity", "zero", "trace")
+    assert settings["authors0"] == ("uai_similarity", "zero", "meanfield")
+    _, model, _ = load_run(tmp_path / "runs" / "authors-gamma_pstn-mnist30-fold0")
+    _, ours, _ = load_run(tmp_path / "runs" / "ours-gamma_pstn-mnist30-fold0")
+    assert model.fill == 0.0 and model.layout.name == "uai_similarity" and ours.fill < -0.4
+    table = json.loads((tmp_path / "ablation_gamma_pstn.json").read_text())
+    deltas = [rec[f"zero_fill{f}"]["test"]["nll"] - rec[f"ours{f}"]["test"]["nll"] for f in (0, 1)]
+    assert abs(table["zero_fill-mnist30"]["delta_nll"]["mean"] - sum(deltas) / 2) < 1e-12
+    text = (tmp_path / "ablation_gamma_pstn.md").read_text()
+    assert "| `authors` | 2 |" in text and "Not the full protocol" in text and "0.8100 ± 0.0392" in text
 
 
 def test_an_unfinished_grid_selects_nothing(tmp_path):

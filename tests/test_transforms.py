@@ -32,6 +32,17 @@ def test_similarity_is_a_true_similarity():
     torch.testing.assert_close(linear.transpose(-1, -2) @ linear, s[:, None, None] ** 2 * torch.eye(2).expand(2, 2, 2))
 
 
+def test_the_authors_uai_form_scales_only_the_diagonal_and_is_named_in_full():
+    # anchors.md §1.4: [[s cos φ, −sin φ, tx], [sin φ, s cos φ, ty]]; equal to s R(φ) only at s = 1 or φ = 0
+    theta = torch.tensor([[0.7, 1.6, 0.1, -0.2], [0.0, 0.5, 0.2, 0.3], [0.4, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    A = get_layout("uai_similarity").matrix(theta)
+    c, s = math.cos(0.7), math.sin(0.7)
+    torch.testing.assert_close(A[0], torch.tensor([[1.6 * c, -s, 0.1], [s, 1.6 * c, -0.2]], dtype=torch.float64))
+    torch.testing.assert_close(A[1:], get_layout("similarity").matrix(theta[1:]))
+    assert not torch.allclose(A[0], get_layout("similarity").matrix(theta[:1])[0])
+    assert get_layout(4).name == "similarity"  # the authors' --num_param 4 alias keeps meaning the true similarity
+
+
 def test_rotation_only_is_orthogonal_and_rotates_by_phi():
     layout = get_layout(1)
     A = layout.matrix(torch.tensor([[math.pi / 2]]))

@@ -8,10 +8,13 @@
 | 4 | ``similarity``     | (φ, s, tx, ty)             | s·R(φ) \\| t  (paper 000 §4.1.1) |
 | 5 | ``affine5``        | (ψ, log sx, log sy, tx, ty) | R(ψ)·diag(sx, sy) \\| t  (paper 002 §V.iii) |
 | 6 | ``affine``         | (a11, a12, tx, a21, a22, ty) | the raw matrix             |
+| 4 | ``uai_similarity`` | (φ, s, tx, ty)             | [[s·cos φ, −sin φ], [sin φ, s·cos φ]] \| t |
 
 Layout 4 is a true similarity, det A = s². The authors' 2022 code scales only the diagonal,
-[[s·cos φ, −sin φ], [sin φ, s·cos φ]], which is not a similarity (anchors.md §1.4); we do not
-copy that. The log-scales of ``affine5`` are bounded by ``EXP_LIMIT``, every other coordinate by
+[[s·cos φ, −sin φ], [sin φ, s·cos φ]], which is not a similarity when φ ≠ 0 and s ≠ 1 (anchors.md
+§1.4): the UAI MNIST runs of paper 001 used it. It is here as ``uai_similarity`` so that the
+difference can be measured (``experiments.reproduce ablation``), not as a default; the number 4
+stays an alias of ``similarity``. The log-scales of ``affine5`` are bounded by ``EXP_LIMIT``, every other coordinate by
 ``THETA_LIMIT`` (see :mod:`.layout`).
 """
 from __future__ import annotations
@@ -50,6 +53,12 @@ def _similarity_matrix(t):
     return _with_translation(t[..., 1, None, None] * _rotation(t[..., 0]), t[..., 2], t[..., 3])
 
 
+def _uai_similarity_matrix(t):
+    c, s, scale = torch.cos(t[..., 0]), torch.sin(t[..., 0]), t[..., 1]
+    linear = torch.stack([torch.stack([scale * c, -s], -1), torch.stack([s, scale * c], -1)], -2)
+    return _with_translation(linear, t[..., 2], t[..., 3])
+
+
 def _affine5_matrix(t):
     scales = torch.diag_embed(torch.exp(t[..., 1:3]))
     return _with_translation(_rotation(t[..., 0]) @ scales, t[..., 3], t[..., 4])
@@ -72,5 +81,6 @@ AFFINE_LAYOUTS: dict[str, AffineLayout] = {
         AffineLayout(
             "affine", 6, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), _affine_matrix, ("a11", "a12", "tx", "a21", "a22", "ty")
         ),
+        AffineLayout("uai_similarity", 4, (0.0, 1.0, 0.0, 0.0), _uai_similarity_matrix, ("angle", "scale", "tx", "ty")),
     ]
 }

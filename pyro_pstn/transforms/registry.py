@@ -14,7 +14,9 @@ from .tps import ThinPlateSpline
 #: Every registered matrix layout (affine and Lie); TPS families are made on demand by name.
 LAYOUTS: dict[str, AffineLayout] = {**AFFINE_LAYOUTS, **LIE_LAYOUTS}
 #: The authors' ``--num_param`` numbers, accepted as aliases of the affine layouts.
-LAYOUT_ALIASES = {str(layout.dim): name for name, layout in AFFINE_LAYOUTS.items()}
+#: (``uai_similarity``, their 2022 matrix form, is named in full: 4 means ``similarity``.)
+LAYOUT_ALIASES = {"1": "rotation", "2": "translation", "3": "scale_translation", "4": "similarity", "5": "affine5",
+                  "6": "affine"}
 
 
 #: The CPAB families (libcpab's tessellations, :mod:`.cpab`): name → (spatial dims, cells).
