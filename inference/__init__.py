@@ -2,7 +2,7 @@
 from .control import EntropyController, PIDController
 from .engine import TrainConfig, Trainer
 from .metrics import bayesian_model_average, classification_metrics, expected_calibration_error, reliability_bins
-from .predictive import posterior_draws, predict
+from .predictive import posterior_draws, predict, predict_at_mean
 from .schedules import AnnealingSchedule, TemperatureSchedule, pyro_kl_weight
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "expected_calibration_error",
     "posterior_draws",
     "predict",
+    "predict_at_mean",
     "pyro_kl_weight",
     "reliability_bins",
 ]

@@ -28,6 +28,13 @@ class ReliabilityBins:
     accuracy: torch.Tensor  # [n], NaN where empty
     confidence: torch.Tensor  # [n], NaN where empty
 
+    def overconfidence(self) -> float:
+        """Mean confidence − accuracy over all binned predictions: > 0 overconfident, < 0
+        underconfident (the signed counterpart of ECE, |overconfidence| ≤ ECE)."""
+        filled = self.count > 0
+        weights = self.count[filled] / self.count.sum()
+        return float((weights * (self.confidence[filled] - self.accuracy[filled])).sum())
+
     def to_dict(self) -> dict[str, list]:
         """JSON-friendly lists (empty bins as None), e.g. to pool diagrams over folds later."""
 

@@ -31,6 +31,30 @@ def predict(
         model.train(was_training)
 
 
+def predict_at_mean(model: TransformClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """log p(y | T_μ(x)(x)) [N, K]: the classifier at the localizer's μ(x), with no draws of θ.
+
+    μ(x) is the mean (and mode) of q(θ|x) for the Gaussian P-STN and of the Student-t of the
+    Gamma P-STN; set against :func:`predict` it separates what training did to the classifier from
+    what averaging over posterior draws at test time does to the predictive.
+    """
+    if getattr(model, "localizer", None) is None:
+        raise ValueError(f"{type(model).__name__} has no localizer: there is no μ(x) to predict at")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = images[start : start + batch_size].to(device)
+                loc, _ = model.localizer(x)
+                out.append(torch.log_softmax(model.classifier(model.transform(x, loc)), -1).cpu())
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
 def posterior_draws(model: TransformClassifier, images: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
     """{site: [S, N, ...]} joint draws of the model's latent sites for ``images`` (a small batch)."""
     sites = model.latent_sites

@@ -58,3 +58,32 @@ def test_pooled_bins_equal_the_bins_of_all_predictions():
     torch.testing.assert_close(pooled.count, whole.count.double())
     torch.testing.assert_close(pooled.accuracy, whole.accuracy.double(), equal_nan=True)
     torch.testing.assert_close(pooled.confidence, whole.confidence.double(), equal_nan=True)
+
+
+def test_overconfidence_is_the_signed_gap_of_confidence_over_accuracy():
+    probs = torch.tensor([[0.9, 0.1], [0.78, 0.22], [0.62, 0.38], [0.55, 0.45], [0.58, 0.42]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 0, 1])
+    bins = reliability_bins(probs.log(), labels)
+    # mean confidence (0.9 + 0.78 + 0.62 + 0.55 + 0.58) / 5 = 0.686 against accuracy 3/5
+    assert bins.overconfidence() == pytest.approx(0.686 - 0.6, abs=1e-12)
+    assert abs(bins.overconfidence()) <= expected_calibration_error(probs.log(), labels)
+    right = reliability_bins(torch.tensor([[0.7, 0.3]] * 4, dtype=torch.float64).log(), torch.zeros(4, dtype=torch.long))
+    assert right.overconfidence() == pytest.approx(-0.3, abs=1e-12)  # always right at 70 %: underconfident
+
+
+def test_predicting_at_mu_is_the_posterior_predictive_of_a_collapsed_posterior():
+    from inference.predictive import predict, predict_at_mean
+    from pyro_pstn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("pstn").double()
+    with torch.no_grad():
+        model.localizer.loc.weight.normal_(0, 1e-3)  # μ(x) depends on x
+        model.localizer.spread.bias.fill_(-60.0)  # σ(x) at its floor 1e-8: every draw is μ(x) to 1e-8
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(predict(model, x, num_samples=4), predict_at_mean(model, x), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        model.localizer.spread.bias.fill_(0.0)  # σ ≈ 0.69: draws differ from μ(x)
+    assert not torch.allclose(predict(model, x, num_samples=4), predict_at_mean(model, x), atol=1e-3)
+    with pytest.raises(ValueError, match="no localizer"):
+        predict_at_mean(build_model("cnn"), x.float())

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -314,3 +315,29 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
 
     text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
     assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
+
+
+def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, data_root, monkeypatch):
+    """Issue 16: experiments.confidence reads the grid's checkpoints (nothing trained), measures each
+    at μ(x) and with S draws on the validation split, keeps per-run files and reads them back."""
+    from experiments.confidence import main as confidence
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    grid = _invoke("grid", "--param", "prior_scale", "--size", 30, "--values", "0.3", "--folds", "0", "--epochs", 1,
+                   "--results-dir", tmp_path, "--run-root", tmp_path / "runs")
+    assert grid.exit_code == 0, grid.output
+    args = ["--size", "30", "--sizes", "30", "--samples", "1,4", "--images", "64", "--results-dir", str(tmp_path),
+            "--run-root", str(tmp_path / "runs")]
+    first = CliRunner().invoke(confidence, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    record = json.loads((tmp_path / "confidence" / "runs" / "pstn-mnist30-prior_scale0.3-fold0.json").read_text())
+    assert record["images"] == 64 and set(record) >= {"mean", "S1", "S4", "posterior_scale", "seconds"}
+    assert abs(record["posterior_scale"] / math.log1p(math.exp(-5.0)) - 1) < 0.2  # σ(x), one epoch from softplus(−5)
+    assert record["S4"]["nll"] != record["mean"]["nll"]
+    table = json.loads((tmp_path / "confidence_mnist30.json").read_text())
+    assert table["grid"]["pstn"]["0.3"]["S4"]["ece"] == record["S4"]["ece"]
+    again = CliRunner().invoke(confidence, args, catch_exceptions=False)  # read back, not re-evaluated
+    assert again.exit_code == 0 and json.loads((tmp_path / "confidence" / "runs" /
+                                                "pstn-mnist30-prior_scale0.3-fold0.json").read_text()) == record
+    empty = CliRunner().invoke(confidence, ["--size", "100", "--results-dir", str(tmp_path)])
+    assert empty.exit_code == 2 and "reproduce grid --param prior_scale --size 100" in empty.output

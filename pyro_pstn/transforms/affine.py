@@ -8,7 +8,7 @@
 | 4 | ``similarity``     | (φ, s, tx, ty)             | s·R(φ) \\| t  (paper 000 §4.1.1) |
 | 5 | ``affine5``        | (ψ, log sx, log sy, tx, ty) | R(ψ)·diag(sx, sy) \\| t  (paper 002 §V.iii) |
 | 6 | ``affine``         | (a11, a12, tx, a21, a22, ty) | the raw matrix             |
-| 4 | ``uai_similarity`` | (φ, s, tx, ty)             | [[s·cos φ, −sin φ], [sin φ, s·cos φ]] \| t |
+| 4 | ``uai_similarity`` | (φ, s, tx, ty)             | [[s·cos φ, −sin φ], [sin φ, s·cos φ]] \\| t |
 
 Layout 4 is a true similarity, det A = s². The authors' 2022 code scales only the diagonal,
 [[s·cos φ, −sin φ], [sin φ, s·cos φ]], which is not a similarity when φ ≠ 0 and s ≠ 1 (anchors.md

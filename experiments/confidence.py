@@ -1,0 +1,256 @@
+"""Where a P-STN's miscalibration comes from, measured (issue 16: the Gaussian P-STN's ECE at MNIST1000).
+
+    python -m experiments.confidence --size 1000
+
+Two parts, both from runs that already exist (nothing is trained here):
+
+1. **Test set** (the ``mnist_subsets`` result files at ``--sizes``): accuracy, ECE and the signed
+   gap mean confidence − accuracy (> 0 overconfident, < 0 underconfident) of every model, and the
+   pooled reliability diagrams of CNN and P-STN.
+2. **Why** (the checkpoints of ``reproduce grid`` at ``--size``, on its validation split, so the test
+   set stays untouched): every σ_p of the Gaussian P-STN and every w of the Gamma P-STN predicts
+   at the posterior location μ(x) (no draws of θ) and with S = 1, 3, 10 posterior draws (the BMA the
+   tables report). Training and test-time averaging are thereby separated: if the classifier at μ(x)
+   is calibrated and the BMA is not, the miscalibration comes from averaging over q(θ|x), whose
+   width the prior sets.
+
+Per-run evaluations are kept in ``experiments/results/confidence/runs/`` (a rerun skips them);
+the table goes to ``experiments/results/confidence_mnist<size>.md`` (+ ``.json``, figures).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pyro_pstn.data import SUBSET_SIZES
+
+from .cli import CommaList
+from .config import write_atomic
+from .reproduce import RESULTS, SELECTED, _fmt, run_path
+
+#: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
+TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@val")
+#: The grids whose checkpoints are re-evaluated: model → the hyperparameter the grid varies.
+GRID_PARAMS = {"pstn": "prior_scale", "gamma_pstn": "kl_weight"}
+PARAM_SYMBOL = {"prior_scale": "σ_p", "kl_weight": "w"}
+
+
+def _overconfidence(bins: dict) -> float:
+    from inference.metrics import pool_bins
+
+    return pool_bins([bins]).overconfidence()
+
+
+def _row_label(row: str, runs: list[dict]) -> str:
+    """``pstn, σ_p = 0.15`` etc.: the value the row's runs used."""
+    model = row.removesuffix(SELECTED)
+    if model not in GRID_PARAMS or not runs:
+        return row
+    config = runs[0]["config"]
+    value = config["train"]["kl_weight"] if GRID_PARAMS[model] == "kl_weight" else config["prior_scale"]
+    how = "selected on validation" if row.endswith(SELECTED) else "the authors'"
+    return f"{model}, {PARAM_SYMBOL[GRID_PARAMS[model]]} = {value:g} ({how})"
+
+
+def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
+    """Markdown rows, a JSON table and pooled bins of the test-set results at ``size``."""
+    from inference.metrics import pool_bins
+
+    lines = [f"### MNIST{size}, test set (10,000 images, S = 10)", "",
+             "| model | folds | accuracy | ECE (15 bins) | confidence − accuracy |", "|---|---:|---|---|---|"]
+    table, curves = {}, {}
+    for row in TEST_ROWS:
+        runs = [json.loads(p.read_text()) for f in range(5) if (p := run_path(results, row, size, f)).exists()]
+        if not runs:
+            continue
+        binned = [r for r in runs if "reliability" in r]  # the earliest result files kept no bins
+        over = [_overconfidence(r["reliability"]) for r in binned]
+        label = _row_label(row, runs)
+        lines.append(f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
+                     f"{_fmt([r['test']['ece'] for r in runs])} | {_fmt(over)} |")
+        table[row] = {"label": label, "folds": [r["fold"] for r in runs],
+                      "accuracy": statistics.mean(r["test"]["accuracy"] for r in runs),
+                      "ece": statistics.mean(r["test"]["ece"] for r in runs),
+                      "overconfidence": statistics.mean(over) if over else None}
+        if binned:
+            curves[label] = pool_bins([r["reliability"] for r in binned])
+    return lines, table, curves
+
+
+def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data_root: str | None) -> dict:
+    """Validation metrics of one grid run at μ(x) and with each S of ``samples``, and the mean
+    posterior scale (σ(x) of the Gaussian; the Student-t scale sqrt(β(x)/α0) of the Gamma P-STN)."""
+    import torch
+
+    from inference.metrics import classification_metrics, reliability_bins
+    from inference.predictive import predict, predict_at_mean
+    from pyro_pstn.data import load_dataset
+
+    from .fit import load_run
+
+    config, model, _ = load_run(run_dir)
+    data = load_dataset(config.data, data_root, config.fold, config.val_size, config.test_size)
+    x, y = data.val.images[:images], data.val.labels[:images]
+
+    def measured(log_probs):
+        return {**classification_metrics(log_probs, y), "overconfidence": reliability_bins(log_probs, y).overconfidence()}
+
+    torch.manual_seed(0)
+    out = {"mean": measured(predict_at_mean(model, x))}
+    for s in samples:
+        out[f"S{s}"] = measured(predict(model, x, s))
+    with torch.no_grad():
+        _, spread = model.localizer(x)
+    if config.model == "gamma_pstn":
+        spread = (spread / config.gamma_concentration).sqrt()
+    return {"config": json.loads(config.to_json()), "images": len(y), "samples": list(samples),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
+                       f"torch {torch.__version__}",
+            "posterior_scale": float(spread.mean()), **out}
+
+
+def _grid_runs(results: Path, size: int) -> dict[tuple[str, float], list[Path]]:
+    """The finished grid result files at ``size``, by (model, value)."""
+    found: dict[tuple[str, float], list[Path]] = {}
+    for model, param in GRID_PARAMS.items():
+        for path in sorted((results / "grid" / "runs").glob(f"{model}-mnist{size}-{param}*-fold*.json")):
+            value = float(path.stem.split(param)[1].split("-fold")[0])
+            found.setdefault((model, value), []).append(path)
+    return dict(sorted(found.items()))
+
+
+def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[list[str], dict, dict]:
+    """Markdown rows per grid value (mean ± std over folds), a JSON table and ECE-against-value curves."""
+    param = GRID_PARAMS[model]
+    symbol = PARAM_SYMBOL[param]
+    head = ["| " + symbol + " | folds | posterior scale | accuracy at μ(x) | ECE at μ(x) | conf − acc at μ(x) | "
+            + " | ".join(f"accuracy S = {s}" for s in samples) + " | "
+            + " | ".join(f"ECE S = {s}" for s in samples) + f" | conf − acc S = {samples[-1]} |",
+            "|---|---:|" + "---|" * (4 + 2 * len(samples) + 1)]
+    lines, table = list(head), {}
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for (m, value), runs in evaluations.items():
+        if m != model:
+            continue
+        keys = ["mean"] + [f"S{s}" for s in samples]
+        cells = [_fmt([r["posterior_scale"] for r in runs]), _fmt([r["mean"]["accuracy"] for r in runs]),
+                 _fmt([r["mean"]["ece"] for r in runs]), _fmt([r["mean"]["overconfidence"] for r in runs])]
+        cells += [_fmt([r[f"S{s}"]["accuracy"] for r in runs]) for s in samples]
+        cells += [_fmt([r[f"S{s}"]["ece"] for r in runs]) for s in samples]
+        cells.append(_fmt([r[f"S{samples[-1]}"]["overconfidence"] for r in runs]))
+        lines.append(f"| {value:g} | {len(runs)} | " + " | ".join(cells) + " |")
+        table[f"{value:g}"] = {k: {metric: statistics.mean(r[k][metric] for r in runs)
+                                   for metric in ("accuracy", "nll", "ece", "overconfidence")} for k in keys}
+        table[f"{value:g}"]["posterior_scale"] = statistics.mean(r["posterior_scale"] for r in runs)
+        for k, label in zip(keys, ["at μ(x)"] + [f"S = {s}" for s in samples]):
+            xs, ys = curves.setdefault(label, ([], []))
+            xs.append(value)
+            ys.append(table[f"{value:g}"][k]["ece"])
+    return lines, table, curves
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="1000",
+              help="The grids' subset size whose checkpoints are re-evaluated.")
+@click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="100,1000",
+              help="Subset sizes of the test-set comparison (from the mnist_subsets result files).")
+@click.option("--samples", type=CommaList(int), default="1,3,10", help="Numbers S of posterior draws to average.")
+@click.option("--images", type=click.IntRange(min=1), default=2000, help="Validation images per run (the first N).")
+@click.option("--run-root", type=click.Path(file_okay=False), default="runs/grid",
+              help="Where `reproduce grid` left its run directories (with their checkpoints).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS))
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def main(size, sizes, samples, images, run_root, results_dir, data_root, progress):
+    """Measure where the P-STNs' miscalibration comes from: training, or averaging over q(θ|x)."""
+    from tqdm import tqdm
+
+    from inference.plots import calibration_curves, line_plot
+
+    size, results = int(size), Path(results_dir)
+    samples = tuple(sorted(set(samples)))
+    if min(samples) < 1:
+        raise click.BadParameter("every S must be at least 1", param_hint="--samples")
+    found = _grid_runs(results, size)
+    if not found:
+        raise click.UsageError(f"no grid results at MNIST{size} under {results / 'grid' / 'runs'}: run `python -m "
+                               f"experiments.reproduce grid --param prior_scale --size {size}` (and --param kl_weight) first")
+    out_dir = results / "confidence" / "runs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluations: dict[tuple[str, float], list[dict]] = {}
+    missing = []
+    todo = [(key, p) for key, paths in found.items() for p in paths]
+    bar = tqdm(todo, desc="grid runs", disable=not (sys.stderr.isatty() if progress is None else progress))
+    for key, path in bar:
+        out = out_dir / path.name
+        record = json.loads(out.read_text()) if out.exists() else None
+        if record is None or record["images"] != images or record["samples"] != list(samples):
+            run_dir = Path(run_root) / path.stem
+            if not (run_dir / "checkpoint.pt").exists():
+                missing.append(path.stem)
+                continue
+            try:
+                began = time.perf_counter()
+                record = evaluate_grid_run(run_dir, images, samples, data_root)
+                record["seconds"] = time.perf_counter() - began
+            except ValueError as err:
+                raise click.UsageError(f"{run_dir}: {err}") from None
+            record["fold"] = int(path.stem.rsplit("fold", 1)[1])
+            write_atomic(out, json.dumps(record, indent=2) + "\n")
+        evaluations.setdefault(key, []).append(record)
+
+    lines = [
+        f"# Calibration of the P-STNs at MNIST{size}: where the miscalibration comes from (issue 16)",
+        "",
+        f"Produced by `python -m experiments.confidence --size {size} --sizes {','.join(map(str, sizes))} "
+        f"--samples {','.join(map(str, samples))} --images {images}`. Nothing is trained: part 1 reads the "
+        "`mnist_subsets` result files, part 2 re-evaluates the checkpoints of `reproduce grid` "
+        f"(`--param prior_scale` and `--param kl_weight`, `--size {size}`) on the first {images} images of each "
+        "fold's validation split (the test set stays untouched). confidence − accuracy is the signed gap: "
+        "> 0 overconfident, < 0 underconfident; |gap| ≤ ECE. Mean ± std over folds.",
+        "",
+        "## 1. Test set: who is over- and who is underconfident",
+        "",
+    ]
+    table: dict = {"test": {}, "grid": {}}
+    for s in sizes:
+        rows, table["test"][s], curves = test_set_rows(results, s)
+        lines += rows + [""]
+        if s == size and curves:
+            chosen = {k: v for k, v in curves.items() if k.split(",")[0] in ("cnn", "pstn", "gamma_pstn")}
+            calibration_curves(chosen, results / f"confidence_reliability_mnist{size}.png",
+                               f"MNIST{size}, test set: pooled over folds")
+            lines += [f"![reliability](confidence_reliability_mnist{size}.png)", ""]
+    lines += [f"## 2. Why: the classifier at μ(x) against the average over S posterior draws (validation, MNIST{size})", ""]
+    for model in GRID_PARAMS:
+        rows, table["grid"][model], curves = grid_rows(evaluations, model, samples)
+        if len(rows) == 2:
+            continue
+        name = "Gaussian P-STN" if model == "pstn" else "Gamma P-STN"
+        lines += [f"### {name}, by {PARAM_SYMBOL[GRID_PARAMS[model]]}", ""] + rows + [""]
+        figure = f"confidence_{model}_mnist{size}.png"
+        line_plot(curves, results / figure, PARAM_SYMBOL[GRID_PARAMS[model]], "validation ECE",
+                  f"{name}, MNIST{size}: ECE at μ(x) and with S draws")
+        lines += [f"![{model}]({figure})", ""]
+    if missing:
+        lines += [f"No checkpoint for {len(missing)} grid run(s) (their run directories are gone): "
+                  f"{', '.join(missing)}. Rerun their grid to include them.", ""]
+    records = [r for runs in evaluations.values() for r in runs]
+    lines += [f"Part 2: {len(records)} evaluations, {sum(r['seconds'] for r in records) / 60:.1f} min of wall time "
+              f"in total (the sum over runs) on {os.cpu_count()}-core x86_64 CPUs; each run's machine is in its "
+              "file under `confidence/runs/`."]
+    text = "\n".join(lines) + "\n"
+    write_atomic(results / f"confidence_mnist{size}.md", text)
+    write_atomic(results / f"confidence_mnist{size}.json", json.dumps(table, indent=2) + "\n")
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()
