@@ -25,6 +25,7 @@ from .predictive import predict
 from .schedules import AnnealingSchedule, pyro_kl_weight
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -37,6 +38,7 @@ class TrainConfig:
     lr: float = 1e-3
     localizer_lr_mult: float = 0.1  # the localizer's lr is lr × this (a torch param group)
     weight_decay: float = 0.01  # coupled L2 as in torch.optim.Adam (not AdamW), as the authors used
+    optimizer: str = "adam"  # "adam" (the P-STN authors') or "adamw" (decoupled weight decay; paper 003)
     elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
     num_particles: int = 1  # S training samples, vectorised
     kl_weight: float = 0.0  # the authors' per-dimension w; converted by pyro_kl_weight
@@ -55,6 +57,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown ELBO {self.elbo!r}; valid: {', '.join(ELBOS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         for name in ("epochs", "batch_size", "num_particles", "val_every", "checkpoint_every", "cycles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -195,7 +199,7 @@ class Trainer:
         groups = [{"params": [p for p in model.parameters() if id(p) not in localizer_ids], "lr": config.lr}]
         if localizer:
             groups.append({"params": localizer, "lr": config.lr * config.localizer_lr_mult})
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = OPTIMIZERS[config.optimizer](groups, lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
         self.step = 0
         self.history = History()

@@ -235,3 +235,53 @@ def test_cli_rejects_bad_input_with_exit_code_2(args, message, tmp_path):
     assert result.exit_code == 2
     assert message in result.output
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["vae", "cat_vae"])
+def test_003s_mse_loss_as_a_gaussian_elbo_has_the_same_gradients_divided_by_beta(name):
+    """Issue 16: MSE + β·KL (003, β = 0.001; KL estimated from the same draws) and our Gaussian
+    likelihood with σ² = P·β/2 at KL weight 1 differ by the factor 1/β and a constant: their
+    gradients agree up to that factor (float64), so both have the same minimiser."""
+    from pyro_pstn.models.pose_vae import mse_noise_scale
+
+    beta, pixels = 1e-3, 28 * 28
+    torch.manual_seed(0)
+    model = build_pose_vae(name, 10, architecture="conv", likelihood="gaussian",
+                           noise_scale=mse_noise_scale(beta, pixels)).double()
+    model.eval()  # batch-norm statistics fixed: the two losses see the same network
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+
+    def traced():
+        with pyro.poutine.seed(rng_seed=3):
+            guide = poutine.trace(model.guide).get_trace(x)
+            joint = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(x)
+        return guide, joint
+
+    guide, joint = traced()
+    mean = joint.nodes["_RETURN"]["value"]
+    kl = (guide.nodes["z"]["fn"].log_prob(guide.nodes["z"]["value"]) -
+          joint.nodes["z"]["fn"].log_prob(joint.nodes["z"]["value"])).mean()
+    loss_003 = torch.nn.functional.mse_loss(mean, x) + beta * kl  # PyTorch-VAE's form: means over batch (and pixels)
+    grads_003 = torch.autograd.grad(loss_003, list(model.parameters()), allow_unused=True)
+    guide, joint = traced()
+    elbo = joint.log_prob_sum() - guide.log_prob_sum()
+    grads = torch.autograd.grad(-elbo / x.shape[0], list(model.parameters()), allow_unused=True)
+    pairs = [(a, b) for a, b in zip(grads, grads_003) if a is not None]
+    assert len(pairs) > 10
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours * beta, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_003s_networks_keep_28_by_28_and_sample_dims_and_name_their_runs():
+    from pyro_pstn.nets import ConvVAEDecoder, ConvVAETrunk
+
+    trunk, decoder = ConvVAETrunk(), ConvVAEDecoder(10)
+    h = trunk(torch.rand(2, 3, 1, 28, 28))
+    assert h.shape == (2, 3, 128 * 4 * 4) and decoder(torch.randn(2, 3, 10)).shape == (2, 3, 1, 28, 28)
+    configs = cli.study003_configs("paper", 20, "cpu", None)
+    config = configs[("base", "cat_vae", False)]
+    assert (config.architecture, config.loss, config.optimizer, config.batch_size) == ("conv", "mse", "adamw", 64)
+    assert config.name == "fashion_mnist-cat_vae-conv-mse-adamw-wd0.01-b64-e20"
+    assert cli.study003_configs("ours", 20, "cpu", None)[("base", "cat_vae", False)].name == "fashion_mnist-cat_vae-e20"
+    with pytest.raises(ValueError, match="valid: dense, conv"):
+        cli.PoseVAEConfig(architecture="resnet")

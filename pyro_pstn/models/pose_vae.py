@@ -22,6 +22,8 @@ these models unchanged. Pixels must lie in [0, 1] (load data with ``normalize=Fa
 """
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -30,6 +32,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as _TorchExpRelaxedCategorical
 
+from ..nets.conv import ConvVAEDecoder, ConvVAETrunk
 from ..nets.dense import DenseDecoder, DenseTrunk, GaussianHead
 from ..priors import DeterministicPose, PosePrior
 from ..transforms import warp
@@ -37,6 +40,17 @@ from ..transforms import warp
 #: The paper clips the decoder's output to [1e-6, 1 − 1e-6] "to make the loss and gradients
 #: more stable" (002 appendix A).
 PROB_EPS = 1e-6
+#: Pixel likelihoods: 002's Bernoulli, or a Gaussian of fixed σ (003's MSE loss, see ``observe``).
+LIKELIHOODS = ("bernoulli", "gaussian")
+#: The VAE networks by name: 002's dense 2 × 256 nets, or 003's PyTorch-VAE convolutions.
+ARCHITECTURES = ("dense", "conv")
+
+
+def mse_noise_scale(kl_factor: float, num_pixels: int) -> float:
+    """σ of the Gaussian likelihood whose ELBO has the minimiser of MSE + ``kl_factor``·KL, the MSE a
+    mean over ``num_pixels`` pixels (003: PyTorch-VAE's loss with 0.001): Σ(x − x̂)²/(2σ²) + KL
+    = (MSE + kl_factor·KL) / kl_factor when 2σ² = num_pixels · kl_factor."""
+    return math.sqrt(num_pixels * kl_factor / 2)
 
 
 class LatentVAE(PyroModule):
@@ -45,10 +59,16 @@ class LatentVAE(PyroModule):
     #: Latent sites recorded in posterior files and read by :meth:`encode`.
     latent_sites: tuple[str, ...] = ("z",)
 
-    def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), kl_weight: float = 1.0):
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), kl_weight: float = 1.0,
+                 likelihood: str = "bernoulli", noise_scale: float = 1.0):
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
+        if not noise_scale > 0:
+            raise ValueError(f"noise_scale must be positive, got {noise_scale}")
         self.image_shape = tuple(image_shape)
         self.kl_weight = float(kl_weight)
+        self.likelihood, self.noise_scale = likelihood, float(noise_scale)
         self.localizer = None  # the DT-VAE's pose network (the engine gives it its own learning rate)
         self.layout = None  # the transformation family (pose models take it from their pose prior)
 
@@ -59,8 +79,15 @@ class LatentVAE(PyroModule):
         return poutine.mask(mask=False)
 
     def observe(self, probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """x_ij ~ Bernoulli(p_ij) (002 eq. 8). Grey-level x is the usual continuous relaxation
-        of the binary likelihood (Pyro's VAE example does the same), hence validate_args=False."""
+        """x_ij ~ Bernoulli(p_ij) (002 eq. 8), or x_ij ~ N(p_ij, σ²) with ``likelihood="gaussian"``.
+
+        Grey-level x under the Bernoulli is the usual continuous relaxation of the binary
+        likelihood (Pyro's VAE example does the same), hence validate_args=False. The Gaussian
+        with σ² = P·β / 2 (P pixels) is 003's loss, MSE + β·KL with β = 0.001, divided by β: the
+        same minimiser, as an ELBO with KL weight 1 (:func:`mse_noise_scale`)."""
+        if self.likelihood == "gaussian":
+            pyro.sample("x", dist.Normal(probs, self.noise_scale).to_event(3), obs=x)
+            return probs
         probs = probs.clamp(PROB_EPS, 1 - PROB_EPS)
         pyro.sample("x", dist.Bernoulli(probs=probs, validate_args=False).to_event(3), obs=x)
         return probs
@@ -302,26 +329,38 @@ def build_pose_vae(
     num_variables: int = 10,
     num_categories: int = 10,
     kl_weight: float = 1.0,
+    architecture: str = "dense",
+    likelihood: str = "bernoulli",
+    noise_scale: float = 1.0,
 ) -> LatentVAE:
-    """002 appendix A's networks: dense 2 × 256 encoder and decoder, a 1 × 128 DT-VAE localizer.
+    """002 appendix A's networks: dense 2 × 256 encoder and decoder, a 1 × 128 DT-VAE localizer;
+    with ``architecture="conv"`` 003's PyTorch-VAE convolutions (:class:`~pyro_pstn.nets.ConvVAETrunk`,
+    :class:`~pyro_pstn.nets.ConvVAEDecoder`) for encoder and decoder (the localizer stays dense).
 
     ``pose_prior`` (for ``tvae``/``dtvae``) defaults to the deterministic pose on the 6-dof
     affine map; e.g. ``build_pose_vae("tvae", 12, DiagonalNormalPose("tps"))`` is 002's TPS TVAE.
     """
     if name not in POSE_VAE_MODELS:
         raise ValueError(f"unknown model {name!r}; valid pose-VAE models: {', '.join(POSE_VAE_MODELS)}")
-    common = dict(image_shape=image_shape, kl_weight=kl_weight)
-    encoder = DenseTrunk(image_shape, hidden)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+    common = dict(image_shape=image_shape, kl_weight=kl_weight, likelihood=likelihood, noise_scale=noise_scale)
+    encoder = DenseTrunk(image_shape, hidden) if architecture == "dense" else ConvVAETrunk(image_shape)
+
+    def decoder_of(in_features):
+        return (DenseDecoder(in_features, image_shape, hidden) if architecture == "dense"
+                else ConvVAEDecoder(in_features, image_shape))
+
+    features = encoder.out_features
     if name == "cat_vae":
         k = num_variables * num_categories
-        return CatVAE(encoder, nn.Linear(hidden[-1], k), DenseDecoder(k, image_shape, hidden),
-                      num_variables, num_categories, **common)
-    z_head, decoder = GaussianHead(hidden[-1], z_dim), DenseDecoder(z_dim, image_shape, hidden)
+        return CatVAE(encoder, nn.Linear(features, k), decoder_of(k), num_variables, num_categories, **common)
+    z_head, decoder = GaussianHead(features, z_dim), decoder_of(z_dim)
     if name == "vae":
         return VAE(encoder, z_head, decoder, z_dim, **common)
     pose_prior = pose_prior if pose_prior is not None else DeterministicPose("affine")
     if name == "tvae":
-        u_head = GaussianHead(hidden[-1], pose_prior.code_dim, zero_init=True)
+        u_head = GaussianHead(features, pose_prior.code_dim, zero_init=True)
         return TVAE(encoder, z_head, u_head, decoder, z_dim, pose_prior, **common)
     localizer = DenseTrunk(image_shape, localizer_hidden)
     u_head = GaussianHead(localizer_hidden[-1], pose_prior.code_dim, zero_init=True)

@@ -1,6 +1,6 @@
 """Networks: localizers, classifiers, dense encoders/decoders (no Pyro in here)."""
 from .aligner import Aligner
-from .conv import SimpleConv
+from .conv import ConvVAEDecoder, ConvVAETrunk, SimpleConv
 from .dense import DenseDecoder, DenseTrunk, GaussianHead, mlp
 from .mnist import (
     Classifier,
@@ -21,6 +21,8 @@ __all__ = [
     "ucr_localizer",
     "Aligner",
     "SimpleConv",
+    "ConvVAEDecoder",
+    "ConvVAETrunk",
     "DenseDecoder",
     "DenseTrunk",
     "GaussianHead",
