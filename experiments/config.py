@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import DATASET_NAMES, UCR_PREFIX, is_ucr, parse_dataset_name
+from pyro_pstn.data import UCR_PREFIX, is_dataset_name, is_ucr, parse_dataset_name, unknown_dataset
 from pyro_pstn.models import MODEL_NAMES
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
@@ -100,9 +100,8 @@ class FitConfig:
             self.train = TrainConfig(**self.train)
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
-        if self.data not in DATASET_NAMES and not is_ucr(self.data):
-            raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(DATASET_NAMES)}, or "
-                             "ucr/<Name> (a folder <root>/UCR/<Name> of the UCR archive, e.g. ucr/FaceAll)")
+        if not is_dataset_name(self.data):
+            raise ValueError(unknown_dataset(self.data))
         self.layout = get_layout(self.layout).name
         if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "

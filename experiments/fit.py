@@ -28,7 +28,8 @@ from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_check
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict
 from inference.schedules import ANNEALING
-from pyro_pstn.data import DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_ucr, load_dataset
+from pyro_pstn.data import (DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_dataset_name,
+                             load_dataset, unknown_dataset)
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
@@ -44,10 +45,9 @@ class DataName(click.ParamType):
     name = "data"
 
     def convert(self, value, param, ctx):
-        if value in DATASET_NAMES or is_ucr(value):
+        if is_dataset_name(value):
             return value
-        self.fail(f"{value!r} is not a data set; valid: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a folder "
-                  "<data root>/UCR/<Name> (e.g. ucr/FaceAll)", param, ctx)
+        self.fail(unknown_dataset(value), param, ctx)
 
 
 def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClassifier:

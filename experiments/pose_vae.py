@@ -573,7 +573,7 @@ def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, p
                 lines.append(f"| {key[0]} | {label} | {key[2]} | not run | not run | — | — | {paper[0]} | {paper[1]} | "
                              f"{paper[2]} | {paper[3]} | — | — |")
                 continue
-            acc, t = r["probe_accuracy"], r["test"]
+            acc = r["probe_accuracy"]
             losses = [_loss003(r, split) for split in ("base", "augmented")]
             lines.append(f"| {key[0]} | {label} | {key[2]} | {acc['base']:.4f} | {acc['augmented']:.4f} | "
                          f"{losses[0]} | {losses[1]} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} | "

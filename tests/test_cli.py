@@ -55,7 +55,7 @@ def test_posterior_file_opens_in_arviz(tmp_path, data_root):
     "args, message",
     [
         (["--model", "resnet"], "'resnet' is not one of 'cnn', 'stn', 'da', 'pstn', 'gamma_pstn'"),
-        (["--data", "mnist31"], "'mnist31' is not a data set; valid: mnist, fashion_mnist, mnist10"),
+        (["--data", "mnist31"], "unknown data set 'mnist31'; valid names: mnist, fashion_mnist, mnist10"),
         (["--fold", "7"], "7 is not in the range 0<=x<=4"),
         (["--layout", "shear"], "'rotation', 'translation'"),
         (["--annealing", "sigmoid"], "'constant', 'linear', 'cyclic'"),

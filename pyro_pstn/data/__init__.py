@@ -8,10 +8,12 @@ from .datasets import (
     balanced_folds,
     data_family,
     dataset_background,
+    is_dataset_name,
     is_ucr,
     load_dataset,
     parse_dataset_name,
     resolve_data_root,
+    unknown_dataset,
 )
 from .derived import augmented_set, random_affine_copy
 from .download import download
@@ -33,7 +35,9 @@ __all__ = [
     "UCR_PREFIX",
     "balanced_folds",
     "data_family",
+    "is_dataset_name",
     "is_ucr",
+    "unknown_dataset",
     "dataset_background",
     "download",
     "load_dataset",

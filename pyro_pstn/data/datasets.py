@@ -105,6 +105,17 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("PYRO_PSTN_DATA", "data"))
 
 
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` names a data set: one of :data:`DATASET_NAMES`, or ``ucr/<Name>``."""
+    return name in DATASET_NAMES or is_ucr(name)
+
+
+def unknown_dataset(name: str) -> str:
+    """The one message for a name that is not a data set (config, CLI and loader all use it)."""
+    return (f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a folder "
+            "<root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll)")
+
+
 def parse_dataset_name(name: str) -> tuple[str, int | None]:
     """``'mnist30'`` → ``('mnist', 30)``; ``'fashion_mnist'`` → ``('fashion_mnist', None)``."""
     if name in BASE_DATASETS:
@@ -112,8 +123,7 @@ def parse_dataset_name(name: str) -> tuple[str, int | None]:
     match = re.fullmatch(r"mnist(\d+)", name)
     if match and int(match.group(1)) in SUBSET_SIZES:
         return "mnist", int(match.group(1))
-    raise DataError(f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a "
-                    "folder <root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll)")
+    raise DataError(unknown_dataset(name))
 
 
 def _find_file(candidates: list[Path], stem: str) -> Path | None:
