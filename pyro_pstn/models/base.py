@@ -66,9 +66,12 @@ class TransformClassifier(PyroModule):
         align_corners: bool = False,
         kl_weight: float = 1.0,
         event_dim: int = 3,
+        output_size: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.event_dim = int(event_dim)  # dims of one input: 3 for images [C, H, W], 2 for signals [C, L]
+        # the pre-image's size when it differs from the input's (a 28 × 28 crop of a 96 × 96 canvas)
+        self.output_size = None if output_size is None else tuple(output_size)
         self.classifier = classifier
         self.localizer = localizer
         self.layout = get_layout(layout) if layout is not None else None
@@ -80,7 +83,7 @@ class TransformClassifier(PyroModule):
     # ---- pieces -------------------------------------------------------------------------
     def transform(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """T_θ(x) for θ of shape [*S, B, D]: the pre-image the classifier sees."""
-        return warp(x, theta, self.layout, fill=self.fill, align_corners=self.align_corners)
+        return warp(x, theta, self.layout, fill=self.fill, align_corners=self.align_corners, size=self.output_size)
 
     def observe(self, logits: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """y ~ Cat(softmax(logits)). Models return the logits: traces keep them as ``_RETURN``."""

@@ -2,11 +2,13 @@
 from .aligner import Aligner
 from .conv import ConvVAEDecoder, ConvVAETrunk, SimpleConv
 from .dense import DenseDecoder, DenseTrunk, GaussianHead, mlp
+from .frozen import Frozen
 from .mnist import (
     Classifier,
     Localizer,
     conv_features,
     count_parameters,
+    large_localizer,
     mnist_cnn_classifier,
     mnist_pstn_localizer,
     mnist_stn_classifier,
@@ -26,6 +28,8 @@ __all__ = [
     "DenseDecoder",
     "DenseTrunk",
     "GaussianHead",
+    "Frozen",
+    "large_localizer",
     "mlp",
     "Classifier",
     "Localizer",

@@ -40,9 +40,10 @@ def conv_features(in_channels: int, channels: tuple[int, int], kernel_size: int 
     )
 
 
-def _num_features(channels: tuple[int, int], in_channels: int, image_size: int) -> int:
+def _num_features(channels: tuple[int, int], in_channels: int, image_size: int, kernel_size: int = 5) -> int:
     with torch.no_grad():
-        return conv_features(in_channels, channels)(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
+        features = conv_features(in_channels, channels, kernel_size)
+        return features(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
 
 
 class Classifier(Stackable, nn.Module):
@@ -93,16 +94,26 @@ class Localizer(Stackable, nn.Module):
         in_channels: int = 1,
         image_size: int = 28,
         members: int | None = None,
+        kernel_size: int = 5,
+        head_hidden: int | None = None,
     ):
         super().__init__()
         self.init_args = dict(layout=layout, channels=channels, spread_head=spread_head, spread_init=spread_init,
-                              in_channels=in_channels, image_size=image_size, members=members)
+                              in_channels=in_channels, image_size=image_size, members=members,
+                              kernel_size=kernel_size, head_hidden=head_hidden)
         self.layout = get_layout(layout)
-        self.features = conv_features(in_channels, channels, members=members)
-        n = _num_features(channels, in_channels, image_size)
-        self.loc = linear(n, self.layout.dim, members)
-        self.spread = linear(n, self.layout.dim, members) if spread_head else None
-        identity_init(self.loc, self.spread, self.layout, spread_init)
+        self.features = conv_features(in_channels, channels, kernel_size, members=members)
+        n = _num_features(channels, in_channels, image_size, kernel_size)
+
+        def head():  # Linear, or the authors' larger localizers' Linear → ReLU → Linear
+            if head_hidden is None:
+                return linear(n, self.layout.dim, members)
+            return nn.Sequential(linear(n, head_hidden, members), nn.ReLU(), linear(head_hidden, self.layout.dim, members))
+
+        self.loc = head()
+        self.spread = head() if spread_head else None
+        last = (lambda m: m) if head_hidden is None else (lambda m: None if m is None else m[-1])
+        identity_init(last(self.loc), last(self.spread), self.layout, spread_init)
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         """Both heads side by side, ``[..., D]`` or ``[..., 2D]`` (one ``apply_members`` call for both)."""
@@ -136,6 +147,21 @@ def mnist_stn_localizer(layout: str | AffineLayout = "similarity") -> Localizer:
 def mnist_pstn_localizer(layout: str | AffineLayout = "similarity", spread_init: float = -5.0) -> Localizer:
     """Probabilistic localizer (μ and spread heads): 4,822 parameters for the similarity layout."""
     return Localizer(layout, (8, 14), spread_head=True, spread_init=spread_init)
+
+
+def large_localizer(layout: str | AffineLayout = "rotation", probabilistic: bool = True, spread_init: float = -3.0,
+                    canvas: int | None = None) -> Localizer:
+    """The authors' larger localizers for localization with a frozen classifier (anchors.md §1.3):
+    ``large_loc`` of rotated MNIST (P-STN 28/53 filters, 71,883 parameters with one rotation angle;
+    STN 32/64 filters) and, with ``canvas=96``, the 7 × 7 localizer of the 96 × 96 random-placement
+    canvases (P-STN 11/21 filters, hidden 12, 193,962 parameters for the similarity layout; STN
+    16/31, hidden 15). Heads are Linear → ReLU → Linear."""
+    if canvas is None:
+        channels, hidden, kernel, size = ((28, 53) if probabilistic else (32, 64)), 20, 5, 28
+    else:
+        channels, hidden, kernel, size = ((11, 21) if probabilistic else (16, 31)), (12 if probabilistic else 15), 7, canvas
+    return Localizer(layout, channels, spread_head=probabilistic, spread_init=spread_init, image_size=size,
+                     kernel_size=kernel, head_hidden=hidden)
 
 
 def count_parameters(module: nn.Module) -> int:

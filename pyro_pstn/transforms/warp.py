@@ -35,6 +35,7 @@ def warp(
     align_corners: bool = False,
     mode: str = "bilinear",
     inverse: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """T_θ(x): resample images ``x`` ``[B, C, H, W]`` (or ``[*S, B, C, H, W]``) under θ ``[*S, B, D]``;
     with a 1-D family (``cpab1d``, ``time_affine``) signals ``[*S, B, C, L]`` along their time axis.
@@ -44,7 +45,8 @@ def warp(
     ``align_corners`` is passed to both ``affine_grid`` and ``grid_sample``; with ``False``
     (PyTorch's default) ±1 are the outer edges of the corner pixels. ``inverse=True`` applies
     T_θ⁻¹ (affine and CPAB families), so ``warp(warp(x, θ), θ, inverse=True)`` undoes a warp up to
-    what left the frame.
+    what left the frame. ``size`` (height, width) samples an output of another size than the input
+    (2-D families): a 28 × 28 crop of a 96 × 96 canvas, with the same normalised coordinates.
     """
     layout = get_layout(layout)
     spatial = getattr(layout, "ndim", 2)  # 1 for the time warps of signals
@@ -59,10 +61,13 @@ def warp(
     batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-event])
     x = x.expand(*batch_shape, *x.shape[-event:]).reshape(-1, *x.shape[-event:])
     theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype)
+    if size is not None and spatial != 2:
+        raise ValueError(f"an output size is for 2-D families; {layout.name} warps signals along their own length")
+    out_shape = list(x.shape) if size is None else [*x.shape[:2], *size]
     if isinstance(layout, CPAB):  # T_θ⁻¹ = T_{−θ}
-        grid = layout.grid(-theta if inverse else theta, list(x.shape), align_corners=align_corners)
+        grid = layout.grid(-theta if inverse else theta, out_shape, align_corners=align_corners)
     else:
-        grid = layout.grid(theta, list(x.shape), align_corners=align_corners, **({"inverse": True} if inverse else {}))
+        grid = layout.grid(theta, out_shape, align_corners=align_corners, **({"inverse": True} if inverse else {}))
     if spatial == 1:  # a signal is an image of height 1, sampled along its one row
         grid = torch.stack([grid, torch.zeros_like(grid)], -1)[:, None]  # [N, 1, L, 2]
         out = F.grid_sample((x - fill)[..., None, :], grid, mode=mode, padding_mode="zeros",

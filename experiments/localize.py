@@ -1,0 +1,293 @@
+"""Localization with frozen classifiers (paper 001 §5.1).
+
+    python -m experiments.localize pretrain --data mnist          # the classifier that stays frozen
+    python -m experiments.localize fit --model gamma_pstn --data rotated_mnist
+    python -m experiments.localize rotated                         # 001 §5.1.1: CNN, STN, P-STN
+
+A classifier (the paper's 28k CNN) is trained on upright images and frozen; the data are then
+transformed by known ground-truth transformations (:mod:`pyro_pstn.data.localization`) and only a
+localizer in front of the frozen classifier is trained. We measure the posterior predictive's
+accuracy and NLL, the transformation error ε = mean ‖θ_true − μ(x)‖ (angles on the circle, 001 eq.
+18) and the posterior spread of images localized worse vs better than the median (001 Fig. 4).
+
+The P-STN of 001 is the Gamma P-STN (``gamma_pstn``); the Gaussian ``pstn`` runs the same way.
+Settings (anchors.md §1.6, ``UAI_random_rotation_mnist_frozen_classifier_largemodel.sh``): batch 64,
+S = 10 training and test samples, w = 3e-5, β head bias −3, Adam lr 1e-3 with the localizer at lr ×1,
+100 epochs with the lr divided by 10 every 10 epochs (our engine keeps the lr constant: stated with
+the results), the ``large_loc`` localizers. Pixels are raw intensities in [0, 1] for classifier and
+data alike.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import torch
+
+from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
+from inference.localization import spread_by_error, transformation_errors
+from inference.metrics import classification_metrics
+from inference.predictive import predict
+from pyro_pstn.data import DataError, ImageSet, load_dataset
+from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
+from pyro_pstn.models import CNN, STN, GammaPSTN, PSTN
+from pyro_pstn.nets import Frozen, large_localizer, mnist_cnn_classifier
+from pyro_pstn.priors import GammaPrior, NormalPrior
+from pyro_pstn.transforms import get_layout
+
+from .cli import cached_record, fail, run_options, single_process_only, with_options
+from .config import read_config, write_atomic
+
+RESULTS = Path(__file__).parent / "results"
+RUNS = Path("runs") / "localize"
+CONFIG_FILE = "config.json"
+LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
+#: The base data set whose upright images each localization set transforms.
+BASE_OF = {name: base for name, (base, _) in LOCALIZATION_SETS.items()}
+#: 001 §5.1 (test accuracy, transformation error ε), for comparison only.
+PAPER_001_ROTATED = {"cnn": (0.412, None), "stn": (0.7613, 0.76), "gamma_pstn": (0.8298, 0.59)}
+PAPER_001_PRETRAINED = {"mnist": 0.994, "fashion_mnist": 0.9063}
+
+
+# ---- the frozen classifier -----------------------------------------------------------------------
+
+@dataclass
+class PretrainConfig:
+    """The paper's 28k CNN on upright images (``UAI_pretrain_mnist.sh``: batch 64, Adam 1e-3, 100
+    epochs with a step decay every 10; ours: constant lr, ``epochs`` as given)."""
+
+    data: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+
+    def __post_init__(self):
+        if self.data not in PAPER_001_PRETRAINED:
+            raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(PAPER_001_PRETRAINED)}")
+
+    @property
+    def name(self) -> str:
+        return f"classifier-{self.data}-e{self.epochs}" + (f"-smoke{self.train_size}" if self.train_size else "")
+
+
+def pretrain(config: PretrainConfig, run_root: Path, progress=None) -> dict:
+    """Fit the CNN on the 50,000 training images and report its test accuracy on upright images."""
+    start = time.perf_counter()
+    data = load_dataset(config.data, config.data_root, val_size=None, normalize=False)
+    train = data.train if config.train_size is None else ImageSet(data.train.images[: config.train_size],
+                                                                  data.train.labels[: config.train_size])
+    torch.manual_seed(config.seed)
+    model = CNN(mnist_cnn_classifier())
+    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                         weight_decay=0.0, val_every=config.epochs, seed=config.seed,
+                                         device=config.device))
+    run_dir = run_root / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
+    if (run_dir / CHECKPOINT).exists():
+        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    trainer.fit(train, data.val, run_dir=run_dir, progress=progress)
+    test = classification_metrics(predict(model.cpu(), data.test.images, 1), data.test.labels)
+    return {"name": config.name, "config": asdict(config), "test": test, "paper_test_accuracy":
+            PAPER_001_PRETRAINED[config.data], "wall_seconds": time.perf_counter() - start, "machine": _machine(config.device)}
+
+
+def load_classifier(run_root: Path, data: str, name: str | None = None) -> torch.nn.Module:
+    """The pretrained classifier's network (not frozen yet): the run ``name`` under ``run_root``
+    (default: ``pretrain --data <data>`` with its default epochs), or a clear error naming the command."""
+    run_dir = run_root / (name or PretrainConfig(data=data).name)
+    if not (run_dir / CHECKPOINT).exists():
+        raise ValueError(f"no pretrained classifier in {run_dir}: run `python -m experiments.localize pretrain --data "
+                         f"{data}` first (or pass --classifier <run name> of another pretrain run)")
+    model = CNN(mnist_cnn_classifier())
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
+    return model.classifier
+
+
+# ---- localizers around it ------------------------------------------------------------------------
+
+@dataclass
+class LocalizeConfig:
+    """One localizer fit in front of a frozen classifier (defaults: 001 §5.1.1's settings)."""
+
+    model: str = "gamma_pstn"
+    data: str = "rotated_mnist"
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    localizer_lr_mult: float = 1.0
+    train_samples: int = 10
+    test_samples: int = 10
+    kl_weight: float = 3e-5  # Gamma P-STN's w (per dimension); the Gaussian P-STN's KL weight is D, as in 000
+    prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
+    spread_init: float = -3.0
+    classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+    test_size: int | None = None
+
+    def __post_init__(self):
+        if self.model not in LOCALIZER_MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(LOCALIZER_MODELS)}")
+        if self.data not in LOCALIZATION_SETS:
+            raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
+        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def name(self) -> str:
+        parts = [self.data, self.model, f"e{self.epochs}", f"seed{self.seed}"]
+        if self.train_size or self.test_size:
+            parts.append(f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}")
+        return "-".join(parts)
+
+
+def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module):
+    """STN, P-STN or Gamma P-STN with the authors' large localizer around a frozen ``classifier``."""
+    layout = get_layout(LOCALIZATION_SETS[config.data][1])
+    canvas = 96 if config.data == "placed_fashion_mnist" else None
+    common = dict(layout=layout, output_size=(28, 28) if canvas else None)
+    frozen = Frozen(classifier)
+    if config.model == "stn":
+        return STN(frozen, localizer=large_localizer(layout, probabilistic=False, canvas=canvas), **common)
+    localizer = large_localizer(layout, probabilistic=True, spread_init=config.spread_init, canvas=canvas)
+    if config.model == "pstn":
+        return PSTN(frozen, localizer, NormalPrior(layout.identity_theta(), config.prior_scale), **common)
+    return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
+
+
+def evaluate_localization(model, data, test_samples: int) -> dict:
+    """Posterior predictive metrics, ε and the spread split on the test set; also returns the arrays
+    the figures need (θ_true, μ, spread) under ``"arrays"``."""
+    test = data.test
+    metrics = classification_metrics(predict(model, test.images, test_samples), test.labels)
+    model.eval()
+    with torch.no_grad():
+        outs = [model.localizer(x) for x in test.images.split(1000)]
+    mu = torch.cat([o[0] for o in outs])
+    errors = transformation_errors(test.theta, mu, model.layout)
+    out = {**metrics, "epsilon": float(errors.mean())}
+    spread = None
+    if outs[0][1] is not None:
+        scale = torch.cat([o[1] for o in outs])
+        # variance of q(θ|x): σ² (Gaussian); β/α0 for the Gamma P-STN, the Student-t's squared scale
+        # (its variance is infinite at α0 = 1)
+        spread = scale**2 if isinstance(model, PSTN) else scale / model.prior.concentration
+        out["spread_by_error"] = spread_by_error(errors, spread).to_dict()
+    out["arrays"] = {"theta_true": test.theta, "mu": mu, "spread": spread, "errors": errors}
+    return out
+
+
+def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
+    start = time.perf_counter()
+    classifier = load_classifier(run_root, BASE_OF[config.data], config.classifier)
+    data = load_localization(config.data, config.data_root, val_size=1000, test_size=config.test_size,
+                             train_size=config.train_size)
+    torch.manual_seed(config.seed)
+    model = build_localizing_model(config, classifier)
+    samples = 1 if config.model == "stn" else config.train_samples
+    kl = config.kl_weight if config.model == "gamma_pstn" else float(model.layout.dim)
+    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
+                                         num_particles=samples, kl_weight=kl, val_every=max(1, config.epochs // 5),
+                                         checkpoint_every=1, seed=config.seed, device=config.device))
+    run_dir = run_root / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
+    if (run_dir / CHECKPOINT).exists():
+        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
+    model.cpu()
+    result = evaluate_localization(model, data, 1 if config.model == "stn" else config.test_samples)
+    arrays = result.pop("arrays")
+    torch.save({k: v for k, v in arrays.items() if v is not None}, run_dir / "localization.pt")
+    return {"name": config.name, "config": asdict(config), "test": result, "train_seconds": trainer.history.train_seconds,
+            "wall_seconds": time.perf_counter() - start, "machine": _machine(config.device),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root=None,
+                    test_size=None) -> dict:
+    """The frozen classifier alone on the transformed test set (001: 41.2 % on rotated MNIST)."""
+    classifier = load_classifier(run_root, BASE_OF[data_name], classifier)
+    data = load_localization(data_name, data_root, val_size=1, test_size=test_size, train_size=1)
+    model = CNN(Frozen(classifier))
+    return classification_metrics(predict(model, data.test.images, 1), data.test.labels)
+
+
+def _machine(device: str) -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
+            f"torch {torch.__version__}, device {device}")
+
+
+def result_path(results: Path, name: str) -> Path:
+    return results / "localization" / "runs" / f"{name}.json"
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+_COMMON = run_options(str(RESULTS), str(RUNS), "Folder with MNIST/ and FashionMNIST/ (default $PYRO_PSTN_DATA).")
+
+
+@click.group()
+def main():
+    """Localization with frozen classifiers (paper 001 §5.1)."""
+    single_process_only("experiments.localize")
+
+
+@main.command("pretrain")
+@click.option("--data", type=click.Choice(tuple(PAPER_001_PRETRAINED)), default="mnist", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+@with_options(_COMMON)
+def pretrain_command(data, epochs, train_size, device, data_root, results_dir, run_root, progress):
+    """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
+    try:
+        config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+        record = cached_record(result_path(Path(results_dir), config.name), config.name,
+                               lambda: pretrain(config, Path(run_root), progress),
+                               lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
+    except (ValueError, DataError) as err:
+        fail(str(err))
+    click.echo(json.dumps({k: record[k] for k in ("name", "test", "paper_test_accuracy", "wall_seconds")}, indent=2))
+
+
+@main.command("fit")
+@click.option("--model", type=click.Choice(LOCALIZER_MODELS), default="gamma_pstn", show_default=True)
+@click.option("--data", type=click.Choice(tuple(LOCALIZATION_SETS)), default="rotated_mnist", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--classifier", default=None, help="Run name of the pretrained classifier under --run-root "
+              "(default: `pretrain`'s default run for the data's base set).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+@click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+@with_options(_COMMON)
+def fit_command(model, data, epochs, classifier, seed, train_size, test_size, device, data_root, results_dir,
+                run_root, progress):
+    """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
+    try:
+        config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
+                                train_size=train_size, test_size=test_size, device=device, data_root=data_root)
+        record = cached_record(result_path(Path(results_dir), config.name), config.name,
+                               lambda: run_localize(config, Path(run_root), progress),
+                               lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
+    except (ValueError, DataError) as err:
+        fail(str(err))
+    click.echo(json.dumps({k: record[k] for k in ("name", "test", "wall_seconds")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
