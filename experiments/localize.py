@@ -20,7 +20,6 @@ data alike.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -42,7 +41,7 @@ from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
 from .cli import cached_record, fail, run_options, single_process_only, with_options
-from .config import read_config, write_atomic
+from .config import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "localize"
