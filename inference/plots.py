@@ -155,3 +155,35 @@ def histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: s
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def scatter_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, xlabel: str,
+                   ylabel: str, title: str = "", diagonal: bool = True):
+    """One scatter plot per entry of ``panels`` ({panel title: (x, y)}), with y = x dashed
+    (001 Fig. 4, left: ground-truth against recovered transformations)."""
+    fig = _figure(3.4 * len(panels), 3.4)
+    for i, (label, (xs, ys)) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.scatter(np.asarray(xs).ravel(), np.asarray(ys).ravel(), s=2, alpha=0.3, color="tab:blue")
+        if diagonal:
+            low, high = float(np.min(xs)), float(np.max(xs))
+            ax.plot([low, high], [low, high], "k--", lw=1)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def overlaid_histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: str, title: str = "",
+                        bins: int = 40):
+    """Several distributions on one axis, as densities (001 Fig. 4, bottom right)."""
+    fig = _figure(4.4, 3.2)
+    ax = fig.add_subplot()
+    for label, values in series.items():
+        ax.hist(np.asarray(values).ravel(), bins=bins, alpha=0.5, density=True, label=label)
+    ax.set(xlabel=xlabel, ylabel="density")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)

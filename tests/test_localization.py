@@ -130,3 +130,11 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, mon
     assert set(test["spread_by_error"]) == {"median_error", "spread_above", "spread_below", "ratio"}
     arrays = torch.load(tmp_path / "runs" / record["name"] / "localization.pt")
     assert arrays["theta_true"].shape == arrays["mu"].shape == (200, 1)
+    from experiments.localize import LocalizeConfig, write_rotated
+
+    config = LocalizeConfig(epochs=1, train_size=128, test_size=200, classifier="classifier-mnist-e1-smoke1000")
+    baseline = {"accuracy": 0.4, "nll": 2.0}
+    text = write_rotated(tmp_path, tmp_path / "runs", baseline, tmp_path / "missing.json", [config], [record])
+    assert "| gamma_pstn | 1 |" in text and "Reduced budget" in text and "0.8298" in text
+    assert (tmp_path / "localization" / "rotated_mnist_theta.png").stat().st_size > 0
+    assert (tmp_path / "localization" / "rotated_mnist_spread.png").stat().st_size > 0
