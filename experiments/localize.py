@@ -187,7 +187,19 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
         spread = scale**2 if isinstance(model, PSTN) else scale / model.prior.concentration
         out["spread_by_error"] = spread_by_error(errors, spread).to_dict()
     out["arrays"] = {"theta_true": test.theta, "mu": mu, "spread": spread, "errors": errors}
+    if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under 8 draws of θ
+        inputs = test.images[:8]
+        with torch.no_grad():
+            theta = model.localizer(inputs)[0] if isinstance(model, STN) else _posterior_theta(model, inputs)
+        out["arrays"].update(inputs=inputs, crops=model.transform(inputs, theta).clamp(0, 1))
     return out
+
+
+def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
+    """One draw of θ ~ q(θ|x) per image (``[B, D]``)."""
+    from inference.predictive import posterior_draws
+
+    return posterior_draws(model, images, 1)["theta"][0]
 
 
 def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
@@ -288,61 +300,101 @@ def fit_command(model, data, epochs, classifier, seed, train_size, test_size, de
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "wall_seconds")}, indent=2))
 
 
-@main.command("rotated")
-@click.option("--models", type=CommaList(str, choices=LOCALIZER_MODELS), default="stn,gamma_pstn", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="The authors': 100.")
-@click.option("--seeds", type=CommaList(int), default="0", show_default=True)
-@click.option("--classifier", default=None, help="Run name of the pretrained MNIST classifier (default: pretrain's).")
-@with_options(_COMMON)
-def rotated(models, epochs, seeds, classifier, device, data_root, results_dir, run_root, progress):
-    """001 §5.1.1: the frozen CNN, STN and P-STN on rotated MNIST, with ε and Fig. 4's panels."""
-    results, run_root = Path(results_dir), Path(run_root)
-    try:
-        pre = PretrainConfig(data="mnist")
-        pre_record = result_path(results, classifier or pre.name)
-        baseline = frozen_baseline(run_root, "rotated_mnist", classifier, data_root)
-        configs = [LocalizeConfig(model=m, epochs=epochs, seed=seed, classifier=classifier, device=device,
-                                  data_root=data_root) for m in models for seed in seeds]
-        records = [cached_record(result_path(results, c.name), c.name, lambda c=c: run_localize(c, run_root, progress),
-                                 lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
-                   for c in configs]
-    except (ValueError, DataError) as err:
-        fail(str(err))
-    click.echo(write_rotated(results, run_root, baseline, pre_record, configs, records))
+#: What each study says about its data, and the paper's values beside it (001 §5.1.1, §5.1.2).
+STUDIES = {
+    "rotated_mnist": dict(
+        title="rotated MNIST (paper 001 §5.1.1)", command="rotated", base="mnist",
+        setup="every MNIST test image rotated by θ_true ~ U(−π, π) (fixed by a seed); the localizer is the authors' "
+              "`large_loc` for one rotation angle",
+        baseline="frozen CNN alone on the rotated test images",
+        paper={"cnn": (0.412, None), "stn": (0.7613, 0.76), "gamma_pstn": (0.8298, 0.59)},
+        coordinates={"angle": 0}),
+    "placed_fashion_mnist": dict(
+        title="random-placement Fashion-MNIST (paper 001 §5.1.2)", command="placement", base="fashion_mnist",
+        setup="every Fashion-MNIST image drawn at half the side of a 96 × 96 black canvas at a uniform position "
+              "(θ_true = [0, 0.5, tx, ty], fixed by a seed); the localizer is the authors' 7 × 7 one for 96 × 96 "
+              "inputs, and the frozen 28 × 28 classifier reads a 28 × 28 crop resampled from the canvas",
+        baseline="frozen CNN alone on the upright, unplaced Fashion-MNIST test images",
+        paper={"cnn": (0.9063, None), "stn": (0.8441, None), "gamma_pstn": (0.8499, None)},
+        coordinates={"tx": 2, "ty": 3}),
+}
 
 
-def write_rotated(results: Path, run_root: Path, baseline: dict, pre_record: Path, configs, records) -> str:
-    """The rotated-MNIST table beside 001 §5.1.1, Fig. 4's scatter and spread histograms."""
+def _study_command(data_name: str):
+    study = STUDIES[data_name]
+
+    @click.option("--models", type=CommaList(str, choices=LOCALIZER_MODELS), default="stn,gamma_pstn",
+                  show_default=True)
+    @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
+                  help="The authors': 100 (rotated MNIST), 600 (placement).")
+    @click.option("--seeds", type=CommaList(int), default="0", show_default=True)
+    @click.option("--classifier", default=None, help="Run name of the pretrained classifier (default: pretrain's).")
+    @with_options(_COMMON)
+    def command(models, epochs, seeds, classifier, device, data_root, results_dir, run_root, progress):
+        results, run_root = Path(results_dir), Path(run_root)
+        try:
+            pre_record = result_path(results, classifier or PretrainConfig(data=study["base"]).name)
+            if data_name == "rotated_mnist":
+                baseline = frozen_baseline(run_root, data_name, classifier, data_root)
+            elif pre_record.exists():
+                baseline = json.loads(pre_record.read_text())["test"]
+            else:
+                raise ValueError(f"{pre_record} not found: run `python -m experiments.localize pretrain --data "
+                                 f"{study['base']}` first")
+            configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
+                                      device=device, data_root=data_root) for m in models for seed in seeds]
+            records = [cached_record(result_path(results, c.name), c.name,
+                                     lambda c=c: run_localize(c, run_root, progress),
+                                     lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
+                       for c in configs]
+            text = write_study(data_name, results, run_root, baseline, pre_record, configs, records)
+        except (ValueError, DataError) as err:
+            fail(str(err))
+        click.echo(text)
+
+    command.__doc__ = f"001 §5.1: {study['title']}, frozen classifier, STN and P-STN, with ε and the figures."
+    return main.command(study["command"])(command)
+
+
+rotated = _study_command("rotated_mnist")
+placement = _study_command("placed_fashion_mnist")
+
+
+def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, pre_record: Path, configs,
+                records, data_root=None) -> str:
+    """The table beside the paper, θ_true against μ(x), the spread split and (placement) the crops."""
     import statistics
 
-    from inference.plots import overlaid_histograms, scatter_panels
+    from inference.plots import image_grid, overlaid_histograms, scatter_panels
 
+    study = STUDIES[data_name]
     pretrained = json.loads(pre_record.read_text()) if pre_record.exists() else None
     epochs = sorted({c.epochs for c in configs})
+    authors = 100 if data_name == "rotated_mnist" else 600
     lines = [
-        "# Localization on rotated MNIST with a frozen classifier (paper 001 §5.1.1)",
+        f"# Localization on {study['title']} with a frozen classifier",
         "",
-        f"Produced by `python -m experiments.localize pretrain --data mnist` then `python -m experiments.localize "
-        f"rotated --epochs {','.join(map(str, epochs))}`. The classifier (the paper's 28k CNN) is trained on upright "
-        "MNIST and frozen; only the localizer (the authors' `large_loc`, rotation angle only) is trained, with S = 10 "
-        "training and test samples for the P-STN, w = 3e-5, batch 64, Adam 1e-3 at a constant learning rate. "
-        "ε = mean |θ_true − μ(x)| on the circle (001 eq. 18) over the 10,000 rotated test images (fixed by a seed). "
-        "Paper values: 001 §5.1.1, for comparison only.",
+        f"Produced by `python -m experiments.localize pretrain --data {study['base']}` then `python -m "
+        f"experiments.localize {study['command']} --epochs {','.join(map(str, epochs))}`. The classifier (the paper's "
+        f"28k CNN) is trained on upright images and frozen; only the localizer is trained: {study['setup']}. S = 10 "
+        "training and test samples for the P-STN, w = 3e-5, batch 64, Adam 1e-3 at a constant learning rate. ε = mean "
+        "‖θ_true − μ(x)‖ over the 10,000 test images (angles on the circle, 001 eq. 18). Paper values (001 §5.1), "
+        "for comparison only.",
         "",
     ]
     if pretrained:
-        lines += [f"Frozen classifier: {pretrained['name']}, test accuracy on upright MNIST "
-                  f"{pretrained['test']['accuracy']:.4f} (paper: {PAPER_001_PRETRAINED['mnist']}), "
+        lines += [f"Frozen classifier: {pretrained['name']}, test accuracy on upright images "
+                  f"{pretrained['test']['accuracy']:.4f} (paper: {PAPER_001_PRETRAINED[study['base']]}), "
                   f"{pretrained['wall_seconds'] / 60:.1f} min.", ""]
-    if 100 not in epochs:
-        lines += [f"**Reduced budget**: {', '.join(map(str, epochs))} epochs of the authors' 100 (this CPU; see "
-                  "the wall times). The authors' protocol: `python -m experiments.localize rotated --epochs 100 "
-                  "--device cuda`.", ""]
-    lines += ["| model | runs | test accuracy | NLL | ε (rad) | spread above / below median ε | paper acc | paper ε | "
+    if authors not in epochs:
+        lines += [f"**Reduced budget**: {', '.join(map(str, epochs))} epochs of the authors' {authors} (this CPU; see "
+                  f"the wall times). The authors' protocol: `python -m experiments.localize {study['command']} "
+                  f"--epochs {authors} --device cuda`.", ""]
+    lines += ["| model | runs | test accuracy | NLL | ε | spread above / below median ε | paper acc | paper ε | "
               "wall min / run |", "|---|---:|---|---|---|---|---:|---:|---:|",
-              f"| frozen CNN alone | 1 | {baseline['accuracy']:.4f} | {baseline['nll']:.4f} | — | — | "
-              f"{PAPER_001_ROTATED['cnn'][0]} | — | — |"]
-    panels, spreads = {}, {}
+              f"| {study['baseline']} | 1 | {baseline['accuracy']:.4f} | {baseline['nll']:.4f} | — | — | "
+              f"{study['paper']['cnn'][0]} | — | — |"]
+    panels, spreads, crops = {}, {}, {}
     for model in dict.fromkeys(c.model for c in configs):
         runs = [r for c, r in zip(configs, records) if c.model == model]
         t = [r["test"] for r in runs]
@@ -352,30 +404,39 @@ def write_rotated(results: Path, run_root: Path, baseline: dict, pre_record: Pat
             return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
         ratio = ", ".join(f"{x['spread_by_error']['ratio']:.3f}" for x in t if "spread_by_error" in x) or "—"
-        paper = PAPER_001_ROTATED.get(model, (None, None))
+        paper = study["paper"].get(model, (None, None))
         lines.append(f"| {model} | {len(runs)} | {fmt('accuracy')} | {fmt('nll')} | {fmt('epsilon')} | {ratio} | "
                      f"{paper[0] if paper[0] else '—'} | {paper[1] if paper[1] else '—'} | "
                      f"{statistics.mean(r['wall_seconds'] for r in runs) / 60:.1f} |")
         arrays = torch.load(run_root / runs[0]["name"] / "localization.pt")
-        panels[model] = (arrays["theta_true"].numpy(), arrays["mu"].numpy())
+        for coordinate, index in study["coordinates"].items():
+            panels[f"{model}: {coordinate}"] = (arrays["theta_true"][:, index].numpy(), arrays["mu"][:, index].numpy())
         if "spread" in arrays:
             median = arrays["errors"].median()
             spreads[f"{model}: ε above the median"] = arrays["spread"][arrays["errors"] > median].numpy()
             spreads[f"{model}: ε at or below"] = arrays["spread"][arrays["errors"] <= median].numpy()
+        if "crops" in arrays:
+            crops[f"{model}: posterior crops"] = arrays["crops"]
+            crops.setdefault("inputs", arrays["inputs"])
     out = results / "localization"
     out.mkdir(parents=True, exist_ok=True)
+    lines.append("")
     if panels:
-        scatter_panels(panels, out / "rotated_mnist_theta.png", "θ_true (rad)", "μ(x) (rad)",
-                       "Rotated MNIST: ground truth against the localizer's mean (first run of each model)")
-        lines += ["", "![θ_true against μ(x)](localization/rotated_mnist_theta.png)"]
+        scatter_panels(panels, out / f"{data_name}_theta.png", "θ_true", "μ(x)",
+                       f"{study['title']}: ground truth against the localizer's mean (first run of each model)")
+        lines += [f"![θ_true against μ(x)](localization/{data_name}_theta.png)"]
     if spreads:
-        overlaid_histograms(spreads, out / "rotated_mnist_spread.png", "posterior variance (β/α0 or σ²)",
+        overlaid_histograms(spreads, out / f"{data_name}_spread.png", "posterior variance (β/α0 or σ²)",
                             "Posterior spread of well and poorly localized test images")
-        lines += ["![spread by error](localization/rotated_mnist_spread.png)"]
-    if len(records):
+        lines += [f"![spread by error](localization/{data_name}_spread.png)"]
+    if crops:
+        image_grid({"inputs": crops.pop("inputs"), **crops}, out / f"{data_name}_crops.png",
+                   "Inputs and the classifier's view under posterior draws (001 Fig. 7)", columns=8)
+        lines += [f"![crops](localization/{data_name}_crops.png)"]
+    if records:
         lines += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in records})) + "."]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / "localization_rotated_mnist.md", text)
+    write_atomic(results / f"localization_{data_name}.md", text)
     return text
 
 

@@ -130,11 +130,39 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, mon
     assert set(test["spread_by_error"]) == {"median_error", "spread_above", "spread_below", "ratio"}
     arrays = torch.load(tmp_path / "runs" / record["name"] / "localization.pt")
     assert arrays["theta_true"].shape == arrays["mu"].shape == (200, 1)
-    from experiments.localize import LocalizeConfig, write_rotated
+    from experiments.localize import LocalizeConfig, write_study
 
     config = LocalizeConfig(epochs=1, train_size=128, test_size=200, classifier="classifier-mnist-e1-smoke1000")
     baseline = {"accuracy": 0.4, "nll": 2.0}
-    text = write_rotated(tmp_path, tmp_path / "runs", baseline, tmp_path / "missing.json", [config], [record])
+    text = write_study("rotated_mnist", tmp_path, tmp_path / "runs", baseline, tmp_path / "missing.json", [config],
+                       [record])
     assert "| gamma_pstn | 1 |" in text and "Reduced budget" in text and "0.8298" in text
     assert (tmp_path / "localization" / "rotated_mnist_theta.png").stat().st_size > 0
     assert (tmp_path / "localization" / "rotated_mnist_spread.png").stat().st_size > 0
+
+
+def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path, data_root, monkeypatch):
+    from experiments.localize import LocalizeConfig, main, write_study
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    common = ["--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]
+    pre = CliRunner().invoke(main, ["pretrain", "--data", "fashion_mnist", "--epochs", "1", "--train-size", "500",
+                                    *common], catch_exceptions=False)
+    assert pre.exit_code == 0, pre.output
+    classifier = "classifier-fashion_mnist-e1-smoke500"
+    records, configs = [], []
+    for model in ("stn", "gamma_pstn"):
+        fit = CliRunner().invoke(main, ["fit", "--model", model, "--data", "placed_fashion_mnist", "--epochs", "1",
+                                        "--train-size", "64", "--test-size", "40", "--classifier", classifier, *common],
+                                 catch_exceptions=False)
+        assert fit.exit_code == 0, fit.output
+        configs.append(LocalizeConfig(model=model, data="placed_fashion_mnist", epochs=1, train_size=64, test_size=40,
+                                      classifier=classifier))
+        records.append(json.loads((tmp_path / "localization" / "runs" / f"{configs[-1].name}.json").read_text()))
+    arrays = torch.load(tmp_path / "runs" / configs[1].name / "localization.pt")
+    assert arrays["inputs"].shape == (8, 1, 96, 96) and arrays["crops"].shape == (8, 1, 28, 28)
+    assert arrays["mu"].shape == (40, 4)
+    text = write_study("placed_fashion_mnist", tmp_path, tmp_path / "runs", {"accuracy": 0.9, "nll": 0.3},
+                       tmp_path / "localization" / "runs" / f"{classifier}.json", configs, records)
+    assert "0.8499" in text and "upright, unplaced" in text
+    assert (tmp_path / "localization" / "placed_fashion_mnist_crops.png").stat().st_size > 0
