@@ -134,6 +134,7 @@ class LocalizeConfig:
     seed: int = 0
     device: str = "cpu"
     data_root: str | None = None
+    val_size: int = 1000  # validation images watched during training
     train_size: int | None = None  # smoke runs only
     test_size: int | None = None
 
@@ -142,7 +143,7 @@ class LocalizeConfig:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(LOCALIZER_MODELS)}")
         if self.data not in LOCALIZATION_SETS:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
-        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+        for name in ("epochs", "batch_size", "train_samples", "test_samples", "val_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -205,7 +206,7 @@ def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
 def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
     start = time.perf_counter()
     classifier = load_classifier(run_root, BASE_OF[config.data], config.classifier)
-    data = load_localization(config.data, config.data_root, val_size=1000, test_size=config.test_size,
+    data = load_localization(config.data, config.data_root, val_size=config.val_size, test_size=config.test_size,
                              train_size=config.train_size)
     torch.manual_seed(config.seed)
     model = build_localizing_model(config, classifier)
@@ -285,13 +286,16 @@ def pretrain_command(data, epochs, train_size, device, data_root, results_dir, r
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+@click.option("--val-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Validation images watched during training.")
 @with_options(_COMMON)
-def fit_command(model, data, epochs, classifier, seed, train_size, test_size, device, data_root, results_dir,
+def fit_command(model, data, epochs, classifier, seed, train_size, test_size, val_size, device, data_root, results_dir,
                 run_root, progress):
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
     try:
         config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
-                                train_size=train_size, test_size=test_size, device=device, data_root=data_root)
+                                train_size=train_size, test_size=test_size, val_size=val_size, device=device,
+                                data_root=data_root)
         record = cached_record(result_path(Path(results_dir), config.name), config.name,
                                lambda: run_localize(config, Path(run_root), progress),
                                lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")

@@ -120,7 +120,8 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, mon
     pre = CliRunner().invoke(main, ["pretrain", "--epochs", "1", "--train-size", "1000", *common], catch_exceptions=False)
     assert pre.exit_code == 0, pre.output
     fit = CliRunner().invoke(main, ["fit", "--model", "gamma_pstn", "--epochs", "1", "--train-size", "128",
-                                    "--test-size", "200", "--classifier", "classifier-mnist-e1-smoke1000", *common],
+                                    "--test-size", "200", "--val-size", "64", "--classifier", "classifier-mnist-e1-smoke1000",
+                                    *common],
                              catch_exceptions=False)
     assert fit.exit_code == 0, fit.output
     record = json.loads((tmp_path / "localization" / "runs" /
@@ -132,7 +133,7 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, mon
     assert arrays["theta_true"].shape == arrays["mu"].shape == (200, 1)
     from experiments.localize import LocalizeConfig, write_study
 
-    config = LocalizeConfig(epochs=1, train_size=128, test_size=200, classifier="classifier-mnist-e1-smoke1000")
+    config = LocalizeConfig(epochs=1, train_size=128, test_size=200, val_size=64, classifier="classifier-mnist-e1-smoke1000")
     baseline = {"accuracy": 0.4, "nll": 2.0}
     text = write_study("rotated_mnist", tmp_path, tmp_path / "runs", baseline, tmp_path / "missing.json", [config],
                        [record])
@@ -153,11 +154,12 @@ def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path,
     records, configs = [], []
     for model in ("stn", "gamma_pstn"):
         fit = CliRunner().invoke(main, ["fit", "--model", model, "--data", "placed_fashion_mnist", "--epochs", "1",
-                                        "--train-size", "64", "--test-size", "40", "--classifier", classifier, *common],
+                                        "--train-size", "64", "--test-size", "40", "--val-size", "16", "--classifier", classifier,
+                                        *common],
                                  catch_exceptions=False)
         assert fit.exit_code == 0, fit.output
         configs.append(LocalizeConfig(model=model, data="placed_fashion_mnist", epochs=1, train_size=64, test_size=40,
-                                      classifier=classifier))
+                                      val_size=16, classifier=classifier))
         records.append(json.loads((tmp_path / "localization" / "runs" / f"{configs[-1].name}.json").read_text()))
     arrays = torch.load(tmp_path / "runs" / configs[1].name / "localization.pt")
     assert arrays["inputs"].shape == (8, 1, 96, 96) and arrays["crops"].shape == (8, 1, 28, 28)
