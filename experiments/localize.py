@@ -231,6 +231,24 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def load_localize_run(run_dir: str | Path, data_root=None, test_size: int | None = None):
+    """(config, fitted model on CPU in eval mode, its data) of a run directory written by ``fit``
+    (the frozen classifier's weights are part of the checkpoint), e.g. for a notebook."""
+    run_dir = Path(run_dir)
+    for needed in (CONFIG_FILE, CHECKPOINT):
+        if not (run_dir / needed).exists():
+            raise FileNotFoundError(f"{run_dir / needed} is missing: is {run_dir} a run directory of "
+                                    "`python -m experiments.localize fit`?")
+    config = LocalizeConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
+    config.device = "cpu"
+    model = build_localizing_model(config, mnist_cnn_classifier())
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
+    model.eval()
+    size = test_size if test_size is not None else config.test_size
+    data = load_localization(config.data, data_root or config.data_root, val_size=1, test_size=size, train_size=1)
+    return config, model, data
+
+
 def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root=None,
                     test_size=None) -> dict:
     """The frozen classifier alone on the transformed test set (001: 41.2 % on rotated MNIST)."""
