@@ -168,3 +168,20 @@ def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path,
                        tmp_path / "localization" / "runs" / f"{classifier}.json", configs, records)
     assert "0.8499" in text and "upright, unplaced" in text
     assert (tmp_path / "localization" / "placed_fashion_mnist_crops.png").stat().st_size > 0
+
+
+def test_failure_mode_reports_accuracy_and_the_variance_of_the_mean_rotation(tmp_path, data_root, monkeypatch):
+    from experiments.localize import main
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    result = CliRunner().invoke(main, ["failure_mode", "--depths", "1,2", "--seeds", "0", "--epochs", "1",
+                                       "--train-size", "128", "--test-size", "100", "--results-dir", str(tmp_path),
+                                       "--run-root", str(tmp_path / "runs")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    runs = tmp_path / "localization" / "runs"
+    stn = json.loads((runs / "failure-stn-depth2-e1-seed0-smoke128x100.json").read_text())
+    nn = json.loads((runs / "failure-nn_upright-depth1-e1-seed0-smoke128x100.json").read_text())
+    assert stn["test"]["mean_transformation_variance"] >= 0 and "mean_transformation_variance" not in nn["test"]
+    text = (tmp_path / "localization_failure_mode.md").read_text()
+    assert "| gamma_pstn | 2 | 1 |" in text and "Reduced budget" in text
+    assert (tmp_path / "localization" / "failure_mode_variance.png").exists()

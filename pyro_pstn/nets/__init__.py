@@ -1,7 +1,7 @@
 """Networks: localizers, classifiers, dense encoders/decoders (no Pyro in here)."""
 from .aligner import Aligner
 from .conv import ConvVAEDecoder, ConvVAETrunk, SimpleConv
-from .dense import DenseDecoder, DenseTrunk, GaussianHead, mlp
+from .dense import DenseDecoder, DenseTrunk, GaussianHead, MLPClassifier, mlp
 from .frozen import Frozen
 from .mnist import (
     Classifier,
@@ -28,6 +28,7 @@ __all__ = [
     "DenseDecoder",
     "DenseTrunk",
     "GaussianHead",
+    "MLPClassifier",
     "Frozen",
     "large_localizer",
     "mlp",

@@ -69,3 +69,23 @@ class DenseDecoder(nn.Module):
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         return apply_flat(self.net, code, event_dim=1).unflatten(-1, self.image_shape)
+
+
+class MLPClassifier(nn.Module):
+    """Paper 001 §5.4's classifiers of growing depth: ``depth`` blocks of [Linear, ReLU, Dropout] and a
+    linear layer to the class logits. Images ``[*S, B, C, H, W]`` → logits ``[*S, B, K]``. The width
+    and dropout are our choice (001 and its scripts give none): 128 units, p = 0.5 as in the CNNs."""
+
+    def __init__(self, depth: int, width: int = 128, num_classes: int = 10,
+                 image_shape: tuple[int, int, int] = (1, 28, 28), dropout: float = 0.5):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in in [math.prod(image_shape)] + [width] * (depth - 1):
+            layers += [nn.Linear(fan_in, width), nn.ReLU(), nn.Dropout(dropout)]
+        self.net = nn.Sequential(*layers, nn.Linear(width, num_classes))
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_flat(self.net, x, event_dim=3)
