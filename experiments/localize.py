@@ -169,6 +169,23 @@ def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module):
     return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
 
 
+def _fit_in(run_dir: Path, config, model, samples: int, kl_weight: float, data, progress) -> Trainer:
+    """Fit ``model`` with ``config``'s optimiser settings (no weight decay; validation five times,
+    a checkpoint every epoch) in ``run_dir``, resuming from its checkpoint if there is one."""
+    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
+                                         num_particles=samples, kl_weight=kl_weight,
+                                         val_every=max(1, config.epochs // 5), checkpoint_every=1, seed=config.seed,
+                                         device=config.device))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
+    if (run_dir / CHECKPOINT).exists():
+        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
+    model.cpu()
+    return trainer
+
+
 def evaluate_localization(model, data, test_samples: int) -> dict:
     """Posterior predictive metrics, ε and the spread split on the test set; also returns the arrays
     the figures need (θ_true, μ, spread) under ``"arrays"``."""
@@ -212,17 +229,8 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
     model = build_localizing_model(config, classifier)
     samples = 1 if config.model == "stn" else config.train_samples
     kl = config.kl_weight if config.model == "gamma_pstn" else float(model.layout.dim)
-    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
-                                         num_particles=samples, kl_weight=kl, val_every=max(1, config.epochs // 5),
-                                         checkpoint_every=1, seed=config.seed, device=config.device))
     run_dir = run_root / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
-    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
-    model.cpu()
+    trainer = _fit_in(run_dir, config, model, samples, kl, data, progress)
     result = evaluate_localization(model, data, 1 if config.model == "stn" else config.test_samples)
     arrays = result.pop("arrays")
     torch.save({k: v for k, v in arrays.items() if v is not None}, run_dir / "localization.pt")
@@ -529,18 +537,8 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
         model = GammaPSTN(classifier, mnist_pstn_localizer("rotation", config.spread_init), GammaPrior(1),
                           layout="rotation")
     sampling = config.model == "gamma_pstn"
-    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
-                                         num_particles=config.train_samples if sampling else 1,
-                                         kl_weight=config.kl_weight, val_every=max(1, config.epochs // 5),
-                                         checkpoint_every=1, seed=config.seed, device=config.device))
-    run_dir = run_root / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
-    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
-    model.cpu()
+    trainer = _fit_in(run_root / config.name, config, model, config.train_samples if sampling else 1,
+                      config.kl_weight, data, progress)
     test = classification_metrics(predict(model, data.test.images, config.test_samples if sampling else 1),
                                   data.test.labels)
     if model.localizer is not None:

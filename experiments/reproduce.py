@@ -30,7 +30,7 @@ from pyro_pstn.models import MODEL_NAMES
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
-from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only
+from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only, with_options
 from .config import FitConfig, config_from_dict, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -420,21 +420,29 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="Torch threads per worker (default: cores / workers).")
 
 
+def sweep_options(run_root: str, stacks: str):
+    """The options every stackable sweep shares: device, worker processes and their threads, ``--stack``
+    (``stacks`` says what stacks), ``--shard``, the run and results folders and ``--aggregate-only``."""
+    return with_options([
+        device_option(),
+        click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes)."),
+        THREADS,
+        click.option("--stack", type=click.IntRange(min=1), default=1,
+                     help=f"Train up to this many runs ({stacks}) as one stacked fit."),
+        shard_option(),
+        click.option("--run-root", default=run_root, help="Where the (uncommitted) run directories go."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
+        click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs."),
+    ])
+
+
 @main.command("mnist_subsets")
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100,1000",
               help=f"Comma-separated, from {SUBSET_SIZES}.")
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
 @click.option("--models", type=CommaList(str, choices=MODEL_NAMES), default=",".join(PAPER_MODELS),
               help=f"Comma-separated, from {', '.join(MODEL_NAMES)}.")
-@device_option()
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes).")
-@THREADS
-@click.option("--stack", type=click.IntRange(min=1), default=1,
-              help="Train up to this many runs of one model and size (its folds) as one stacked fit.")
-@shard_option()
-@click.option("--run-root", default="runs/mnist_subsets", help="Where the (uncommitted) run directories go.")
-@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@sweep_options("runs/mnist_subsets", "of one model and size: its folds")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only: fewer epochs (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
 @click.option("--selected", is_flag=True,
@@ -596,16 +604,8 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
 @click.option("--values", type=CommaList(float, min=0), default=None,
               help="Comma-separated grid, each ≥ 0 (default: the paper's).")
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
-@device_option()
-@click.option("--workers", type=click.IntRange(min=1), default=1)
-@THREADS
-@click.option("--stack", type=click.IntRange(min=1), default=1,
-              help="Train up to this many runs (the folds × values of the grid) as one stacked fit.")
-@shard_option()
-@click.option("--run-root", default="runs/grid")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@sweep_options("runs/grid", "the folds × values of the grid")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 def grid(param, size, model, values, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, aggregate_only):
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
@@ -654,17 +654,9 @@ def ablation_path(results: Path, factor: str, size: int, fold: int) -> Path:
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100")
 @click.option("--factors", type=CommaList(str, choices=tuple(ABLATION_FACTORS)), default=",".join(ABLATION_FACTORS))
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
-@device_option()
-@click.option("--workers", type=click.IntRange(min=1), default=1)
-@THREADS
-@click.option("--stack", type=click.IntRange(min=1), default=1,
-              help="Train up to this many runs (the folds of one factor) as one stacked fit.")
-@shard_option()
-@click.option("--run-root", default="runs/ablation")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@sweep_options("runs/ablation", "the folds of one factor and size")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
-@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, test_size,
              aggregate_only):
     """Gamma P-STN (paper 001 Table 2): our defaults moved one at a time towards the authors' code."""
