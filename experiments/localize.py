@@ -1,8 +1,11 @@
-"""Localization with frozen classifiers (paper 001 §5.1).
+"""Localization with frozen classifiers (paper 001 §5.1) and the STN's failure mode (§5.4).
 
     python -m experiments.localize pretrain --data mnist          # the classifier that stays frozen
     python -m experiments.localize fit --model gamma_pstn --data rotated_mnist
     python -m experiments.localize rotated                         # 001 §5.1.1: CNN, STN, P-STN
+    python -m experiments.localize pretrain --data fashion_mnist
+    python -m experiments.localize placement                       # 001 §5.1.2: 96 × 96 canvases
+    python -m experiments.localize failure_mode                    # 001 §5.4, Fig. 12 (nothing frozen)
 
 A classifier (the paper's 28k CNN) is trained on upright images and frozen; the data are then
 transformed by known ground-truth transformations (:mod:`pyro_pstn.data.localization`) and only a
@@ -205,7 +208,7 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
         spread = scale**2 if isinstance(model, PSTN) else scale / model.prior.concentration
         out["spread_by_error"] = spread_by_error(errors, spread).to_dict()
     out["arrays"] = {"theta_true": test.theta, "mu": mu, "spread": spread, "errors": errors}
-    if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under 8 draws of θ
+    if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under one draw of θ each
         inputs = test.images[:8]
         with torch.no_grad():
             theta = model.localizer(inputs)[0] if isinstance(model, STN) else _posterior_theta(model, inputs)
