@@ -31,3 +31,18 @@ def _pyro_state():
     pyro.settings.set(module_local_params=True)
     pyro.set_rng_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def pretrained_mnist(tmp_path_factory, data_root) -> tuple[Path, str]:
+    """(run root, run name) of a small pretrained MNIST classifier for the localization tests
+    (``localize pretrain``: 1 epoch on 1,000 images), made once per session."""
+    from click.testing import CliRunner
+
+    from experiments.localize import main
+
+    root = tmp_path_factory.mktemp("localize")
+    result = CliRunner().invoke(main, ["pretrain", "--epochs", "1", "--train-size", "1000", "--data-root", str(data_root),
+                                       "--results-dir", str(root), "--run-root", str(root / "runs")])
+    assert result.exit_code == 0, result.output
+    return root / "runs", "classifier-mnist-e1-smoke1000"

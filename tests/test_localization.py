@@ -110,18 +110,19 @@ def test_warps_can_sample_an_output_of_another_size():
         warp(torch.rand(2, 1, 50), torch.zeros(2, 9), "cpab1d", size=(28, 28))
 
 
-def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, monkeypatch):
+def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, pretrained_mnist, monkeypatch):
+    import shutil
+
     from experiments.localize import main
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     common = ["--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]
     missing = CliRunner().invoke(main, ["fit", "--epochs", "1", "--train-size", "64", *common])
     assert missing.exit_code == 2 and "localize pretrain --data mnist" in missing.output
-    pre = CliRunner().invoke(main, ["pretrain", "--epochs", "1", "--train-size", "1000", *common], catch_exceptions=False)
-    assert pre.exit_code == 0, pre.output
+    run_root, classifier = pretrained_mnist
+    shutil.copytree(run_root / classifier, tmp_path / "runs" / classifier)
     fit = CliRunner().invoke(main, ["fit", "--model", "gamma_pstn", "--epochs", "1", "--train-size", "128",
-                                    "--test-size", "200", "--val-size", "64", "--classifier", "classifier-mnist-e1-smoke1000",
-                                    *common],
+                                    "--test-size", "200", "--val-size", "64", "--classifier", classifier, *common],
                              catch_exceptions=False)
     assert fit.exit_code == 0, fit.output
     record = json.loads((tmp_path / "localization" / "runs" /
@@ -174,13 +175,13 @@ def test_failure_mode_reports_accuracy_and_the_variance_of_the_mean_rotation(tmp
     from experiments.localize import main
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
-    result = CliRunner().invoke(main, ["failure_mode", "--depths", "1,2", "--seeds", "0", "--epochs", "1",
+    result = CliRunner().invoke(main, ["failure_mode", "--depths", "2", "--seeds", "0", "--epochs", "1",
                                        "--train-size", "128", "--test-size", "100", "--results-dir", str(tmp_path),
                                        "--run-root", str(tmp_path / "runs")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     runs = tmp_path / "localization" / "runs"
     stn = json.loads((runs / "failure-stn-depth2-e1-seed0-smoke128x100.json").read_text())
-    nn = json.loads((runs / "failure-nn_upright-depth1-e1-seed0-smoke128x100.json").read_text())
+    nn = json.loads((runs / "failure-nn_upright-depth2-e1-seed0-smoke128x100.json").read_text())
     assert stn["test"]["mean_transformation_variance"] >= 0 and "mean_transformation_variance" not in nn["test"]
     text = (tmp_path / "localization_failure_mode.md").read_text()
     assert "| gamma_pstn | 2 | 1 |" in text and "Reduced budget" in text

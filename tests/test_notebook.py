@@ -53,16 +53,19 @@ def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root):
     assert "flow_pstn on mario_iggy30x3modes: lie_rotation" in text
 
 
-def test_localization_notebook_executes_on_a_small_run(tmp_path, data_root, monkeypatch):
+def test_localization_notebook_executes_on_a_small_run(tmp_path, data_root, pretrained_mnist, monkeypatch):
+    import shutil
+
     from click.testing import CliRunner
 
     from experiments.localize import main as localize
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    run_root, classifier = pretrained_mnist
+    shutil.copytree(run_root / classifier, tmp_path / "runs" / classifier)
     common = ["--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]
-    assert CliRunner().invoke(localize, ["pretrain", "--epochs", "1", "--train-size", "500", *common]).exit_code == 0
     fit = CliRunner().invoke(localize, ["fit", "--epochs", "1", "--train-size", "64", "--test-size", "300", "--val-size",
-                                        "16", "--classifier", "classifier-mnist-e1-smoke500", *common])
+                                        "16", "--classifier", classifier, *common])
     assert fit.exit_code == 0, fit.output
     outputs, text = _execute("04_localization.ipynb", tmp_path / "runs" / "rotated_mnist-gamma_pstn-e1-seed0-smoke64x300")
     assert _figures(outputs) >= 4
