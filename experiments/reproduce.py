@@ -697,6 +697,12 @@ def aggregate_ablation(results: Path, sizes) -> str:
         "",
         *[f"- `{name}`: {meaning}" for name, meaning in ABLATION_MEANING.items()],
         "",
+        "Differences that are not factors: the KL weight's per-dimension convention (we scale the KL summed over θ's "
+        "D dimensions by w/D, which equals the authors' mean over dimensions times w: the same loss); the sampling "
+        "of θ (the authors draw the Student-t marginal, we draw λ and then θ | λ: the same reparameterised path); "
+        "α0, β0, the β-head bias −5, S, batch, learning rates, weight decay and seed 42 are the authors'. "
+        "The authors' test loader drops the last 16 of the 10,000 test images (anchors.md §1.8); we keep them.",
+        "",
     ]
     table, moved = {}, []
     for size in sizes:
