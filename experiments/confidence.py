@@ -59,28 +59,36 @@ def _row_label(row: str, runs: list[dict]) -> str:
     return f"{model}, {PARAM_SYMBOL[GRID_PARAMS[model]]} = {value:g} ({how})"
 
 
+GAP_COLUMNS = ["| {} | folds | accuracy | ECE (15 bins) | confidence − accuracy |", "|---|---:|---|---|---|"]
+
+
+def _gap_row(label: str, runs: list[dict]) -> tuple[str, list[float]]:
+    """A table row of test accuracy, ECE and signed gap over ``runs``, and the per-run gaps
+    (from the runs that kept their reliability bins: the earliest result files did not)."""
+    over = [_overconfidence(r["reliability"]) for r in runs if "reliability" in r]
+    return (f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
+            f"{_fmt([r['test']['ece'] for r in runs])} | {_fmt(over) if over else 'no bins kept'} |"), over
+
+
 def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
     """Markdown rows, a JSON table and pooled bins of the test-set results at ``size``."""
     from inference.metrics import pool_bins
 
-    lines = [f"### MNIST{size}, test set (10,000 images, S = 10)", "",
-             "| model | folds | accuracy | ECE (15 bins) | confidence − accuracy |", "|---|---:|---|---|---|"]
+    lines = [f"### MNIST{size}, test set (10,000 images, S = 10)", "", GAP_COLUMNS[0].format("model"), GAP_COLUMNS[1]]
     table, curves = {}, {}
     for row in TEST_ROWS:
         runs = [json.loads(p.read_text()) for f in range(5) if (p := run_path(results, row, size, f)).exists()]
         if not runs:
             continue
-        binned = [r for r in runs if "reliability" in r]  # the earliest result files kept no bins
-        over = [_overconfidence(r["reliability"]) for r in binned]
         label = _row_label(row, runs)
-        lines.append(f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
-                     f"{_fmt([r['test']['ece'] for r in runs])} | {_fmt(over) if over else 'no bins kept'} |")
+        line, over = _gap_row(label, runs)
+        lines.append(line)
         table[row] = {"label": label, "folds": [r["fold"] for r in runs],
                       "accuracy": statistics.mean(r["test"]["accuracy"] for r in runs),
                       "ece": statistics.mean(r["test"]["ece"] for r in runs),
                       "overconfidence": statistics.mean(over) if over else None}
-        if binned:
-            curves[label] = pool_bins([r["reliability"] for r in binned])
+        if over:
+            curves[label] = pool_bins([r["reliability"] for r in runs if "reliability" in r])
     return lines, table, curves
 
 
@@ -94,14 +102,13 @@ def calibration_study_rows(results: Path, size: int) -> tuple[list[str], dict[st
     if not stems:
         return [], gaps
     lines = [f"### MNIST{size}, test set: the runs of `reproduce calibration --size {size}`", "",
-             "| run | folds | accuracy | ECE (15 bins) | confidence − accuracy |", "|---|---:|---|---|---|"]
+             GAP_COLUMNS[0].format("run"), GAP_COLUMNS[1]]
     for stem in stems:
         label = stem.removeprefix(f"mnist{size}-")
         runs = [json.loads(p.read_text()) for f in range(5) if (p := calibration_path(results, size, label, f)).exists()]
-        over = [_overconfidence(r["reliability"]) for r in runs]
+        line, over = _gap_row(label, runs)
         gaps[label] = statistics.mean(over)
-        lines.append(f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
-                     f"{_fmt([r['test']['ece'] for r in runs])} | {_fmt(over)} |")
+        lines.append(line)
     return lines + [""], gaps
 
 
@@ -171,6 +178,7 @@ def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data
     posterior scale (σ(x) of the Gaussian; the Student-t scale sqrt(β(x)/α0) of the Gamma P-STN)."""
     import torch
 
+    from inference.localization import posterior_variance
     from inference.metrics import classification_metrics, reliability_bins
     from inference.predictive import predict, predict_at_mean
     from pyro_pstn.data import load_dataset
@@ -189,13 +197,11 @@ def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data
     for s in samples:
         out[f"S{s}"] = measured(predict(model, x, s))
     with torch.no_grad():
-        _, spread = model.localizer(x)
-    if config.model == "gamma_pstn":
-        spread = (spread / config.gamma_concentration).sqrt()
+        scale = posterior_variance(model, model.localizer(x)[1]).sqrt()
     return {"config": json.loads(config.to_json()), "images": len(y), "samples": list(samples),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
                        f"torch {torch.__version__}",
-            "posterior_scale": float(spread.mean()), **out}
+            "posterior_scale": float(scale.mean()), **out}
 
 
 def _grid_runs(results: Path, size: int) -> dict[tuple[str, float], list[Path]]:

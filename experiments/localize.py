@@ -33,7 +33,7 @@ import click
 import torch
 
 from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
-from inference.localization import spread_by_error, transformation_errors
+from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
 from inference.predictive import predict
 from pyro_pstn.data import DataError, ImageSet, load_dataset
@@ -202,10 +202,7 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
     out = {**metrics, "epsilon": float(errors.mean())}
     spread = None
     if outs[0][1] is not None:
-        scale = torch.cat([o[1] for o in outs])
-        # variance of q(θ|x): σ² (Gaussian); β/α0 for the Gamma P-STN, the Student-t's squared scale
-        # (its variance is infinite at α0 = 1)
-        spread = scale**2 if isinstance(model, PSTN) else scale / model.prior.concentration
+        spread = posterior_variance(model, torch.cat([o[1] for o in outs]))
         out["spread_by_error"] = spread_by_error(errors, spread).to_dict()
     out["arrays"] = {"theta_true": test.theta, "mu": mu, "spread": spread, "errors": errors}
     if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under one draw of θ each

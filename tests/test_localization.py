@@ -186,3 +186,12 @@ def test_failure_mode_reports_accuracy_and_the_variance_of_the_mean_rotation(tmp
     text = (tmp_path / "localization_failure_mode.md").read_text()
     assert "| gamma_pstn | 2 | 1 |" in text and "Reduced budget" in text
     assert (tmp_path / "localization" / "failure_mode_variance.png").exists()
+
+
+def test_posterior_variance_is_sigma_squared_or_the_student_t_squared_scale():
+    from inference.localization import posterior_variance
+    from pyro_pstn.models import build_model
+
+    spread = torch.tensor([[0.5, 2.0, 1.0, 3.0]], dtype=torch.float64)  # the similarity layout: 4 dims
+    torch.testing.assert_close(posterior_variance(build_model("pstn"), spread), spread**2)
+    torch.testing.assert_close(posterior_variance(build_model("gamma_pstn", gamma_concentration=2.0), spread), spread / 2)
