@@ -13,8 +13,8 @@ figures. The runs:
 - ``03_flow_invariance``: flow_pstn on the 3-mode Mario-Iggy set, a 3-component mixture base,
   15 epochs on 4,000 images, the entropy held at 0 nats by the PID controller (the largest possible,
   a uniform over ±180°, is log 2 = 0.69 nats);
-- ``04_localization``: the STN of ``localize rotated --epochs 10`` (rotated MNIST, frozen CNN, the
-  run of ``experiments/results/localization_rotated_mnist.md``), under ``runs/localize/``.
+- ``04_localization``: the Gamma P-STN of ``localize rotated --epochs 10`` (rotated MNIST, frozen CNN,
+  the run of ``experiments/results/localization_rotated_mnist.md``), under ``runs/localize/``.
 """
 from __future__ import annotations
 
@@ -85,15 +85,15 @@ def _fit_flow_run(run_root: Path, data_root) -> Path:
 
 
 def _fit_localize_run(run_root: Path, data_root) -> Path:
-    """The rotated-MNIST STN of ``localize rotated --epochs 10`` (fitted here if missing). The Gamma
-    P-STN of the same command is the better subject (posterior draws, spreads) once it has run."""
+    """The rotated-MNIST Gamma P-STN of ``localize rotated --epochs 10`` (fitted here if missing): a
+    posterior over the angle, so the notebook shows draws and spreads, not only a mean."""
     from .cli import cached_record
     from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize
 
     localize_root = Path("runs") / "localize"
     pre = PretrainConfig(data="mnist", data_root=data_root)
     cached_record(result_path(RESULTS, pre.name), pre.name, lambda: pretrain(pre, localize_root), lambda r: "done")
-    config = LocalizeConfig(model="stn", epochs=10, data_root=data_root)
+    config = LocalizeConfig(model="gamma_pstn", epochs=10, data_root=data_root)
     cached_record(result_path(RESULTS, config.name), config.name, lambda: run_localize(config, localize_root),
                   lambda r: "done")
     return localize_root / config.name

@@ -73,15 +73,11 @@ def test_localization_notebook_executes_on_a_small_run(tmp_path, data_root, pret
     assert "ε = " in text and "ratio" in text and "θ_true of these images" in text
 
 
-#: 04's committed run is an STN: no posterior spread to plot (3 figures; a P-STN run shows 4).
-MIN_FIGURES = {"04_localization": 3}
-
-
 @pytest.mark.parametrize("name", list(RUNS))
 def test_committed_notebooks_show_the_outputs_of_a_real_run(name):
     cells = [c for c in json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
     outputs = [o for c in cells for o in c.get("outputs", [])]
     assert all(c.get("execution_count") for c in cells), "run `make notebooks` to save the notebook executed"
-    assert _figures(outputs) >= MIN_FIGURES.get(name, 4) and not [o for o in outputs if o["output_type"] == "error"]
+    assert _figures(outputs) >= 4 and not [o for o in outputs if o["output_type"] == "error"]
     printed = "".join("".join(o.get("text", "")) for o in outputs)
     assert "Warning" not in printed and str(NOTEBOOKS.parent) not in printed  # no banners, no machine paths
