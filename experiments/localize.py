@@ -119,43 +119,57 @@ def load_classifier(run_root: Path, data: str, name: str | None = None) -> torch
 # ---- localizers around it ------------------------------------------------------------------------
 
 @dataclass
-class LocalizeConfig:
-    """One localizer fit in front of a frozen classifier (defaults: 001 §5.1.1's settings)."""
+class LocalizerTraining:
+    """What every localization fit shares: the optimiser (no weight decay), the P-STN's samples and
+    KL weight, the β head's bias, and smoke-run sizes (defaults: 001's settings, anchors.md §1.6).
+    ``_fit_in`` reads these fields."""
 
-    model: str = "gamma_pstn"
-    data: str = "rotated_mnist"
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
     localizer_lr_mult: float = 1.0
     train_samples: int = 10
     test_samples: int = 10
-    kl_weight: float = 3e-5  # Gamma P-STN's w (per dimension); the Gaussian P-STN's KL weight is D, as in 000
-    prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
+    kl_weight: float = 3e-5  # Gamma P-STN's w (per dimension)
     spread_init: float = -3.0
-    classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
     seed: int = 0
     device: str = "cpu"
     data_root: str | None = None
-    val_size: int = 1000  # validation images watched during training
     train_size: int | None = None  # smoke runs only
     test_size: int | None = None
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def _smoke_suffix(self) -> list[str]:
+        return [f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}"] if self.train_size or self.test_size else []
+
+
+@dataclass
+class LocalizeConfig(LocalizerTraining):
+    """One localizer fit in front of a frozen classifier (defaults: 001 §5.1.1's settings). The
+    Gaussian P-STN's KL weight is D, as in 000; ``kl_weight`` is the Gamma P-STN's."""
+
+    model: str = "gamma_pstn"
+    data: str = "rotated_mnist"
+    prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
+    classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
+    val_size: int = 1000  # validation images watched during training
 
     def __post_init__(self):
         if self.model not in LOCALIZER_MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(LOCALIZER_MODELS)}")
         if self.data not in LOCALIZATION_SETS:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
-        for name in ("epochs", "batch_size", "train_samples", "test_samples", "val_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.val_size < 1:
+            raise ValueError(f"val_size must be at least 1, got {self.val_size}")
+        super().__post_init__()
 
     @property
     def name(self) -> str:
-        parts = [self.data, self.model, f"e{self.epochs}", f"seed{self.seed}"]
-        if self.train_size or self.test_size:
-            parts.append(f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}")
-        return "-".join(parts)
+        return "-".join([self.data, self.model, f"e{self.epochs}", f"seed{self.seed}", *self._smoke_suffix()])
 
 
 def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module):
@@ -172,7 +186,8 @@ def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module):
     return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
 
 
-def _fit_in(run_dir: Path, config, model, samples: int, kl_weight: float, data, progress) -> Trainer:
+def _fit_in(run_dir: Path, config: LocalizerTraining, model, samples: int, kl_weight: float, data,
+            progress) -> Trainer:
     """Fit ``model`` with ``config``'s optimiser settings (no weight decay; validation five times,
     a checkpoint every epoch) in ``run_dir``, resuming from its checkpoint if there is one."""
     trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -478,41 +493,28 @@ FAILURE_MODELS = ("nn_upright", "nn", "stn", "gamma_pstn")
 
 
 @dataclass
-class FailureConfig:
+class FailureConfig(LocalizerTraining):
     """One run of 001 Fig. 12 (``UAI_rebuttal_rotmnist_modelsize*.sh``: 100 epochs, lr 1e-3, localizer lr
     ×0.1, S = 10, w = 3e-5, β head bias −3, seeds 0–4). Nothing is frozen here; the localizers are the
     MNIST-subset ones for one rotation angle (the scripts' are not recorded)."""
 
     model: str = "stn"
     depth: int = 1
-    seed: int = 0
-    epochs: int = 100
     width: int = 128
     dropout: float = 0.5
-    batch_size: int = 64
-    lr: float = 1e-3
     localizer_lr_mult: float = 0.1
-    train_samples: int = 10
-    test_samples: int = 10
-    kl_weight: float = 3e-5
-    spread_init: float = -3.0
-    device: str = "cpu"
-    data_root: str | None = None
-    train_size: int | None = None  # smoke runs only
-    test_size: int | None = None
 
     def __post_init__(self):
         if self.model not in FAILURE_MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(FAILURE_MODELS)}")
         if not 1 <= self.depth <= 10:
             raise ValueError(f"depth must be in 1..10, got {self.depth}")
+        super().__post_init__()
 
     @property
     def name(self) -> str:
-        parts = ["failure", self.model, f"depth{self.depth}", f"e{self.epochs}", f"seed{self.seed}"]
-        if self.train_size or self.test_size:
-            parts.append(f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}")
-        return "-".join(parts)
+        return "-".join(["failure", self.model, f"depth{self.depth}", f"e{self.epochs}", f"seed{self.seed}",
+                         *self._smoke_suffix()])
 
 
 def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
