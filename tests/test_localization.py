@@ -162,6 +162,7 @@ def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path,
         configs.append(LocalizeConfig(model=model, data="placed_fashion_mnist", epochs=1, train_size=64, test_size=40,
                                       val_size=16, classifier=classifier))
         records.append(json.loads((tmp_path / "localization" / "runs" / f"{configs[-1].name}.json").read_text()))
+        assert records[-1]["config"]["localizer_lr_mult"] == 0.1  # the authors' placement script; rotated: 1
     arrays = torch.load(tmp_path / "runs" / configs[1].name / "localization.pt")
     assert arrays["inputs"].shape == (8, 1, 96, 96) and arrays["crops"].shape == (8, 1, 28, 28)
     assert arrays["mu"].shape == (40, 4)
