@@ -462,7 +462,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
             spreads[f"{model}: ε above the median"] = arrays["spread"][arrays["errors"] > median].numpy()
             spreads[f"{model}: ε at or below"] = arrays["spread"][arrays["errors"] <= median].numpy()
         if "crops" in arrays:
-            crops[f"{model}: posterior crops"] = arrays["crops"]
+            crops[f"{model}: " + ("crop at its θ(x)" if model == "stn" else "one posterior draw each")] = arrays["crops"]
             crops.setdefault("inputs", arrays["inputs"])
     out = results / "localization"
     out.mkdir(parents=True, exist_ok=True)
@@ -477,7 +477,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
         lines += [f"![spread by error](localization/{data_name}_spread.png)"]
     if crops:
         image_grid({"inputs": crops.pop("inputs"), **crops}, out / f"{data_name}_crops.png",
-                   "Inputs and the classifier's view under posterior draws (001 Fig. 7)", columns=8)
+                   "Inputs and what the frozen classifier sees (001 Fig. 7)", columns=8)
         lines += [f"![crops](localization/{data_name}_crops.png)"]
     if records:
         lines += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in records})) + "."]
