@@ -285,6 +285,15 @@ def _machine(device: str) -> str:
             f"torch {torch.__version__}, device {device}")
 
 
+def _time_note(records) -> str:
+    """Training time (from each run's history, so a run resumed from a checkpoint counts all its
+    epochs; test evaluation not included) and the machines."""
+    hours = sum(r["train_seconds"] for r in records) / 3600
+    return (f"Training time of these {len(records)} runs: {hours:.2f} h in total (the sum over runs, each on one torch thread; "
+            "a run resumed from a checkpoint counts every epoch; test evaluation excluded). Machines: "
+            + "; ".join(sorted({r["machine"] for r in records})) + ".")
+
+
 def result_path(results: Path, name: str) -> Path:
     return results / "localization" / "runs" / f"{name}.json"
 
@@ -437,7 +446,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
                   f"the wall times). The authors' protocol: `python -m experiments.localize {study['command']} "
                   f"--epochs {authors} --device cuda`.", ""]
     lines += ["| model | runs | test accuracy | NLL | ε | spread above / below median ε | paper acc | paper ε | "
-              "wall min / run |", "|---|---:|---|---|---|---|---:|---:|---:|",
+              "train min / run |", "|---|---:|---|---|---|---|---:|---:|---:|",
               f"| {study['baseline']} | 1 | {baseline['accuracy']:.4f} | {baseline['nll']:.4f} | — | — | "
               f"{study['paper']['cnn'][0]} | — | — |"]
     panels, spreads, crops = {}, {}, {}
@@ -453,7 +462,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
         paper = study["paper"].get(model, (None, None))
         lines.append(f"| {model} | {len(runs)} | {fmt('accuracy')} | {fmt('nll')} | {fmt('epsilon')} | {ratio} | "
                      f"{paper[0] if paper[0] else '—'} | {paper[1] if paper[1] else '—'} | "
-                     f"{statistics.mean(r['wall_seconds'] for r in runs) / 60:.1f} |")
+                     f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} |")
         arrays = torch.load(run_root / runs[0]["name"] / "localization.pt")
         for coordinate, index in study["coordinates"].items():
             panels[f"{model}: {coordinate}"] = (arrays["theta_true"][:, index].numpy(), arrays["mu"][:, index].numpy())
@@ -480,7 +489,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
                    "Inputs and what the frozen classifier sees (001 Fig. 7)", columns=8)
         lines += [f"![crops](localization/{data_name}_crops.png)"]
     if records:
-        lines += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in records})) + "."]
+        lines += ["", _time_note(records)]
     text = "\n".join(lines) + "\n"
     write_atomic(results / f"localization_{data_name}.md", text)
     return text
@@ -631,7 +640,7 @@ def write_failure(results: Path, configs, records) -> str:
         line_plot(var_curves, out / "failure_mode_variance.png", "classifier depth", "variance of μ(x) (median)",
                   "001 Fig. 12, right")
         lines += ["![variance](localization/failure_mode_variance.png)"]
-    lines += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in records})) + "."]
+    lines += ["", _time_note(records)]
     text = "\n".join(lines) + "\n"
     write_atomic(results / "localization_failure_mode.md", text)
     return text
