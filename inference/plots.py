@@ -122,13 +122,16 @@ def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: st
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | os.PathLike, xlabel: str, ylabel: str,
-              title: str = "", markers: bool = True, logy: bool = False):
+              title: str = "", markers: bool = True, logy: bool = False,
+              errors: dict[str, list[float]] | None = None):
     """One line per entry of ``series`` ({label: (x values, y values)}), with markers unless
-    ``markers=False`` (long traces such as a controller's log)."""
+    ``markers=False`` (long traces such as a controller's log), and error bars of half-length
+    ``errors[label]`` where given."""
     fig = _figure(5.0, 3.8)
     ax = fig.add_subplot()
     for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, "o-" if markers else "-", ms=4, lw=1.5 if markers else 0.8, label=label)
+        ax.errorbar(xs, ys, yerr=(errors or {}).get(label), fmt="o-" if markers else "-", ms=4,
+                    lw=1.5 if markers else 0.8, capsize=3, label=label)
     if logy:
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel)

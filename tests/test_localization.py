@@ -184,6 +184,8 @@ def test_failure_mode_reports_accuracy_and_the_variance_of_the_mean_rotation(tmp
     stn = json.loads((runs / "failure-stn-depth2-e1-seed0-smoke128x100.json").read_text())
     nn = json.loads((runs / "failure-nn_upright-depth2-e1-seed0-smoke128x100.json").read_text())
     assert stn["test"]["mean_transformation_variance"] >= 0 and "mean_transformation_variance" not in nn["test"]
+    assert "- stn, depths 2: median accuracy above the classifier alone" in result.output
+    assert (tmp_path / "localization" / "failure_mode_variance.png").stat().st_size > 0
     text = (tmp_path / "localization_failure_mode.md").read_text()
     assert "| gamma_pstn | 2 | 1 |" in text and "Reduced budget" in text
     assert (tmp_path / "localization" / "failure_mode_variance.png").exists()
