@@ -449,17 +449,20 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
               "train min / run |", "|---|---:|---|---|---|---|---:|---:|---:|",
               f"| {study['baseline']} | 1 | {baseline['accuracy']:.4f} | {baseline['nll']:.4f} | — | — | "
               f"{study['paper']['cnn'][0]} | — | — |"]
-    panels, spreads, crops = {}, {}, {}
+    panels, spreads, crops, recovered = {}, {}, {}, []
     for model in dict.fromkeys(c.model for c in configs):
         runs = [r for c, r in zip(configs, records) if c.model == model]
         t = [r["test"] for r in runs]
+        paper = study["paper"].get(model, (None, None))
+        if pretrained and paper[0]:  # our classifier and the paper's differ: compare the shares they keep
+            share = statistics.mean(x["accuracy"] for x in t) / pretrained["test"]["accuracy"]
+            recovered.append(f"{model} {share:.3f} (paper {paper[0] / PAPER_001_PRETRAINED[study['base']]:.3f})")
 
         def fmt(key):
             values = [x[key] for x in t]
             return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
         ratio = ", ".join(f"{x['spread_by_error']['ratio']:.3f}" for x in t if "spread_by_error" in x) or "—"
-        paper = study["paper"].get(model, (None, None))
         lines.append(f"| {model} | {len(runs)} | {fmt('accuracy')} | {fmt('nll')} | {fmt('epsilon')} | {ratio} | "
                      f"{paper[0] if paper[0] else '—'} | {paper[1] if paper[1] else '—'} | "
                      f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} |")
@@ -473,6 +476,9 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
         if "crops" in arrays:
             crops[f"{model}: " + ("crop at its θ(x)" if model == "stn" else "one posterior draw each")] = arrays["crops"]
             crops.setdefault("inputs", arrays["inputs"])
+    if recovered:
+        lines += ["", "Share of the frozen classifier's accuracy on upright images that each model keeps on the "
+                  "transformed test set: " + "; ".join(recovered) + "."]
     out = results / "localization"
     out.mkdir(parents=True, exist_ok=True)
     lines.append("")
