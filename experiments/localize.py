@@ -442,8 +442,8 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
                   f"{pretrained['test']['accuracy']:.4f} (paper: {PAPER_001_PRETRAINED[study['base']]}), "
                   f"{pretrained['wall_seconds'] / 60:.1f} min.", ""]
     if authors not in epochs:
-        lines += [f"**Reduced budget**: {', '.join(map(str, epochs))} epochs of the authors' {authors} (this CPU; see "
-                  f"the wall times). The authors' protocol: `python -m experiments.localize {study['command']} "
+        lines += [f"**Reduced budget**: {', '.join(map(str, epochs))} epochs of the authors' {authors} (this CPU; see the "
+                  f"training times). The authors' protocol: `python -m experiments.localize {study['command']} "
                   f"--epochs {authors} --device cuda`.", ""]
     lines += ["| model | runs | test accuracy | NLL | ε | spread above / below median ε | paper acc | paper ε | "
               "train min / run |", "|---|---:|---|---|---|---|---:|---:|---:|",
