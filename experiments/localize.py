@@ -18,8 +18,9 @@ Settings (anchors.md §1.6, ``UAI_random_rotation_mnist_frozen_classifier_largem
 S = 10 training and test samples, w = 3e-5, β head bias −3, Adam lr 1e-3 with the localizer at lr ×1,
 100 epochs with the lr divided by 10 every 10 epochs (our engine keeps the lr constant: stated with
 the results), the ``large_loc`` localizers. Random placement
-(``UAI_fashion_mnist_localiser_experiments.sh``): the same but the localizer at lr ×0.1, 600 epochs. Pixels are raw intensities in [0, 1] for classifier and
-data alike.
+(``UAI_fashion_mnist_localiser_experiments.sh``): the same but the localizer at lr ×0.1 and 600 epochs,
+the lr divided by 10 every 200.
+Pixels are raw intensities in [0, 1] for classifier and data alike.
 """
 from __future__ import annotations
 
@@ -143,7 +144,9 @@ class LocalizerTraining:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def _smoke_suffix(self) -> list[str]:
-        return [f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}"] if self.train_size or self.test_size else []
+        if not (self.train_size or self.test_size):
+            return []
+        return [f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}"]
 
 
 @dataclass
@@ -289,8 +292,8 @@ def _time_note(records) -> str:
     """Training time (from each run's history, so a run resumed from a checkpoint counts all its
     epochs; test evaluation not included) and the machines."""
     hours = sum(r["train_seconds"] for r in records) / 3600
-    return (f"Training time of these {len(records)} runs: {hours:.2f} h in total (the sum over runs, each on one torch thread; "
-            "a run resumed from a checkpoint counts every epoch; test evaluation excluded). Machines: "
+    return (f"Training time of these {len(records)} runs: {hours:.2f} h in total (the sum over runs, each on one "
+            "torch thread; a run resumed from a checkpoint counts every epoch; test evaluation excluded). Machines: "
             + "; ".join(sorted({r["machine"] for r in records})) + ".")
 
 
