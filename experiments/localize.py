@@ -159,6 +159,7 @@ class LocalizeConfig(LocalizerTraining):
     prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
     classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
     val_size: int = 1000  # validation images watched during training
+    localizer_lr_mult: float | None = None  # None: the study's, as the authors' script (rotated 1, placement 0.1)
 
     def __post_init__(self):
         if self.model not in LOCALIZER_MODELS:
@@ -167,6 +168,8 @@ class LocalizeConfig(LocalizerTraining):
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
         if self.val_size < 1:
             raise ValueError(f"val_size must be at least 1, got {self.val_size}")
+        if self.localizer_lr_mult is None:
+            self.localizer_lr_mult = STUDIES[self.data]["localizer_lr_mult"]
         super().__post_init__()
 
     @property
@@ -346,8 +349,8 @@ def fit_command(model, data, epochs, classifier, seed, train_size, test_size, va
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
     try:
         config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
-                                localizer_lr_mult=STUDIES[data]["localizer_lr_mult"], train_size=train_size,
-                                test_size=test_size, val_size=val_size, device=device, data_root=data_root)
+                                train_size=train_size, test_size=test_size, val_size=val_size, device=device,
+                                data_root=data_root)
         record = cached_record(result_path(Path(results_dir), config.name), config.name,
                                lambda: run_localize(config, Path(run_root), progress),
                                lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
@@ -398,8 +401,7 @@ def _study_command(data_name: str):
                 raise ValueError(f"{pre_record} not found: run `python -m experiments.localize pretrain --data "
                                  f"{study['base']}` first")
             configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
-                                      localizer_lr_mult=study["localizer_lr_mult"], device=device, data_root=data_root)
-                       for m in models for seed in seeds]
+                                      device=device, data_root=data_root) for m in models for seed in seeds]
             records = [cached_record(result_path(results, c.name), c.name,
                                      lambda c=c: run_localize(c, run_root, progress),
                                      lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
