@@ -148,9 +148,22 @@ def _run_one(
     config = FitConfig.with_defaults(model, _data_name(size), train=train, fold=fold, **options)
     run_dir = Path(run_root) / Path(result_file).stem
     resume = resumable(run_dir, [config])
+    before = _seconds_before(run_dir, stacked=False)[0] if resume else 0.0
     start = time.perf_counter()
     metrics = run_fit(config, run_dir, resume=resume, progress=False)
-    return _write_record(result_file, config, metrics, time.perf_counter() - start, threads, resumed=resume)
+    return _write_record(result_file, config, metrics, before + time.perf_counter() - start, threads, resumed=resume)
+
+
+def _seconds_before(run_dir: Path, stacked: bool) -> list[float]:
+    """Training seconds an interrupted run (each member of a stack) had spent before it is resumed,
+    from its checkpoint's history, so a run resumed across sessions reports its whole wall time
+    (less the validations and checkpoint writes of the earlier segments, and any epochs trained
+    after the last checkpoint, which are lost)."""
+    from inference.engine import CHECKPOINT, read_checkpoint
+
+    state = read_checkpoint(run_dir / CHECKPOINT)
+    histories = state["member_histories"] if stacked else [state["history"]]
+    return [float(h["train_seconds"]) for h in histories]
 
 
 def _data_name(size: int | str) -> str:
@@ -214,11 +227,12 @@ def _run_stack(jobs: list[tuple], threads: int) -> list[dict]:
     for run_dir in run_dirs:  # a member's leftover from an earlier single run or stack
         if run_dir.exists():
             shutil.rmtree(run_dir)
+    before = _seconds_before(stack_dir, stacked=True) if resume else [0.0] * len(jobs)  # already 1/R shares
     start = time.perf_counter()
     metrics = run_fit_stack(configs, run_dirs, stack_dir, resume=resume, progress=False)
     share = (time.perf_counter() - start) / len(jobs)
-    return [_write_record(f, c, m, share, threads, resumed=resume, stacked=len(jobs))
-            for f, c, m in zip(result_files, configs, metrics)]
+    return [_write_record(f, c, m, b + share, threads, resumed=resume, stacked=len(jobs))
+            for f, c, m, b in zip(result_files, configs, metrics, before)]
 
 
 #: What the members of one stack may differ in, besides the fold (TrainConfig / FitConfig fields).

@@ -130,13 +130,18 @@ def test_a_sweep_worker_killed_mid_run_leaves_no_result_and_the_rerun_finishes_i
     output = sweep.communicate(timeout=60)[0]
     assert sweep.returncode == 1 and "a worker process died in the middle of a run" in output
     assert not (results / "mnist_subsets" / "runs").exists() or not any((results / "mnist_subsets" / "runs").iterdir())
-    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    state = torch.load(checkpoint, weights_only=False)
+    killed_at = state["epoch"]
     assert 10 <= killed_at < 200
+    # say the first segment trained for an hour (as one cut by the end of a session would)
+    state["history"]["train_seconds"] += 3600.0
+    torch.save(state, checkpoint)
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     record = json.loads((results / "mnist_subsets" / "runs" / "cnn-mnist30-fold0.json").read_text())
     assert record["resumed"] is True and record["config"]["train"]["epochs"] == 200
+    assert 3600 < record["wall_seconds"] < 3600 + 300  # both segments, not only the one that finished it
     assert json.loads((runs / "cnn-mnist30-fold0" / "metrics.json").read_text())["epochs"] == 200
 
 
