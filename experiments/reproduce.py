@@ -962,6 +962,28 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
     return select, final, waiting
 
 
+def _ucr_gaps(summary: dict, name: str) -> list[str]:
+    """Each P-STN's accuracy gap over our CNN on ``name`` (difference of the means, with the standard
+    error of that difference of two independent means), beside the same gap in the paper that has
+    the model (000 for the Gaussian P-STN, 001 for the Gamma P-STN)."""
+    cnn = summary.get(f"cnn-{name}", {}).get("accuracy", [])
+    lines = []
+    for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
+        ours = summary.get(f"{model}-{name}", {}).get("accuracy", [])
+        if len(ours) < 2 or len(cnn) < 2:
+            continue
+        gap = statistics.mean(ours) - statistics.mean(cnn)
+        se = math.sqrt(statistics.variance(ours) / len(ours) + statistics.variance(cnn) / len(cnn))
+        verdict = ("above our CNN by more than two standard errors" if gap > 2 * se else
+                   "below our CNN by more than two standard errors" if gap < -2 * se else
+                   "within two standard errors of our CNN")
+        published = PAPER_UCR[paper].get(name, {})
+        beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
+        lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
+                     f"repetitions): {verdict}{beside}.")
+    return [""] + lines if lines else []
+
+
 def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
     command = "python -m experiments.reproduce ucr" + (
         f" --datasets {','.join(datasets)}" if list(datasets) != list(UCR_SETS) else "") + (
@@ -989,6 +1011,7 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
+        lines += _ucr_gaps(summary, name)
         if name not in PAPER_UCR["000"]:
             lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
         lines.append("")
