@@ -319,6 +319,13 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
 
     text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
     assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
+    assert "- pstn − cnn: " in table and "- gamma_pstn − cnn" not in table  # no Gamma P-STN runs
+    from experiments.reproduce import _ucr_gaps
+
+    gaps = _ucr_gaps({"cnn-FaceAll": {"accuracy": [0.80, 0.81]}, "gamma_pstn-FaceAll": {"accuracy": [0.84, 0.85]}},
+                     "FaceAll")
+    assert gaps[1] == ("- gamma_pstn − cnn: +0.0400 (standard error 0.0071, 2 and 2 repetitions): above our CNN by "
+                       "more than two standard errors; paper 001: +0.0348.")
 
 
 def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, data_root, monkeypatch):
