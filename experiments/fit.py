@@ -83,6 +83,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
     metrics = classification_metrics(log_probs, split.labels)
     bins = reliability_bins(log_probs, split.labels)
     seconds = time.perf_counter() - start
+    spread = {}
     if run_dir is not None:
         from inference.plots import augmentation_grid, reliability_diagram
 
@@ -96,11 +97,13 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
             draws = posterior_draws(model, images, config.posterior_draws)
             idata = to_inference_data(draws, model.layout, images, labels, range(k))
             save_inference_data(idata, run_dir / POSTERIOR_FILE)
+            # how far the posterior spreads the transformation: std over draws, averaged over images and θ's dims
+            spread = {"theta_posterior_std": draws["theta"].std(0).mean().item()}
             shown = draws["theta"][:8, :8]
             warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
     return {name: metrics, f"n_{name}": len(split), "evaluated_on": name, "test_samples": config.test_samples,
-            "reliability": bins.to_dict(), "eval_seconds": seconds}
+            "reliability": bins.to_dict(), "eval_seconds": seconds, **spread}
 
 
 def run_fit(

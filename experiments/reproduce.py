@@ -185,6 +185,7 @@ def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seco
         name: metrics[name],
         "reliability": metrics["reliability"],
         "validation": metrics["validation"],
+        "theta_posterior_std": metrics.get("theta_posterior_std"),  # None: no θ posterior (cnn); 0 for the stn
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": wall_seconds,
         "device": metrics["device"],
@@ -994,11 +995,16 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              f"protocol (batch 16, Adam 1e-3, localizer lr × 0.1, no weight decay) with {epochs or 200} epochs and "
              f"S = {train_samples or 10} training samples (the authors: 200 and 10), 10 test samples. σ_p and w "
              "selected on the validation split (25 % of the training file, stratified) of repetition 0. Paper "
-             "columns: published values, for comparison only; `—` where a paper has no such row.", ""]
+             "columns: published values, for comparison only; `—` where a paper has no such row. Last-epoch "
+             "train loss: the training objective per series in the last epoch (−ELBO with its w-weighted KL term for "
+             "the P-STNs, the cross-entropy for cnn and stn); posterior std "
+             "of θ: the std over 200 posterior draws, averaged over θ's 9 dims and the first 16 test series "
+             "(`—`: no θ posterior, or a run from before this was recorded).", ""]
     summary = {}
     for name in datasets:
-        lines += [f"## {name}", "", "| model | selected | reps | accuracy | NLL | ECE | mean wall s / run | "
-                  "paper 000 T3 | paper 001 T3 |", "|---|---|---:|---|---|---|---:|---|---|"]
+        lines += [f"## {name}", "", "| model | selected | reps | accuracy | NLL | ECE | last-epoch train loss | "
+                  "posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
+                  "|---|---|---:|---|---|---|---|---|---:|---|---|"]
         for model in models:
             runs = [json.loads(p.read_text()) for k in range(repetitions)
                     if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
@@ -1006,9 +1012,14 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
                 chosen = f"{'σ_p' if model == 'pstn' else 'w'} = {value:g}"
             acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
+            # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
+            train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
+            spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
+            spread = _fmt(spread) if spread else "—"
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
+            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {train_loss} | "
+                         f"{spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)

@@ -39,6 +39,11 @@ def test_cli_fits_every_model_on_real_mnist30(tmp_path, data_root, model):
     has_theta = model != "cnn"
     assert (run / "posterior.nc").exists() == has_theta
     assert (run / "augmentations.png").exists() == has_theta
+    assert ("theta_posterior_std" in metrics) == has_theta  # how far the posterior spreads θ
+    if model in ("pstn", "gamma_pstn"):
+        assert metrics["theta_posterior_std"] > 0
+    if model == "stn":
+        assert metrics["theta_posterior_std"] == 0  # θ = f(x): a point mass
 
 
 def test_posterior_file_opens_in_arviz(tmp_path, data_root):

@@ -90,6 +90,6 @@ def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
     assert config["layout"] == "cpab1d" and config["train"]["batch_size"] == 16 and config["train"]["weight_decay"] == 0
     assert config["train"]["kl_weight"] == 1e-4
     _, model, metrics = load_run(run)
-    assert model.event_dim == 2 and metrics["n_test"] == 100
+    assert model.event_dim == 2 and metrics["n_test"] == 100 and metrics["theta_posterior_std"] > 0
     bad = CliRunner().invoke(main, ["--data", "ucr", "--out-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "ucr/<Name>" in bad.output
