@@ -331,10 +331,24 @@ def _gamma_bar(table: dict, size: int) -> list[str]:
                 f"{'at or above' if mean >= bar else 'BELOW'} it by {mean - bar:+.4f}; {beats}."]
 
 
-def aggregate(results: Path, sizes, models) -> str:
-    """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json."""
+def _row_rank(row: str) -> tuple:
+    """Rows in one order whatever command wrote the table last: the papers' models, then other
+    layouts (cpab: 000's diffeo rows), other models (flow_pstn), and the validation-selected rows."""
+    base = row.removesuffix(SELECTED).split("-")[0]
+    group = 3 if row.endswith(SELECTED) else 1 if "-" in row else 0 if base in PAPER_MODELS else 2
+    return group, MODEL_NAMES.index(base) if base in MODEL_NAMES else len(MODEL_NAMES), row
+
+
+def aggregate(results: Path, sizes=(), models=()) -> str:
+    """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json.
+
+    The table has every size of the papers' tables and of ``sizes`` or the runs, and for each the
+    papers' rows (``not run`` until they are), ``models`` and every row with runs: it does not
+    depend on which command last rebuilt it."""
     records = [{**json.loads(p.read_text()), "result_file": p.name}
                for p in sorted((results / "mnist_subsets" / "runs").glob("*.json"))]
+    sizes = sorted(set(TABLE_SIZES) | set(sizes) | {r["size"] for r in records})
+    models = [*PAPER_MODELS, *PAPER_000_TABLE_1, *models]
     table = {}
     lines = [
         "# MNIST subsets: accuracy, NLL and ECE (mean ± std over folds)",
@@ -352,7 +366,7 @@ def aggregate(results: Path, sizes, models) -> str:
     ]
     for size in sizes:
         # the papers' models always; others (flow_pstn) where requested or already run
-        size_models = list(dict.fromkeys([*models, *(_row(r) for r in records if r["size"] == size)]))
+        size_models = sorted({*models, *(_row(r) for r in records if r["size"] == size)}, key=_row_rank)
         lines += [
             f"## MNIST{size}",
             "",
@@ -491,7 +505,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
                 rows.append(row)
             jobs += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
-        click.echo(aggregate(results, sorted(set(TABLE_SIZES) | set(sizes)), list(dict.fromkeys([*PAPER_MODELS, *rows]))))
+        click.echo(aggregate(results, sizes, rows))
 
 
 

@@ -35,7 +35,11 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
     assert "2 runs to do" in second.output
     table = (tmp_path / "results" / "mnist_subsets.md").read_text()
     assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
-    assert "Not the full protocol" in table and "Not run yet (19 of 25)" in table and "## MNIST10000" in table
+    assert "Not the full protocol" in table and "Not run yet (29 of 35)" in table and "## MNIST10000" in table
+    # the papers' rows (000's diffeo rows too) are there whatever the command asked for, in one order
+    mnist30 = table.split("## MNIST30")[1].split("## MNIST100")[0]
+    assert [line.split(" | ")[0][2:] for line in mnist30.splitlines() if line.startswith("| ") and "---" not in line
+            ][1:] == ["cnn", "stn", "da", "pstn", "gamma_pstn", "stn-cpab", "pstn-cpab"]
     assert "No validation selection at this size for gamma_pstn" in table and "Wall time of these 6 runs" in table
     assert "Gamma P-STN (3 folds) against paper 001's mean − one std (0.8100 − 0.0392 = 0.7708)" in table
     summary = json.loads((tmp_path / "results" / "mnist_subsets.json").read_text())
