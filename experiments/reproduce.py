@@ -908,12 +908,20 @@ def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
 
 
 def _ucr_selected(results: Path, model: str, name: str) -> float | None:
-    """The grid value of ``model`` on ``name`` with the best validation accuracy (None until all ran)."""
+    """The grid value of ``model`` on ``name`` with the best validation accuracy, ties (common: a
+    validation split of 9 to 16 series) broken by the lower validation NLL; None until all ran."""
     param, values = UCR_GRIDS[model]
     paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
     if not all(p.exists() for p in paths.values()):
         return None
-    return max(values, key=lambda v: json.loads(paths[v].read_text())["val"]["accuracy"])
+    val = {v: json.loads(paths[v].read_text())["val"] for v in values}
+    return max(values, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
+
+
+def _ucr_value(record: dict, model: str) -> float:
+    """The σ_p or w a UCR run was fitted at (from its own config)."""
+    param, _ = UCR_GRIDS[model]
+    return record["config"]["train"][param] if param == "kl_weight" else record["config"][param]
 
 
 @main.command("ucr")
@@ -943,7 +951,8 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
     train = {"device": device, **({"epochs": epochs} if epochs else {}),
              **({"num_particles": train_samples} if train_samples else {})}
     for _ in range(2):  # the selection, then the runs at the selected values
-        select, final, waiting = _ucr_jobs(results, datasets, models, repetitions, train, run_root)
+        select, final, waiting = _ucr_jobs(results, datasets, models, repetitions, train, run_root,
+                                           refit_stale=not aggregate_only)
         if not sweep(select + final, shard, workers, threads, aggregate_only=aggregate_only):
             return
         if not waiting or aggregate_only:
@@ -951,8 +960,9 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
     click.echo(aggregate_ucr(results, datasets, models, repetitions, epochs, train_samples))
 
 
-def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str):
-    """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``."""
+def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool):
+    """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``;
+    ``refit_stale``: remove the result of a repetition fitted at another value than the selected one."""
     select, final, waiting = [], [], []
     for name in datasets:
         data = f"ucr/{name}"
@@ -970,6 +980,13 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
                     continue
                 job_train = {**train, "kl_weight": value} if param == "kl_weight" else train
                 options = {"prior_scale": value} if param == "prior_scale" else {}
+                for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
+                    done = ucr_path(results, "runs", model, name, f"rep{k}")
+                    if done.exists() and _ucr_value(json.loads(done.read_text()), model) != value:
+                        click.echo(f"{done.name} was fitted at {param} = "
+                                   f"{_ucr_value(json.loads(done.read_text()), model):g}, not the selected {value:g}: "
+                                   "fitting it again")
+                        done.unlink()
             else:
                 job_train, options = train, {}
             final += [(model, data, k, ucr_path(results, "runs", model, name, f"rep{k}"), run_root,
@@ -1025,6 +1042,7 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             chosen = "—"
             if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
                 chosen = f"{'σ_p' if model == 'pstn' else 'w'} = {value:g}"
+                runs = [r for r in runs if _ucr_value(r, model) == value]  # not those of an earlier selection
             acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
             # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
             train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"

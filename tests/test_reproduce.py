@@ -363,3 +363,25 @@ def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, 
                                                 "pstn-mnist30-prior_scale0.3-fold0.json").read_text()) == record
     empty = CliRunner().invoke(confidence, ["--size", "100", "--results-dir", str(tmp_path)])
     assert empty.exit_code == 2 and "reproduce grid --param prior_scale --size 100" in empty.output
+
+
+def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetitions(tmp_path):
+    """A validation split of 9–16 series ties often: the lower NLL decides. A repetition fitted at an
+    earlier selection is left out of the table, and removed (to fit again) only by a sweep."""
+    from experiments.reproduce import UCR_GRIDS, _ucr_jobs, _ucr_selected, aggregate_ucr, ucr_path
+
+    param, values = UCR_GRIDS["pstn"]
+    for value, (accuracy, nll) in zip(values, [(1.0, 0.03), (0.9, 0.01), (1.0, 0.02), (0.8, 0.5)]):
+        path = ucr_path(tmp_path, "select", "pstn", "GunPoint", f"{param}{value:g}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"val": {"accuracy": accuracy, "nll": nll}, "wall_seconds": 1, "machine": "m"}))
+    assert _ucr_selected(tmp_path, "pstn", "GunPoint") == values[2]  # ties with values[0] at 1.0; lower NLL
+    stale = ucr_path(tmp_path, "runs", "pstn", "GunPoint", "rep0")
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"config": {"prior_scale": values[0], "train": {}}, "wall_seconds": 1, "machine": "m",
+                                 "test": {"accuracy": 0.9, "nll": 0.3, "ece": 0.1}}))
+    assert "| pstn | σ_p = 0.2 | 0 | not run |" in aggregate_ucr(tmp_path, ["GunPoint"], ["pstn"], 1, 1, 1)
+    _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
+    assert stale.exists()  # --aggregate-only removes nothing
+    _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
+    assert not stale.exists() and final[0][3] == stale and final[0][6]["prior_scale"] == values[2]
