@@ -1017,11 +1017,14 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
 
 
 def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
-    command = "python -m experiments.reproduce ucr" + (
-        f" --datasets {','.join(datasets)}" if list(datasets) != list(UCR_SETS) else "") + (
-        f" --epochs {epochs}" if epochs else "") + (f" --train-samples {train_samples}" if train_samples else "")
+    """The UCR table of ``datasets`` and every data set of the papers' list (``UCR_SETS``; `not run`
+    rows until they are, with the command that fills them in), whatever command rebuilt it last."""
+    budget = (f" --epochs {epochs}" if epochs else "") + (f" --train-samples {train_samples}" if train_samples else "")
+    command = f"python -m experiments.reproduce ucr{budget}"
+    datasets = list(dict.fromkeys([*UCR_SETS, *datasets]))
     lines = ["# UCR time series: test accuracy (mean ± std over repetitions)", "",
-             f"Produced by `{command}` from the per-run files in `experiments/results/ucr/`. cpab1d time warps "
+             f"Produced by `{command}` (one data set at a time: `--datasets NAME`) from the per-run files in "
+             "`experiments/results/ucr/`. cpab1d time warps "
              "(1-D CPAB, 10 cells, 9 dof) for STN and both P-STNs; the authors' networks (anchors.md §1.3) and "
              f"protocol (batch 16, Adam 1e-3, localizer lr × 0.1, no weight decay) with {epochs or 200} epochs and "
              f"S = {train_samples or 10} training samples (the authors: 200 and 10), 10 test samples. σ_p and w "
@@ -1055,6 +1058,10 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)
+        missing = sum(summary[f"{model}-{name}"]["reps"] < repetitions for model in models)
+        if missing:
+            lines += ["", f"Not run yet ({missing} of {len(models)} models): `{command} --datasets {name}` fills them "
+                          "in (it skips finished runs)."]
         if name not in PAPER_UCR["000"]:
             lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
         lines.append("")

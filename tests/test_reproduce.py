@@ -323,6 +323,9 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
 
     text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
     assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
+    # the papers' data sets stay in the table, not run, with the command that runs them
+    assert "Not run yet (2 of 2 models): `python -m experiments.reproduce ucr --datasets FaceAll` fills" in text
+    assert "## OSULeaf" in text and "## ItalyPowerDemand" in text
     assert "- pstn − cnn: " in table and "- gamma_pstn − cnn" not in table  # no Gamma P-STN runs
     from experiments.reproduce import _ucr_gaps
 
