@@ -327,9 +327,12 @@ def main(**opts):
             opts["device"] = group.device
         _main(group, opts)
     except ValueError as err:
+        distributed.leave_process_group(synchronize=False)
         raise click.UsageError(str(err)) from None
-    finally:
-        distributed.leave_process_group()
+    except BaseException:
+        distributed.leave_process_group(synchronize=False)
+        raise
+    distributed.leave_process_group()
 
 
 def _main(group, opts):

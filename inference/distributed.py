@@ -94,8 +94,14 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def leave_process_group() -> None:
+def leave_process_group(synchronize: bool = True) -> None:
+    """Destroy the process group. ``synchronize`` (after a normal finish): wait at a barrier first, so
+    no process tears down gloo while another still talks to it (a rare abort, "terminate called
+    without an active exception", at the end of a clean run); not after an error, where the other
+    processes may never reach the barrier."""
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -101,5 +101,7 @@ if __name__ == "__main__":
     group = join_process_group("cpu")
     try:
         {"steps": steps, "resume": resume}[mode](out, group.rank, group.world_size)
-    finally:
-        leave_process_group()
+    except BaseException:
+        leave_process_group(synchronize=False)
+        raise
+    leave_process_group()
