@@ -318,7 +318,7 @@ def main(**opts):
     over the N processes (torch DDP: gloo on CPU, NCCL with one GPU per process on CUDA); --batch-size
     is each process's batch.
     """
-    group = None
+    group, finished = None, False
     try:
         if distributed.launched_by_torchrun():
             if len(opts["folds"] or ()) > 1 or len(opts["seeds"] or ()) > 1:
@@ -326,13 +326,11 @@ def main(**opts):
             group = distributed.join_process_group(opts["device"])
             opts["device"] = group.device
         _main(group, opts)
+        finished = True
     except ValueError as err:
-        distributed.leave_process_group(synchronize=False)
         raise click.UsageError(str(err)) from None
-    except BaseException:
-        distributed.leave_process_group(synchronize=False)
-        raise
-    distributed.leave_process_group()
+    finally:
+        distributed.leave_process_group(synchronize=finished)  # no barrier after an error: others may not arrive
 
 
 def _main(group, opts):

@@ -982,9 +982,9 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
                 options = {"prior_scale": value} if param == "prior_scale" else {}
                 for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
                     done = ucr_path(results, "runs", model, name, f"rep{k}")
-                    if done.exists() and _ucr_value(json.loads(done.read_text()), model) != value:
-                        click.echo(f"{done.name} was fitted at {param} = "
-                                   f"{_ucr_value(json.loads(done.read_text()), model):g}, not the selected {value:g}: "
+                    fitted_at = _ucr_value(json.loads(done.read_text()), model) if done.exists() else value
+                    if fitted_at != value:
+                        click.echo(f"{done.name} was fitted at {param} = {fitted_at:g}, not the selected {value:g}: "
                                    "fitting it again")
                         done.unlink()
             else:

@@ -99,9 +99,9 @@ def resume(out: Path, rank: int, world: int) -> None:
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     group = join_process_group("cpu")
+    finished = False
     try:
         {"steps": steps, "resume": resume}[mode](out, group.rank, group.world_size)
-    except BaseException:
-        leave_process_group(synchronize=False)
-        raise
-    leave_process_group()
+        finished = True
+    finally:
+        leave_process_group(synchronize=finished)
