@@ -918,6 +918,24 @@ def _ucr_selected(results: Path, model: str, name: str) -> float | None:
     return max(values, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
 
 
+def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
+    """What the validation selection saw on ``name``: each grid value's validation accuracy and NLL
+    (repetition 0's split), so a table reader can tell a clear choice from a tie."""
+    lines = []
+    for model in models:
+        if model not in UCR_GRIDS:
+            continue
+        param, values = UCR_GRIDS[model]
+        paths = [(v, ucr_path(results, "select", model, name, f"{param}{v:g}")) for v in values]
+        seen = [(v, json.loads(p.read_text())["val"]) for v, p in paths if p.exists()]
+        if seen:
+            symbol = "σ_p" if param == "prior_scale" else "w"
+            grid = "; ".join(f"{v:g}: {val['accuracy']:.4f} / {val['nll']:.4f}" for v, val in seen)
+            lines.append(f"- {model} selection, validation accuracy / NLL by {symbol} ({len(seen)} of "
+                         f"{len(values)} run): {grid}.")
+    return [""] + lines if lines else []
+
+
 def _ucr_value(record: dict, model: str) -> float:
     """The σ_p or w a UCR run was fitted at (from its own config)."""
     param, _ = UCR_GRIDS[model]
@@ -1058,6 +1076,7 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)
+        lines += _ucr_grid_lines(results, models, name)
         missing = sum(summary[f"{model}-{name}"]["reps"] < repetitions for model in models)
         if missing:
             lines += ["", f"Not run yet ({missing} of {len(models)} models): `{command} --datasets {name}` fills them "

@@ -383,7 +383,10 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps({"config": {"prior_scale": values[0], "train": {}}, "wall_seconds": 1, "machine": "m",
                                  "test": {"accuracy": 0.9, "nll": 0.3, "ece": 0.1}}))
-    assert "| pstn | σ_p = 0.2 | 0 | not run |" in aggregate_ucr(tmp_path, ["GunPoint"], ["pstn"], 1, 1, 1)
+    table = aggregate_ucr(tmp_path, ["GunPoint"], ["pstn"], 1, 1, 1)
+    assert "| pstn | σ_p = 0.2 | 0 | not run |" in table
+    assert ("- pstn selection, validation accuracy / NLL by σ_p (4 of 4 run): 0.05: 1.0000 / 0.0300; "
+            "0.1: 0.9000 / 0.0100; 0.2: 1.0000 / 0.0200; 0.6: 0.8000 / 0.5000.") in table  # what the choice saw
     _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
     assert stale.exists()  # --aggregate-only removes nothing
     _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
