@@ -1027,10 +1027,15 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
         verdict = ("above our CNN by more than two standard errors" if gap > 2 * se else
                    "below our CNN by more than two standard errors" if gap < -2 * se else
                    "within two standard errors of our CNN")
+        # repetition k gives every model the same train / validation split and seed: pair them too
+        pairs = [a - b for k, a in summary[f"{model}-{name}"].get("by_rep", {}).items()
+                 if (b := summary[f"cnn-{name}"].get("by_rep", {}).get(k)) is not None]
+        paired = (f"; paired by repetition: {statistics.mean(pairs):+.4f} (standard error "
+                  f"{statistics.stdev(pairs) / math.sqrt(len(pairs)):.4f}, {len(pairs)} pairs)" if len(pairs) > 1 else "")
         published = PAPER_UCR[paper].get(name, {})
         beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
         lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
-                     f"repetitions): {verdict}{beside}.")
+                     f"repetitions): {verdict}{paired}{beside}.")
     return [""] + lines if lines else []
 
 
@@ -1070,7 +1075,8 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
             spread = _fmt(spread) if spread else "—"
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
-            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc}
+            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc,
+                                          "by_rep": {r["fold"]: r["test"]["accuracy"] for r in runs}}
             lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {train_loss} | "
                          f"{spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "

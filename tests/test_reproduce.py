@@ -333,6 +333,10 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
                      "FaceAll")
     assert gaps[1] == ("- gamma_pstn − cnn: +0.0400 (standard error 0.0071, 2 and 2 repetitions): above our CNN by "
                        "more than two standard errors; paper 001: +0.0348.")
+    # repetitions share their split and seed across models: the paired differences, over the reps both have
+    paired = _ucr_gaps({"cnn-FaceAll": {"accuracy": [0.80, 0.81, 0.9], "by_rep": {0: 0.80, 1: 0.81, 2: 0.9}},
+                        "pstn-FaceAll": {"accuracy": [0.82, 0.84], "by_rep": {0: 0.82, 1: 0.84}}}, "FaceAll")
+    assert "; paired by repetition: +0.0250 (standard error 0.0050, 2 pairs); paper 000: +0.0217." in paired[1]
 
 
 def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, data_root, monkeypatch):
