@@ -1089,6 +1089,8 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                           "in (it skips finished runs)."]
         if name not in PAPER_UCR["000"]:
             lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
+        if (results / f"ucr_{name}.md").exists():  # a written reading of this data set's result
+            lines += ["", f"What we measured about why: [ucr_{name}.md](ucr_{name}.md)."]
         lines.append("")
     records = [json.loads(p.read_text()) for kind in ("select", "runs") for p in (results / "ucr" / kind).glob("*.json")
                if any(f"-{name}-" in p.name for name in datasets)]

@@ -321,7 +321,9 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     assert "| pstn | σ_p = " in table and "| 2 |" in table and "no published values" in table
     from experiments.reproduce import aggregate_ucr
 
+    (tmp_path / "ucr_FaceAll.md").write_text("# FaceAll: a reading\n")
     text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
+    assert text.count("What we measured about why: [ucr_FaceAll.md](ucr_FaceAll.md).") == 1  # FaceAll's only
     assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
     # the papers' data sets stay in the table, not run, with the command that runs them
     assert "Not run yet (2 of 2 models): `python -m experiments.reproduce ucr --datasets FaceAll` fills" in text
