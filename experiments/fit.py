@@ -26,11 +26,11 @@ from inference import distributed
 from inference.distributed import DistributedTrainer
 from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
-from inference.predictive import posterior_draws, predict
+from inference.predictive import posterior_draws, predict, predict_at_mean
 from inference.schedules import ANNEALING
 from pyro_pstn.data import (DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_dataset_name,
                              load_dataset, unknown_dataset)
-from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
+from pyro_pstn.models import MODEL_NAMES, PSTN, GammaPSTN, TransformClassifier, build_model
 from pyro_pstn.transforms import LAYOUTS
 
 from .cli import CommaList
@@ -83,7 +83,10 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
     metrics = classification_metrics(log_probs, split.labels)
     bins = reliability_bins(log_probs, split.labels)
     seconds = time.perf_counter() - start
-    spread = {}
+    spread, at_mean = {}, {}
+    if isinstance(model, (PSTN, GammaPSTN)):  # the classifier at the posterior location μ(x), no draws of θ:
+        # set against the BMA above, it tells what test-time averaging over q(θ|x) adds or costs
+        at_mean = {f"{name}_at_mean": classification_metrics(predict_at_mean(model, split.images), split.labels)}
     if run_dir is not None:
         from inference.plots import augmentation_grid, reliability_diagram
 
@@ -103,7 +106,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
             warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
     return {name: metrics, f"n_{name}": len(split), "evaluated_on": name, "test_samples": config.test_samples,
-            "reliability": bins.to_dict(), "eval_seconds": seconds, **spread}
+            "reliability": bins.to_dict(), "eval_seconds": seconds, **at_mean, **spread}
 
 
 def run_fit(

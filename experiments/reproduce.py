@@ -186,6 +186,7 @@ def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seco
         "reliability": metrics["reliability"],
         "validation": metrics["validation"],
         "theta_posterior_std": metrics.get("theta_posterior_std"),  # None: no θ posterior (cnn); 0 for the stn
+        f"{name}_at_mean": metrics.get(f"{name}_at_mean"),  # the P-STNs' classifier at μ(x), no draws of θ
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": wall_seconds,
         "device": metrics["device"],
@@ -1056,12 +1057,15 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              "train loss: the training objective per series in the last epoch (−ELBO with its w-weighted KL term for "
              "the P-STNs, the cross-entropy for cnn and stn); posterior std "
              "of θ: the std over 200 posterior draws, averaged over θ's 9 dims and the first 16 test series "
-             "(`—`: no θ posterior, or a run from before this was recorded).", ""]
+             "(`—`: no θ posterior, or a run from before this was recorded). Accuracy at μ(x): the P-STNs' "
+             "classifier on the test series warped by the posterior location, with no draws of θ (beside the "
+             "10-sample accuracy, it tells what averaging over q(θ|x) at test time adds or costs; `—`: not a P-STN, "
+             "or a run from before this was recorded).", ""]
     summary = {}
     for name in datasets:
-        lines += [f"## {name}", "", "| model | selected | reps | accuracy | NLL | ECE | last-epoch train loss | "
-                  "posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
-                  "|---|---|---:|---|---|---|---|---|---:|---|---|"]
+        lines += [f"## {name}", "", "| model | selected | reps | accuracy | accuracy at μ(x) | NLL | ECE | "
+                  "last-epoch train loss | posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
+                  "|---|---|---:|---|---|---|---|---|---|---:|---|---|"]
         for model in models:
             runs = [json.loads(p.read_text()) for k in range(repetitions)
                     if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
@@ -1074,11 +1078,13 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
             spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
             spread = _fmt(spread) if spread else "—"
+            at_mean = [r["test_at_mean"]["accuracy"] for r in runs if r.get("test_at_mean")]
+            at_mean = _fmt(at_mean) if at_mean else "—"
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc,
                                           "by_rep": {r["fold"]: r["test"]["accuracy"] for r in runs}}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {train_loss} | "
-                         f"{spread} | {wall} | "
+            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {at_mean} | {_fmt(nll)} | {_fmt(ece)} | "
+                         f"{train_loss} | {spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)

@@ -40,8 +40,10 @@ def test_cli_fits_every_model_on_real_mnist30(tmp_path, data_root, model):
     assert (run / "posterior.nc").exists() == has_theta
     assert (run / "augmentations.png").exists() == has_theta
     assert ("theta_posterior_std" in metrics) == has_theta  # how far the posterior spreads θ
+    assert ("test_at_mean" in metrics) == (model in ("pstn", "gamma_pstn"))  # a posterior location μ(x)
     if model in ("pstn", "gamma_pstn"):
         assert metrics["theta_posterior_std"] > 0
+        assert set(metrics["test_at_mean"]) == set(metrics["test"])
     if model == "stn":
         assert metrics["theta_posterior_std"] == 0  # θ = f(x): a point mass
 
