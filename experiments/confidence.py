@@ -33,13 +33,12 @@ from pyro_pstn.data import SUBSET_SIZES
 
 from .cli import CommaList
 from .config import write_atomic
-from .reproduce import RESULTS, SELECTED, _fmt, run_path
+from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, _fmt, fitted_at, run_path
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
 TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@val")
 #: The grids whose checkpoints are re-evaluated: model → the hyperparameter the grid varies.
 GRID_PARAMS = {"pstn": "prior_scale", "gamma_pstn": "kl_weight"}
-PARAM_SYMBOL = {"prior_scale": "σ_p", "kl_weight": "w"}
 
 
 def _overconfidence(bins: dict) -> float:
@@ -53,8 +52,7 @@ def _row_label(row: str, runs: list[dict]) -> str:
     model = row.removesuffix(SELECTED)
     if model not in GRID_PARAMS or not runs:
         return row
-    config = runs[0]["config"]
-    value = config["train"]["kl_weight"] if GRID_PARAMS[model] == "kl_weight" else config["prior_scale"]
+    value = fitted_at(runs[0]["config"], GRID_PARAMS[model])
     how = "selected on validation" if row.endswith(SELECTED) else "the authors'"
     return f"{model}, {PARAM_SYMBOL[GRID_PARAMS[model]]} = {value:g} ({how})"
 

@@ -82,6 +82,13 @@ def run_path(results: Path, row: str, size: int, fold: int) -> Path:
 SELECTED_PARAM = {"gamma_pstn": "kl_weight", "pstn": "prior_scale"}
 #: Row suffix of runs whose hyperparameter was selected on the validation split (``--selected``).
 SELECTED = "@val"
+#: How the tables write the selected hyperparameters: σ_p of the Gaussian P-STN, w of the Gamma P-STN.
+PARAM_SYMBOL = {"prior_scale": "σ_p", "kl_weight": "w"}
+
+
+def fitted_at(config: dict, param: str) -> float:
+    """The σ_p (``prior_scale``) or w (``kl_weight``, a training setting) a run's config was fitted at."""
+    return config["train"][param] if param == "kl_weight" else config[param]
 
 
 def _row(record: dict) -> str:
@@ -387,9 +394,8 @@ def aggregate(results: Path, sizes=(), models=()) -> str:
             label = model
             if model != base and runs:
                 param = SELECTED_PARAM[base]
-                config = runs[0]["config"]
-                value = config["train"]["kl_weight"] if param == "kl_weight" else config["prior_scale"]
-                label = f"{base}, {'w' if param == 'kl_weight' else 'σ_p'} = {value:g} selected on validation"
+                value = fitted_at(runs[0]["config"], param)
+                label = f"{base}, {PARAM_SYMBOL[param]} = {value:g} selected on validation"
             lines.append(
                 f"| {label} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
                 f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
@@ -908,15 +914,20 @@ def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
     return results / "ucr" / kind / f"{model}-{name}-{tag}.json"
 
 
+def _ucr_validation(results: Path, model: str, name: str) -> dict[float, dict]:
+    """{grid value: validation metrics} of the selection runs of ``model`` on ``name`` that finished."""
+    param, values = UCR_GRIDS[model]
+    paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
+    return {v: json.loads(p.read_text())["val"] for v, p in paths.items() if p.exists()}
+
+
 def _ucr_selected(results: Path, model: str, name: str) -> float | None:
     """The grid value of ``model`` on ``name`` with the best validation accuracy, ties (common: a
     validation split of 9 to 16 series) broken by the lower validation NLL; None until all ran."""
-    param, values = UCR_GRIDS[model]
-    paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
-    if not all(p.exists() for p in paths.values()):
+    val = _ucr_validation(results, model, name)
+    if len(val) < len(UCR_GRIDS[model][1]):
         return None
-    val = {v: json.loads(paths[v].read_text())["val"] for v in values}
-    return max(values, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
+    return max(val, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
 
 
 def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
@@ -927,20 +938,11 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
         if model not in UCR_GRIDS:
             continue
         param, values = UCR_GRIDS[model]
-        paths = [(v, ucr_path(results, "select", model, name, f"{param}{v:g}")) for v in values]
-        seen = [(v, json.loads(p.read_text())["val"]) for v, p in paths if p.exists()]
-        if seen:
-            symbol = "σ_p" if param == "prior_scale" else "w"
-            grid = "; ".join(f"{v:g}: {val['accuracy']:.4f} / {val['nll']:.4f}" for v, val in seen)
-            lines.append(f"- {model} selection, validation accuracy / NLL by {symbol} ({len(seen)} of "
+        if seen := _ucr_validation(results, model, name):
+            grid = "; ".join(f"{v:g}: {val['accuracy']:.4f} / {val['nll']:.4f}" for v, val in seen.items())
+            lines.append(f"- {model} selection, validation accuracy / NLL by {PARAM_SYMBOL[param]} ({len(seen)} of "
                          f"{len(values)} run): {grid}.")
     return [""] + lines if lines else []
-
-
-def _ucr_value(record: dict, model: str) -> float:
-    """The σ_p or w a UCR run was fitted at (from its own config)."""
-    param, _ = UCR_GRIDS[model]
-    return record["config"]["train"][param] if param == "kl_weight" else record["config"][param]
 
 
 @main.command("ucr")
@@ -1001,9 +1003,9 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
                 options = {"prior_scale": value} if param == "prior_scale" else {}
                 for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
                     done = ucr_path(results, "runs", model, name, f"rep{k}")
-                    fitted_at = _ucr_value(json.loads(done.read_text()), model) if done.exists() else value
-                    if fitted_at != value:
-                        click.echo(f"{done.name} was fitted at {param} = {fitted_at:g}, not the selected {value:g}: "
+                    earlier = fitted_at(json.loads(done.read_text())["config"], param) if done.exists() else value
+                    if earlier != value:
+                        click.echo(f"{done.name} was fitted at {param} = {earlier:g}, not the selected {value:g}: "
                                    "fitting it again")
                         done.unlink()
             else:
@@ -1071,8 +1073,9 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                     if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
             chosen = "—"
             if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
-                chosen = f"{'σ_p' if model == 'pstn' else 'w'} = {value:g}"
-                runs = [r for r in runs if _ucr_value(r, model) == value]  # not those of an earlier selection
+                param = UCR_GRIDS[model][0]
+                chosen = f"{PARAM_SYMBOL[param]} = {value:g}"
+                runs = [r for r in runs if fitted_at(r["config"], param) == value]  # not an earlier selection's
             acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
             # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
             train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
