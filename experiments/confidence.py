@@ -33,12 +33,10 @@ from pyro_pstn.data import SUBSET_SIZES
 
 from .cli import CommaList
 from .config import write_atomic
-from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, _fmt, fitted_at, run_path
+from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, _fmt, fitted_at, run_path
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
 TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@val")
-#: The grids whose checkpoints are re-evaluated: model → the hyperparameter the grid varies.
-GRID_PARAMS = {"pstn": "prior_scale", "gamma_pstn": "kl_weight"}
 
 
 def _overconfidence(bins: dict) -> float:
@@ -50,11 +48,11 @@ def _overconfidence(bins: dict) -> float:
 def _row_label(row: str, runs: list[dict]) -> str:
     """``pstn, σ_p = 0.15`` etc.: the value the row's runs used."""
     model = row.removesuffix(SELECTED)
-    if model not in GRID_PARAMS or not runs:
+    if model not in SELECTED_PARAM or not runs:
         return row
-    value = fitted_at(runs[0]["config"], GRID_PARAMS[model])
+    value = fitted_at(runs[0]["config"], SELECTED_PARAM[model])
     how = "selected on validation" if row.endswith(SELECTED) else "the authors'"
-    return f"{model}, {PARAM_SYMBOL[GRID_PARAMS[model]]} = {value:g} ({how})"
+    return f"{model}, {PARAM_SYMBOL[SELECTED_PARAM[model]]} = {value:g} ({how})"
 
 
 GAP_COLUMNS = ["| {} | folds | accuracy | ECE (15 bins) | confidence − accuracy |", "|---|---:|---|---|---|"]
@@ -205,7 +203,7 @@ def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data
 def _grid_runs(results: Path, size: int) -> dict[tuple[str, float], list[Path]]:
     """The finished grid result files at ``size``, by (model, value)."""
     found: dict[tuple[str, float], list[Path]] = {}
-    for model, param in GRID_PARAMS.items():
+    for model, param in SELECTED_PARAM.items():
         for path in sorted((results / "grid" / "runs").glob(f"{model}-mnist{size}-{param}*-fold*.json")):
             value = float(path.stem.split(param)[1].split("-fold")[0])
             found.setdefault((model, value), []).append(path)
@@ -214,7 +212,7 @@ def _grid_runs(results: Path, size: int) -> dict[tuple[str, float], list[Path]]:
 
 def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[list[str], dict, dict]:
     """Markdown rows per grid value (mean ± std over folds), a JSON table and ECE-against-value curves."""
-    param = GRID_PARAMS[model]
+    param = SELECTED_PARAM[model]
     symbol = PARAM_SYMBOL[param]
     head = ["| " + symbol + " | folds | posterior scale | accuracy at μ(x) | ECE at μ(x) | conf − acc at μ(x) | "
             + " | ".join(f"accuracy S = {s}" for s in samples) + " | "
@@ -316,14 +314,14 @@ def main(size, sizes, samples, images, run_root, results_dir, data_root, progres
                                f"MNIST{size}, test set: pooled over folds")
             lines += [f"![reliability](confidence_reliability_mnist{size}.png)", ""]
     lines += [f"## 2. Why: the classifier at μ(x) against the average over S posterior draws (validation, MNIST{size})", ""]
-    for model in GRID_PARAMS:
+    for model in SELECTED_PARAM:
         rows, table["grid"][model], curves = grid_rows(evaluations, model, samples)
         if len(rows) == 2:
             continue
         name = "Gaussian P-STN" if model == "pstn" else "Gamma P-STN"
-        lines += [f"### {name}, by {PARAM_SYMBOL[GRID_PARAMS[model]]}", ""] + rows + [""]
+        lines += [f"### {name}, by {PARAM_SYMBOL[SELECTED_PARAM[model]]}", ""] + rows + [""]
         figure = f"confidence_{model}_mnist{size}.png"
-        line_plot(curves, results / figure, PARAM_SYMBOL[GRID_PARAMS[model]], "validation ECE",
+        line_plot(curves, results / figure, PARAM_SYMBOL[SELECTED_PARAM[model]], "validation ECE",
                   f"{name}, MNIST{size}: ECE at μ(x) and with S draws")
         lines += [f"![{model}]({figure})", ""]
     if missing:

@@ -79,7 +79,7 @@ def run_path(results: Path, row: str, size: int, fold: int) -> Path:
 
 
 #: The hyperparameter that the ``grid`` command selects on the validation split, per model.
-SELECTED_PARAM = {"gamma_pstn": "kl_weight", "pstn": "prior_scale"}
+SELECTED_PARAM = {"pstn": "prior_scale", "gamma_pstn": "kl_weight"}
 #: Row suffix of runs whose hyperparameter was selected on the validation split (``--selected``).
 SELECTED = "@val"
 #: How the tables write the selected hyperparameters: σ_p of the Gaussian P-STN, w of the Gamma P-STN.
@@ -898,7 +898,8 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
 UCR_SETS = ("FaceAll", "PhalangesOutlinesCorrect", "GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf")
 UCR_MODELS = ("cnn", "stn", "pstn", "gamma_pstn")
 #: The validation grids of σ_p (Gaussian P-STN) and w (Gamma P-STN), around the authors' values.
-UCR_GRIDS = {"pstn": ("prior_scale", (0.05, 0.1, 0.2, 0.6)), "gamma_pstn": ("kl_weight", (0.0, 1e-5, 1e-4, 1e-3))}
+UCR_GRIDS = {model: (SELECTED_PARAM[model], values)
+             for model, values in {"pstn": (0.05, 0.1, 0.2, 0.6), "gamma_pstn": (0.0, 1e-5, 1e-4, 1e-3)}.items()}
 #: Published test accuracies (mean, std over 5 repetitions). 000 Table 3: CNN, STN, Gaussian P-STN;
 #: 001 Table 3: CNN, STN, Gamma P-STN. For comparison only.
 PAPER_UCR = {
