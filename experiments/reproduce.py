@@ -31,7 +31,7 @@ from pyro_pstn.models import MODEL_NAMES
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
 from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only, with_options
-from .config import FitConfig, config_from_dict, write_atomic
+from .config import DEFAULT_LR, FitConfig, config_from_dict, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 #: The sizes of the papers' MNIST-subset tables; the aggregated table always lists all of them.
@@ -1053,7 +1053,9 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              f"Produced by `{command}` (one data set at a time: `--datasets NAME`) from the per-run files in "
              "`experiments/results/ucr/`. cpab1d time warps "
              "(1-D CPAB, 10 cells, 9 dof) for STN and both P-STNs; the authors' networks (anchors.md §1.3) and "
-             f"protocol (batch 16, Adam 1e-3, localizer lr × 0.1, no weight decay) with {epochs or 200} epochs and "
+             f"protocol (batch 16, Adam lr {DEFAULT_LR['pstn']:g}, localizer lr × 0.1, no weight decay; the STN at "
+             f"lr {DEFAULT_LR['stn']:g}, the authors' STN rate of their MNIST script, as their UCR script trains P-STNs "
+             f"only, anchors.md §1.6) with {epochs or 200} epochs and "
              f"S = {train_samples or 10} training samples (the authors: 200 and 10), 10 test samples. σ_p and w "
              "selected on the validation split (25 % of the training file, stratified) of repetition 0. Paper "
              "columns: published values, for comparison only; `—` where a paper has no such row. Last-epoch "
