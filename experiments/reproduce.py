@@ -915,17 +915,17 @@ def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
     return results / "ucr" / kind / f"{model}-{name}-{tag}.json"
 
 
-def _ucr_validation(results: Path, model: str, name: str) -> dict[float, dict]:
-    """{grid value: validation metrics} of the selection runs of ``model`` on ``name`` that finished."""
+def _ucr_selection_runs(results: Path, model: str, name: str) -> dict[float, dict]:
+    """{grid value: result record} of the selection runs of ``model`` on ``name`` that finished."""
     param, values = UCR_GRIDS[model]
     paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
-    return {v: json.loads(p.read_text())["val"] for v, p in paths.items() if p.exists()}
+    return {v: json.loads(p.read_text()) for v, p in paths.items() if p.exists()}
 
 
 def _ucr_selected(results: Path, model: str, name: str) -> float | None:
     """The grid value of ``model`` on ``name`` with the best validation accuracy, ties (common: a
     validation split of 9 to 16 series) broken by the lower validation NLL; None until all ran."""
-    val = _ucr_validation(results, model, name)
+    val = {v: run["val"] for v, run in _ucr_selection_runs(results, model, name).items()}
     if len(val) < len(UCR_GRIDS[model][1]):
         return None
     return max(val, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
@@ -933,16 +933,21 @@ def _ucr_selected(results: Path, model: str, name: str) -> float | None:
 
 def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
     """What the validation selection saw on ``name``: each grid value's validation accuracy and NLL
-    (repetition 0's split), so a table reader can tell a clear choice from a tie."""
+    (repetition 0's split), so a table reader can tell a clear choice from a tie, and the posterior
+    std of θ it trained to, so a reader can tell whether the grid value changed the posterior at all."""
     lines = []
     for model in models:
         if model not in UCR_GRIDS:
             continue
         param, values = UCR_GRIDS[model]
-        if seen := _ucr_validation(results, model, name):
-            grid = "; ".join(f"{v:g}: {val['accuracy']:.4f} / {val['nll']:.4f}" for v, val in seen.items())
-            lines.append(f"- {model} selection, validation accuracy / NLL by {PARAM_SYMBOL[param]} ({len(seen)} of "
-                         f"{len(values)} run): {grid}.")
+        if seen := _ucr_selection_runs(results, model, name):
+            grid = "; ".join(f"{v:g}: {run['val']['accuracy']:.4f} / {run['val']['nll']:.4f} / "
+                             + (f"{run['theta_posterior_std']:.4f}" if run.get("theta_posterior_std") is not None else "—")
+                             for v, run in seen.items())
+            steps = sorted({run["validation"]["step"] for run in seen.values()})
+            lines.append(f"- {model} selection, validation accuracy / NLL / posterior std of θ by "
+                         f"{PARAM_SYMBOL[param]} ({len(seen)} of {len(values)} run, "
+                         f"{' or '.join(map(str, steps))} optimiser steps each): {grid}.")
     return [""] + lines if lines else []
 
 
@@ -1061,7 +1066,8 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              "columns: published values, for comparison only; `—` where a paper has no such row. Last-epoch "
              "train loss: the training objective per series in the last epoch (−ELBO with its w-weighted KL term for "
              "the P-STNs, the cross-entropy for cnn and stn); posterior std "
-             "of θ: the std over 200 posterior draws, averaged over θ's 9 dims and the first 16 test series "
+             "of θ: the std over 200 posterior draws, averaged over θ's 9 dims and the first 16 test series (validation "
+             "series in the selection lines) "
              "(`—`: no θ posterior, or a run from before this was recorded). Accuracy at μ(x): the P-STNs' "
              "classifier on the test series warped by the posterior location, with no draws of θ (beside the "
              "10-sample accuracy, it tells what averaging over q(θ|x) at test time adds or costs; `—`: not a P-STN, "

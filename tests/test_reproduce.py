@@ -380,10 +380,13 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
     from experiments.reproduce import UCR_GRIDS, _ucr_jobs, _ucr_selected, aggregate_ucr, ucr_path
 
     param, values = UCR_GRIDS["pstn"]
-    for value, (accuracy, nll) in zip(values, [(1.0, 0.03), (0.9, 0.01), (1.0, 0.02), (0.8, 0.5)]):
+    for value, (accuracy, nll), std in zip(values, [(1.0, 0.03), (0.9, 0.01), (1.0, 0.02), (0.8, 0.5)],
+                                           [0.019, 0.0196, 0.0196, None]):
         path = ucr_path(tmp_path, "select", "pstn", "GunPoint", f"{param}{value:g}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"val": {"accuracy": accuracy, "nll": nll}, "wall_seconds": 1, "machine": "m"}))
+        spread = {} if std is None else {"theta_posterior_std": std}  # None: a run from before it was recorded
+        path.write_text(json.dumps({"val": {"accuracy": accuracy, "nll": nll}, "validation": {"step": 300},
+                                    "wall_seconds": 1, "machine": "m", **spread}))
     assert _ucr_selected(tmp_path, "pstn", "GunPoint") == values[2]  # ties with values[0] at 1.0; lower NLL
     stale = ucr_path(tmp_path, "runs", "pstn", "GunPoint", "rep0")
     stale.parent.mkdir(parents=True)
@@ -391,8 +394,9 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
                                  "test": {"accuracy": 0.9, "nll": 0.3, "ece": 0.1}}))
     table = aggregate_ucr(tmp_path, ["GunPoint"], ["pstn"], 1, 1, 1)
     assert "| pstn | σ_p = 0.2 | 0 | not run |" in table
-    assert ("- pstn selection, validation accuracy / NLL by σ_p (4 of 4 run): 0.05: 1.0000 / 0.0300; "
-            "0.1: 0.9000 / 0.0100; 0.2: 1.0000 / 0.0200; 0.6: 0.8000 / 0.5000.") in table  # what the choice saw
+    assert ("- pstn selection, validation accuracy / NLL / posterior std of θ by σ_p (4 of 4 run, 300 optimiser "
+            "steps each): 0.05: 1.0000 / 0.0300 / 0.0190; 0.1: 0.9000 / 0.0100 / 0.0196; 0.2: 1.0000 / 0.0200 / 0.0196; "
+            "0.6: 0.8000 / 0.5000 / —.") in table  # what the choice saw, and whether σ_p changed the posterior
     _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
     assert stale.exists()  # --aggregate-only removes nothing
     _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
