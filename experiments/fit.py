@@ -255,6 +255,22 @@ def load_run(run_dir: str | Path):
     return config, model, metrics
 
 
+def evaluate_precise_bn(run_dir: str | Path) -> dict | None:
+    """A finished run evaluated again as :func:`evaluate` does (no figures, the run directory left as
+    it is), with its networks' batch-norm statistics first recomputed over its training split
+    (precise BN, :mod:`inference.batchnorm`); None when its networks have no batch norm.
+
+    For runs fitted with ``precise_bn=False`` (every run before it existed): their eval-mode
+    networks used the running averages of training.
+    """
+    config, model, _ = load_run(run_dir)
+    data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size)
+    pyro.set_rng_seed(config.train.seed)  # the draws of θ below and in evaluate
+    if not Trainer(model, config.train).recompute_batch_norm(data.train):
+        return None
+    return evaluate(model.eval(), data, config, None)
+
+
 def summary_table(metrics: dict, run_dir: Path) -> str:
     name = metrics["evaluated_on"]
     t = metrics[name]
@@ -300,6 +316,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--fill", type=click.Choice(FILLS), default="background",
               help="What warps put outside the input: the data's background (an empty pixel after normalisation) "
                    "or zero in normalised units (the authors' code).")
+@click.option("--precise-bn/--running-bn", default=True,
+              help="After the last epoch, recompute batch-norm statistics over the training split (default), or "
+                   "keep the running averages of training. No effect on networks without batch norm.")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=42)
 @click.option("--val-size", type=click.IntRange(min=1), default=1000)
@@ -356,7 +375,7 @@ def _main(group, opts):
             train = {
                 "localizer_lr_mult": opts["localizer_lr_mult"], "annealing": opts["annealing"],
                 "warmup_epochs": opts["warmup_epochs"], "elbo": opts["elbo"], "val_every": opts["val_every"],
-                "seed": opts["seed"], "device": opts["device"],
+                "seed": opts["seed"], "device": opts["device"], "precise_bn": opts["precise_bn"],
             }
             given = {"lr": "lr", "kl_weight": "kl_weight", "epochs": "epochs", "batch_size": "batch_size",
                      "weight_decay": "weight_decay", "num_particles": "train_samples"}

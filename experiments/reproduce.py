@@ -922,12 +922,36 @@ def _ucr_selection_runs(results: Path, model: str, name: str) -> dict[float, dic
     return {v: json.loads(p.read_text()) for v, p in paths.items() if p.exists()}
 
 
+def has_precise_bn(record: dict) -> bool:
+    """Whether a UCR result has metrics with precise BN (inference/batchnorm.py): fitted with it, or
+    evaluated again from its checkpoint (``--recompute-bn``; kept under ``precise_bn``)."""
+    return "precise_bn" in record or record.get("config", {}).get("train", {}).get("precise_bn", False)
+
+
+def as_evaluated(record: dict, precise: bool) -> dict:
+    """The metrics of a result (``test`` / ``val``, ``test_at_mean``) with precise BN or as fitted."""
+    return record["precise_bn"] if precise and "precise_bn" in record else record
+
+
+def _ucr_selection_metrics(results: Path, model: str, name: str) -> tuple[dict[float, dict], bool]:
+    """({grid value: validation metrics}, with precise BN?) of the selection runs that finished:
+    precise BN where every one of them has it, else training's running averages."""
+    seen = _ucr_selection_runs(results, model, name)
+    precise = bool(seen) and all(map(has_precise_bn, seen.values()))
+    return {v: as_evaluated(run, precise)["val"] for v, run in seen.items()}, precise
+
+
 def _ucr_selected(results: Path, model: str, name: str) -> float | None:
     """The grid value of ``model`` on ``name`` with the best validation accuracy, ties (common: a
     validation split of 9 to 16 series) broken by the lower validation NLL; None until all ran."""
-    val = {v: run["val"] for v, run in _ucr_selection_runs(results, model, name).items()}
+    val, _ = _ucr_selection_metrics(results, model, name)
     if len(val) < len(UCR_GRIDS[model][1]):
         return None
+    return _best_on_validation(val)
+
+
+def _best_on_validation(val: dict[float, dict]) -> float:
+    """The grid value whose validation metrics have the best accuracy, ties broken by the lower NLL."""
     return max(val, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
 
 
@@ -941,12 +965,13 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
             continue
         param, values = UCR_GRIDS[model]
         if seen := _ucr_selection_runs(results, model, name):
-            grid = "; ".join(f"{v:g}: {run['val']['accuracy']:.4f} / {run['val']['nll']:.4f} / "
+            val, precise = _ucr_selection_metrics(results, model, name)
+            grid = "; ".join(f"{v:g}: {val[v]['accuracy']:.4f} / {val[v]['nll']:.4f} / "
                              + (f"{run['theta_posterior_std']:.4f}" if run.get("theta_posterior_std") is not None else "—")
                              for v, run in seen.items())
             steps = sorted({run["validation"]["step"] for run in seen.values()})
-            lines.append(f"- {model} selection, validation accuracy / NLL / posterior std of θ by "
-                         f"{PARAM_SYMBOL[param]} ({len(seen)} of {len(values)} run, "
+            lines.append(f"- {model} selection, validation accuracy / NLL ({'precise' if precise else 'running'} BN) "
+                         f"/ posterior std of θ by {PARAM_SYMBOL[param]} ({len(seen)} of {len(values)} run, "
                          f"{' or '.join(map(str, steps))} optimiser steps each): {grid}.")
     return [""] + lines if lines else []
 
@@ -966,8 +991,12 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
 @click.option("--run-root", default="runs/ucr")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
+@click.option("--recompute-bn", is_flag=True,
+              help="Train nothing: evaluate again, with precise BN (batch-norm statistics recomputed over the training "
+                   "split), the finished runs that used training's running averages and whose checkpoints are under "
+                   "--run-root; store the result beside theirs and rebuild the table.")
 def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
-        aggregate_only):
+        aggregate_only, recompute_bn):
     """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
 
     First σ_p / w are selected per data set on the validation split of repetition 0 (grids
@@ -975,6 +1004,9 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
     ``--shard``, run the array once for the selection and once more for the runs it selects.
     """
     results = Path(results_dir)
+    if recompute_bn:
+        recompute_bn_ucr(results, datasets, models, run_root)
+        aggregate_only = True
     train = {"device": device, **({"epochs": epochs} if epochs else {}),
              **({"num_particles": train_samples} if train_samples else {})}
     for _ in range(2):  # the selection, then the runs at the selected values
@@ -985,6 +1017,89 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
         if not waiting or aggregate_only:
             break
     click.echo(aggregate_ucr(results, datasets, models, repetitions, epochs, train_samples))
+
+
+def _ucr_records(results: Path, datasets, models) -> list[Path]:
+    """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
+    return sorted(p for kind in ("select", "runs") for p in (results / "ucr" / kind).glob("*.json")
+                  if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
+
+
+def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
+    """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
+    is evaluated again with precise BN (:func:`experiments.fit.evaluate_precise_bn`) from its
+    checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
+    (not over) the ones it was fitted with."""
+    from tqdm.auto import tqdm
+
+    from inference.engine import CHECKPOINT
+
+    from .fit import CONFIG_FILE, evaluate_precise_bn
+
+    todo, missing = [], []
+    for path in _ucr_records(results, datasets, models):
+        record = json.loads(path.read_text())
+        if "precise_bn" in record or record["config"]["train"].get("precise_bn", False):
+            continue  # done, or fitted with precise BN already
+        run_dir = Path(run_root) / path.stem
+        try:  # the checkpoint must be this result's run (same config), not a later refit's
+            same = (asdict(config_from_dict(FitConfig, json.loads((run_dir / CONFIG_FILE).read_text())))
+                    == asdict(config_from_dict(FitConfig, record["config"])))
+        except (OSError, ValueError, TypeError, KeyError):
+            same = False
+        (todo if same and (run_dir / CHECKPOINT).is_file() else missing).append((path, record, run_dir))
+    if missing:
+        click.echo(f"{len(missing)} run(s) without their checkpoint under {run_root} (fitted on another machine, or "
+                   f"refitted since) cannot be evaluated again: {', '.join(p.stem for p, _, _ in missing)}")
+    for path, record, run_dir in tqdm(todo, desc="precise BN", unit="run", disable=None):
+        start = time.perf_counter()
+        metrics = evaluate_precise_bn(run_dir)
+        if metrics is None:  # no batch norm: the run's own numbers are already exact
+            continue
+        name = record["evaluated_on"]
+        record["precise_bn"] = {name: metrics[name], f"{name}_at_mean": metrics.get(f"{name}_at_mean"),
+                                "seconds": time.perf_counter() - start,
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_atomic(path, json.dumps(record, indent=2) + "\n")
+        click.echo(f"{path.name}: {name} accuracy {record[name]['accuracy']:.4f} with running BN averages, "
+                   f"{metrics[name]['accuracy']:.4f} with precise BN")
+
+
+def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) -> list[str]:
+    """The runs of ``name`` evaluated again with precise BN (``--recompute-bn``): per model, the test
+    metrics with precise BN beside the accuracy with training's running averages, over the same
+    repetitions, and their paired difference; and what the validation selection picks with precise BN."""
+    rows, picks = [], []
+    for model in models:
+        runs = [r for k in range(repetitions) if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()
+                and "precise_bn" in (r := json.loads(p.read_text()))]
+        if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
+            runs = [r for r in runs if fitted_at(r["config"], UCR_GRIDS[model][0]) == value]
+        if runs:
+            running = [r["test"]["accuracy"] for r in runs]
+            precise = [r["precise_bn"]["test"] for r in runs]
+            rows.append(f"| {model} | {len(runs)} | {_fmt(running)} | {_fmt([m['accuracy'] for m in precise])} | "
+                        f"{_paired([m['accuracy'] - a for m, a in zip(precise, running)])} | "
+                        f"{_fmt([m['nll'] for m in precise])} | {_fmt([m['ece'] for m in precise])} |")
+        seen = _ucr_selection_runs(results, model, name) if model in UCR_GRIDS else {}
+        if seen and len(seen) == len(UCR_GRIDS[model][1]) and all("precise_bn" in r for r in seen.values()):
+            param, val = UCR_GRIDS[model][0], {v: r["precise_bn"]["val"] for v, r in seen.items()}
+            running = {v: r["val"] for v, r in seen.items()}
+            grid = "; ".join(f"{v:g}: {running[v]['accuracy']:.4f} → {m['accuracy']:.4f}" for v, m in val.items())
+            picks.append(f"- {model} selection, validation accuracy with running → precise BN by "
+                         f"{PARAM_SYMBOL[param]}: {grid}; selected {PARAM_SYMBOL[param]} = {_best_on_validation(val):g} "
+                         f"with precise BN, {_best_on_validation(running):g} with the running averages.")
+    if not rows and not picks:
+        return []
+    lines = ["", f"### {name}: running against precise BN", "",
+             "The runs fitted with training's running BN averages whose checkpoints were here, evaluated again with "
+             "their batch-norm statistics recomputed over the training split (`--recompute-bn`; "
+             "`inference/batchnorm.py`). Difference: precise − running, per repetition (mean ± std, how many > 0).",
+             ""]
+    if rows:
+        lines += ["| model | reps | accuracy, running BN | accuracy, precise BN | difference | NLL, precise BN | "
+                  "ECE, precise BN |", "|---|---:|---|---|---|---|---|", *rows]
+    return lines + ([""] + picks if picks else [])
 
 
 def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool):
@@ -1071,12 +1186,16 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              "(`—`: no θ posterior, or a run from before this was recorded). Accuracy at μ(x): the P-STNs' "
              "classifier on the test series warped by the posterior location, with no draws of θ (beside the "
              "10-sample accuracy, it tells what averaging over q(θ|x) at test time adds or costs; `—`: not a P-STN, "
-             "or a run from before this was recorded).", ""]
+             "or a run from before this was recorded). BN: the batch-norm statistics the row's networks were "
+             "evaluated with: `precise`, recomputed over the training split after training (the default since "
+             "2026-12-06, `inference/batchnorm.py`; older runs evaluated again from their checkpoints with "
+             "`--recompute-bn`), or `running`, training's running averages (runs fitted before, whose checkpoints "
+             "are gone); the selection lines say which their validation metrics used.", ""]
     summary = {}
     for name in datasets:
-        lines += [f"## {name}", "", "| model | selected | reps | accuracy | accuracy at μ(x) | NLL | ECE | "
+        lines += [f"## {name}", "", "| model | selected | reps | BN | accuracy | accuracy at μ(x) | NLL | ECE | "
                   "last-epoch train loss | posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
-                  "|---|---|---:|---|---|---|---|---|---|---:|---|---|"]
+                  "|---|---|---:|---|---|---|---|---|---|---|---:|---|---|"]
         for model in models:
             runs = [json.loads(p.read_text()) for k in range(repetitions)
                     if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
@@ -1085,22 +1204,26 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                 param = UCR_GRIDS[model][0]
                 chosen = f"{PARAM_SYMBOL[param]} = {value:g}"
                 runs = [r for r in runs if fitted_at(r["config"], param) == value]  # not an earlier selection's
-            acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
+            precise = bool(runs) and all(map(has_precise_bn, runs))  # one kind of BN statistics per row
+            shown = [as_evaluated(r, precise) for r in runs]
+            acc, nll, ece = ([m["test"][k] for m in shown] for k in ("accuracy", "nll", "ece"))
             # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
             train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
             spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
             spread = _fmt(spread) if spread else "—"
-            at_mean = [r["test_at_mean"]["accuracy"] for r in runs if r.get("test_at_mean")]
+            at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
             at_mean = _fmt(at_mean) if at_mean else "—"
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
-            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc,
-                                          "by_rep": {r["fold"]: r["test"]["accuracy"] for r in runs}}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {_fmt(acc)} | {at_mean} | {_fmt(nll)} | {_fmt(ece)} | "
+            bn = ("precise" if precise else "running") if runs else "—"
+            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc, "bn": bn,
+                                          "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)}}
+            lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {_fmt(acc)} | {at_mean} | {_fmt(nll)} | {_fmt(ece)} | "
                          f"{train_loss} | {spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)
         lines += _ucr_grid_lines(results, models, name)
+        lines += _ucr_precise_bn_lines(results, models, name, repetitions)
         missing = sum(summary[f"{model}-{name}"]["reps"] < repetitions for model in models)
         if missing:
             lines += ["", f"Not run yet ({missing} of {len(models)} models): `{command} --datasets {name}` fills them "

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from pyro_pstn.data import ImageSet
 from pyro_pstn.models import TransformClassifier, check_images
 
+from .batchnorm import recompute_batch_norm
 from .metrics import classification_metrics
 from .predictive import predict
 from .schedules import AnnealingSchedule, pyro_kl_weight
@@ -49,6 +50,10 @@ class TrainConfig:
     checkpoint_every: int = 10  # write a resumable checkpoint every this many epochs (and after the last)
     seed: int = 42
     device: str = "cpu"
+    # After the last epoch, replace the BatchNorm running statistics by the training split's under
+    # the fitted weights (precise BN, inference/batchnorm.py): the running averages of small
+    # batches can leave a well-fitted network useless in eval mode. No effect without BN layers.
+    precise_bn: bool = True
     # Pyro's and torch.distributions' argument checks inside training steps. They cost about a
     # quarter of a batch-8 step on CPU; the data are checked once in fit() instead. Turn on to
     # debug a new model.
@@ -251,6 +256,11 @@ class Trainer:
             total += self.train_step(train.images[idx], train.labels[idx], factor) * len(idx)
         return self.mean_loss(total, len(order)), factor
 
+    def recompute_batch_norm(self, train: ImageSet) -> int:
+        """Precise BN over ``train`` (:func:`inference.batchnorm.recompute_batch_norm`) with draws
+        of the training objective's guide; returns the number of BN layers."""
+        return recompute_batch_norm(self.model, self.elbo, train)
+
     def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
         """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
         predictive's metrics."""
@@ -268,6 +278,8 @@ class Trainer:
         start = time.perf_counter()
         loss, factor = self.train_epoch(train)
         self.epoch += 1
+        if c.precise_bn and self.epoch == c.epochs:  # before the last validation and checkpoint
+            self.recompute_batch_norm(train)
         seconds = time.perf_counter() - start
         self.history.train_seconds += seconds
         record = EpochRecord(self.epoch, self.step, loss, factor, seconds)

@@ -22,6 +22,7 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models import check_images
 from pyro_pstn.models.stacked import Stacked
 
+from .batchnorm import batch_norm_layers
 from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, epoch_order, model_kl_weight, validate
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
@@ -121,6 +122,14 @@ class StackTrainer(Trainer):
             totals += self._member_losses * len(idx[0])
         self._epoch_member_losses = (totals / n).tolist()
         return sum(self._epoch_member_losses) / len(self._epoch_member_losses), factor
+
+    def recompute_batch_norm(self, train: list[ImageSet]) -> int:
+        """Nothing to do: the stackable networks have no batch norm (a stacked BN layer would pool
+        the members' batches)."""
+        if batch_norm_layers(self.model):
+            raise NotImplementedError("precise BN of a stack with batch-norm layers: set precise_bn=False, or fit "
+                                      "the runs one at a time")
+        return 0
 
     def validate(self, val: list[ImageSet], batch_size: int = 500) -> dict[str, float]:
         """Each member validated as the ordinary model it is; the mean over members for the bar."""

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -319,6 +320,29 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     assert record["fold"] == 1 and record["config"]["train"]["seed"] == 43  # repetition 1: its own split and seed
     table = (tmp_path / "ucr.md").read_text()
     assert "| pstn | σ_p = " in table and "| 2 |" in table and "no published values" in table
+    # runs fitted with training's running BN averages (as before precise BN) are evaluated again from their
+    # checkpoints, beside their own numbers; a run whose checkpoint is gone is named, not evaluated
+    assert record["config"]["train"]["precise_bn"]  # the default now
+    for stem in ("cnn-ItalyPowerDemand-rep0", "cnn-ItalyPowerDemand-rep1"):
+        path = tmp_path / "ucr" / "runs" / f"{stem}.json"
+        old = json.loads(path.read_text())
+        old["config"]["train"]["precise_bn"] = False
+        path.write_text(json.dumps(old))
+        config = json.loads((tmp_path / "runs" / stem / "config.json").read_text())
+        config["train"]["precise_bn"] = False
+        (tmp_path / "runs" / stem / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(tmp_path / "runs" / "cnn-ItalyPowerDemand-rep1")
+    again = _invoke("ucr", "--datasets", "ItalyPowerDemand", "--models", "cnn,pstn", "--repetitions", 2,
+                    "--results-dir", tmp_path, "--run-root", tmp_path / "runs", "--recompute-bn")
+    assert again.exit_code == 0, again.output
+    assert "1 run(s) without their checkpoint under" in again.output and "cnn-ItalyPowerDemand-rep1" in again.output
+    redone = json.loads((tmp_path / "ucr" / "runs" / "cnn-ItalyPowerDemand-rep0.json").read_text())
+    assert set(redone["precise_bn"]["test"]) >= {"accuracy", "nll", "ece"} and "test" in redone
+    assert "precise_bn" not in json.loads((tmp_path / "ucr" / "runs" / runs[3]).read_text())  # fitted with it
+    table = (tmp_path / "ucr.md").read_text()
+    assert "### ItalyPowerDemand: running against precise BN" in table and "| cnn | 1 |" in table
+    # a row reads one kind of statistics: the cnn's (one repetition evaluated again, one not) the running ones
+    assert "| cnn | — | 2 | running |" in table and "| 2 | precise |" in table
     from experiments.reproduce import aggregate_ucr
 
     (tmp_path / "ucr_FaceAll.md").write_text("# FaceAll: a reading\n")
@@ -393,11 +417,18 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
     stale.write_text(json.dumps({"config": {"prior_scale": values[0], "train": {}}, "wall_seconds": 1, "machine": "m",
                                  "test": {"accuracy": 0.9, "nll": 0.3, "ece": 0.1}}))
     table = aggregate_ucr(tmp_path, ["GunPoint"], ["pstn"], 1, 1, 1)
-    assert "| pstn | σ_p = 0.2 | 0 | not run |" in table
-    assert ("- pstn selection, validation accuracy / NLL / posterior std of θ by σ_p (4 of 4 run, 300 optimiser "
+    assert "| pstn | σ_p = 0.2 | 0 | — | not run |" in table
+    assert ("- pstn selection, validation accuracy / NLL (running BN) / posterior std of θ by σ_p (4 of 4 run, 300 optimiser "
             "steps each): 0.05: 1.0000 / 0.0300 / 0.0190; 0.1: 0.9000 / 0.0100 / 0.0196; 0.2: 1.0000 / 0.0200 / 0.0196; "
             "0.6: 0.8000 / 0.5000 / —.") in table  # what the choice saw, and whether σ_p changed the posterior
     _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
     assert stale.exists()  # --aggregate-only removes nothing
     _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
     assert not stale.exists() and final[0][3] == stale and final[0][6]["prior_scale"] == values[2]
+    # once every selection run is evaluated again with precise BN (--recompute-bn), those metrics select
+    for k, value in enumerate(values):
+        path = ucr_path(tmp_path, "select", "pstn", "GunPoint", f"{param}{value:g}")
+        record = json.loads(path.read_text())
+        record["precise_bn"] = {"val": {"accuracy": 0.95 if k == 3 else 0.9, "nll": 0.1}}
+        path.write_text(json.dumps(record))
+        assert _ucr_selected(tmp_path, "pstn", "GunPoint") == (values[3] if k == 3 else values[2])
