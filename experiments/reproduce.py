@@ -1136,10 +1136,19 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
     return select, final, waiting
 
 
+def _paired_by_rep(a: dict, b: dict) -> tuple[float, float, int] | None:
+    """(mean, standard error, pairs) of a − b over the repetitions both have (``{fold: value}``)."""
+    pairs = [v - b[k] for k, v in a.items() if k in b]
+    if len(pairs) < 2:
+        return None
+    return statistics.mean(pairs), statistics.stdev(pairs) / math.sqrt(len(pairs)), len(pairs)
+
+
 def _ucr_gaps(summary: dict, name: str) -> list[str]:
     """Each P-STN's accuracy gap over our CNN on ``name`` (difference of the means, with the standard
     error of that difference of two independent means), beside the same gap in the paper that has
-    the model (000 for the Gaussian P-STN, 001 for the Gamma P-STN)."""
+    the model (000 for the Gaussian P-STN, 001 for the Gamma P-STN); then, paired by repetition, its
+    ECE against our CNN's and its accuracy and ECE against our STN's."""
     cnn = summary.get(f"cnn-{name}", {}).get("accuracy", [])
     lines = []
     for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
@@ -1152,14 +1161,26 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
                    "below our CNN by more than two standard errors" if gap < -2 * se else
                    "within two standard errors of our CNN")
         # repetition k gives every model the same train / validation split and seed: pair them too
-        pairs = [a - b for k, a in summary[f"{model}-{name}"].get("by_rep", {}).items()
-                 if (b := summary[f"cnn-{name}"].get("by_rep", {}).get(k)) is not None]
-        paired = (f"; paired by repetition: {statistics.mean(pairs):+.4f} (standard error "
-                  f"{statistics.stdev(pairs) / math.sqrt(len(pairs)):.4f}, {len(pairs)} pairs)" if len(pairs) > 1 else "")
+        pairs = _paired_by_rep(summary[f"{model}-{name}"].get("by_rep", {}), summary[f"cnn-{name}"].get("by_rep", {}))
+        paired = (f"; paired by repetition: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs)"
+                  if pairs else "")
         published = PAPER_UCR[paper].get(name, {})
         beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
         lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
                      f"repetitions): {verdict}{paired}{beside}.")
+    for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
+        ours = summary.get(f"{model}-{name}", {})
+        if ece := _paired_by_rep(ours.get("ece_by_rep", {}), summary.get(f"cnn-{name}", {}).get("ece_by_rep", {})):
+            lines.append(f"- {model} − cnn, ECE paired by repetition: {ece[0]:+.4f} (standard error {ece[1]:.4f}, "
+                         f"{ece[2]} pairs).")
+        stn = summary.get(f"stn-{name}", {})
+        if acc := _paired_by_rep(ours.get("by_rep", {}), stn.get("by_rep", {})):
+            ece = _paired_by_rep(ours.get("ece_by_rep", {}), stn.get("ece_by_rep", {}))
+            published = PAPER_UCR[paper].get(name, {})
+            beside = (f"; paper {paper} accuracy: {published[model][0] - published['stn'][0]:+.4f}"
+                      if model in published and "stn" in published else "")
+            lines.append(f"- {model} − stn, paired by repetition: accuracy {acc[0]:+.4f} (standard error "
+                         f"{acc[1]:.4f}), ECE {ece[0]:+.4f} (standard error {ece[1]:.4f}), {acc[2]} pairs{beside}.")
     return [""] + lines if lines else []
 
 
@@ -1216,7 +1237,8 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             bn = ("precise" if precise else "running") if runs else "—"
             summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc, "bn": bn,
-                                          "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)}}
+                                          "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)},
+                                          "ece_by_rep": {r["fold"]: m["test"]["ece"] for r, m in zip(runs, shown)}}
             lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {_fmt(acc)} | {at_mean} | {_fmt(nll)} | {_fmt(ece)} | "
                          f"{train_loss} | {spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "

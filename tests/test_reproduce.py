@@ -363,6 +363,13 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     paired = _ucr_gaps({"cnn-FaceAll": {"accuracy": [0.80, 0.81, 0.9], "by_rep": {0: 0.80, 1: 0.81, 2: 0.9}},
                         "pstn-FaceAll": {"accuracy": [0.82, 0.84], "by_rep": {0: 0.82, 1: 0.84}}}, "FaceAll")
     assert "; paired by repetition: +0.0250 (standard error 0.0050, 2 pairs); paper 000: +0.0217." in paired[1]
+    # and against our STN, accuracy and ECE paired, with the paper's accuracy gap to its STN
+    against_stn = _ucr_gaps({"stn-FaceAll": {"accuracy": [0.85, 0.83], "by_rep": {0: 0.85, 1: 0.83},
+                                             "ece_by_rep": {0: 0.10, 1: 0.12}},
+                             "pstn-FaceAll": {"accuracy": [0.82, 0.84], "by_rep": {0: 0.82, 1: 0.84},
+                                              "ece_by_rep": {0: 0.05, 1: 0.05}}}, "FaceAll")
+    assert against_stn == ["", "- pstn − stn, paired by repetition: accuracy -0.0100 (standard error 0.0200), ECE "
+                               "-0.0600 (standard error 0.0100), 2 pairs; paper 000 accuracy: +0.0172."]
 
 
 def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, data_root, monkeypatch):
