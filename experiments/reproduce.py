@@ -1025,6 +1025,13 @@ def _ucr_records(results: Path, datasets, models) -> list[Path]:
                   if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
 
 
+def _fitted_config(config: dict) -> dict:
+    """A stored config read back through FitConfig, with a run from before precise BN (no such
+    field) read as fitted without it (the field's default is on)."""
+    config = {**config, "train": {"precise_bn": False, **config["train"]}}
+    return asdict(config_from_dict(FitConfig, config))
+
+
 def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
     is evaluated again with precise BN (:func:`experiments.fit.evaluate_precise_bn`) from its
@@ -1043,9 +1050,8 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
             continue  # done, or fitted with precise BN already
         run_dir = Path(run_root) / path.stem
         try:  # the checkpoint must be this result's run (same config), not a later refit's
-            same = (asdict(config_from_dict(FitConfig, json.loads((run_dir / CONFIG_FILE).read_text())))
-                    == asdict(config_from_dict(FitConfig, record["config"])))
-        except (OSError, ValueError, TypeError, KeyError):
+            same = _fitted_config(json.loads((run_dir / CONFIG_FILE).read_text())) == _fitted_config(record["config"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             same = False
         (todo if same and (run_dir / CHECKPOINT).is_file() else missing).append((path, record, run_dir))
     if missing:
