@@ -1150,6 +1150,13 @@ def _paired_by_rep(a: dict, b: dict) -> tuple[float, float, int] | None:
     return statistics.mean(pairs), statistics.stdev(pairs) / math.sqrt(len(pairs)), len(pairs)
 
 
+def _mixed_bn(summary: dict, name: str, model: str, baseline: str) -> str:
+    """A warning where the two rows of a difference were evaluated with different BN statistics."""
+    a, b = (summary.get(f"{m}-{name}", {}).get("bn") for m in (model, baseline))
+    return (f" (not like for like: {model} with {a} BN statistics, {baseline} with {b})"
+            if a and b and a != b else "")
+
+
 def _ucr_gaps(summary: dict, name: str) -> list[str]:
     """Each P-STN's accuracy gap over our CNN on ``name`` (difference of the means, with the standard
     error of that difference of two independent means), beside the same gap in the paper that has
@@ -1173,12 +1180,12 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
         published = PAPER_UCR[paper].get(name, {})
         beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
         lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
-                     f"repetitions): {verdict}{paired}{beside}.")
+                     f"repetitions): {verdict}{paired}{beside}{_mixed_bn(summary, name, model, 'cnn')}.")
     for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
         ours = summary.get(f"{model}-{name}", {})
         if ece := _paired_by_rep(ours.get("ece_by_rep", {}), summary.get(f"cnn-{name}", {}).get("ece_by_rep", {})):
             lines.append(f"- {model} − cnn, ECE paired by repetition: {ece[0]:+.4f} (standard error {ece[1]:.4f}, "
-                         f"{ece[2]} pairs).")
+                         f"{ece[2]} pairs){_mixed_bn(summary, name, model, 'cnn')}.")
         stn = summary.get(f"stn-{name}", {})
         if acc := _paired_by_rep(ours.get("by_rep", {}), stn.get("by_rep", {})):
             ece = _paired_by_rep(ours.get("ece_by_rep", {}), stn.get("ece_by_rep", {}))
@@ -1186,7 +1193,8 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
             beside = (f"; paper {paper} accuracy: {published[model][0] - published['stn'][0]:+.4f}"
                       if model in published and "stn" in published else "")
             lines.append(f"- {model} − stn, paired by repetition: accuracy {acc[0]:+.4f} (standard error "
-                         f"{acc[1]:.4f}), ECE {ece[0]:+.4f} (standard error {ece[1]:.4f}), {acc[2]} pairs{beside}.")
+                         f"{acc[1]:.4f}), ECE {ece[0]:+.4f} (standard error {ece[1]:.4f}), {acc[2]} pairs{beside}"
+                         f"{_mixed_bn(summary, name, model, 'stn')}.")
     return [""] + lines if lines else []
 
 

@@ -370,6 +370,11 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
                                               "ece_by_rep": {0: 0.05, 1: 0.05}}}, "FaceAll")
     assert against_stn == ["", "- pstn − stn, paired by repetition: accuracy -0.0100 (standard error 0.0200), ECE "
                                "-0.0600 (standard error 0.0100), 2 pairs; paper 000 accuracy: +0.0172."]
+    # rows evaluated with different BN statistics say so
+    mixed = _ucr_gaps({"stn-FaceAll": {"by_rep": {0: 0.85, 1: 0.83}, "ece_by_rep": {0: 0.1, 1: 0.1}, "bn": "precise"},
+                       "pstn-FaceAll": {"by_rep": {0: 0.82, 1: 0.84}, "ece_by_rep": {0: 0.1, 1: 0.1}, "bn": "running"}},
+                      "FaceAll")
+    assert mixed[1].endswith("(not like for like: pstn with running BN statistics, stn with precise).")
 
 
 def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, data_root, monkeypatch):
