@@ -1046,7 +1046,7 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     todo, missing = [], []
     for path in _ucr_records(results, datasets, models):
         record = json.loads(path.read_text())
-        if "precise_bn" in record or record["config"]["train"].get("precise_bn", False):
+        if has_precise_bn(record):
             continue  # done, or fitted with precise BN already
         run_dir = Path(run_root) / path.stem
         try:  # the checkpoint must be this result's run (same config), not a later refit's
