@@ -21,13 +21,20 @@ def _series(n: int = 24, length: int = 64, classes: int = 3, seed: int = 0) -> I
     return ImageSet(x[:, None], y)
 
 
+def _batch_statistics_copy(model):
+    """A copy of ``model`` in eval mode but for its BN layers, which normalise by batch statistics."""
+    model = copy.deepcopy(model).eval()
+    for m in batch_norm_layers(model):
+        m.train()
+    return model
+
+
 def _split_statistics(model, forward, data: ImageSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(mean, unbiased variance) over the whole split of each BN layer's input, in one pass of a copy
     with batch statistics (the other layers in eval mode)."""
-    model = copy.deepcopy(model).eval()
+    model = _batch_statistics_copy(model)
     seen = []
     for m in batch_norm_layers(model):
-        m.train()
         m.register_forward_hook(lambda m, inputs, out: seen.append((inputs[0].mean((0, 2)), inputs[0].var((0, 2)))))
     with torch.no_grad():
         forward(model)(data.images, data.labels)
@@ -54,9 +61,7 @@ def test_precise_bn_sets_every_layer_to_the_splits_statistics_in_float64():
         m.momentum = 0.3
     weights = {k: v.clone() for k, v in model.named_parameters()}
     expected = _split_statistics(model, classify, data)
-    batch_stats = copy.deepcopy(model).eval()  # the net that normalises by the whole split's batch statistics
-    for m in batch_norm_layers(batch_stats):
-        m.train()
+    batch_stats = _batch_statistics_copy(model)  # the net that normalises by the whole split's batch statistics
     with torch.no_grad():
         target = batch_stats.classifier(data.images)
         collapsed = model.eval().classifier(data.images)
