@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import UCR_PREFIX, is_dataset_name, is_ucr, parse_dataset_name, unknown_dataset
-from pyro_pstn.models import MODEL_NAMES
+from pyro_pstn.data import UCR_PREFIX, data_family, is_dataset_name, is_ucr, parse_dataset_name, unknown_dataset
+from pyro_pstn.models import MODEL_NAMES, check_layout_family
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
 #: Learning rates of the UAI MNIST-subset scripts (anchors.md §1.6); DA uses the P-STN's.
@@ -102,7 +102,7 @@ class FitConfig:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
         if not is_dataset_name(self.data):
             raise ValueError(unknown_dataset(self.data))
-        self.layout = get_layout(self.layout).name
+        self.layout = check_layout_family(self.layout, data_family(self.data)).name  # before anything is written
         if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
                              f"valid: {', '.join(LIE_LAYOUTS)}")

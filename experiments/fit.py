@@ -31,7 +31,7 @@ from inference.schedules import ANNEALING
 from pyro_pstn.data import (DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_dataset_name,
                              load_dataset, unknown_dataset)
 from pyro_pstn.models import MODEL_NAMES, PSTN, GammaPSTN, TransformClassifier, build_model
-from pyro_pstn.transforms import LAYOUTS
+from pyro_pstn.transforms import CPAB_FAMILIES, LAYOUTS, TimeAffine
 
 from .cli import CommaList
 from .config import FILLS, FitConfig, config_from_dict, read_config, write_atomic
@@ -293,7 +293,7 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
 @click.option("--data", type=DataName(), default="mnist30",
               help=f"{', '.join(DATASET_NAMES)}, or ucr/<Name> (a UCR series data set under <data root>/UCR).")
-@click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold.")
+@click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold; for ucr/<Name>, the seed of the train / validation split.")
 @click.option("--folds", type=CommaList(int, choices=range(5)), default=None,
               help="Several folds at once, as one stacked fit (e.g. 0,1,2,3,4); overrides --fold.")
 @click.option("--seeds", type=CommaList(int), default=None,
@@ -309,9 +309,11 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--elbo", type=click.Choice(tuple(ELBOS)), default="trace")
 @click.option("--train-samples", type=click.IntRange(min=1), default=None, help="S at training time. Default: 1 (MNIST), 10 (UCR, models that sample θ).")
 @click.option("--test-samples", type=click.IntRange(min=1), default=10)
-@click.option("--layout", type=click.Choice((*LAYOUTS, "tps", "cpab")), default=None,
-              help="Transformation family: an affine or Lie layout, tps (18 dof) or cpab (34-dof diffeomorphism). "
-                   "Default: similarity; lie_similarity for flow_pstn.")
+@click.option("--layout", type=click.Choice((*LAYOUTS, "tps", *CPAB_FAMILIES, TimeAffine.name)), default=None,
+              help="Transformation family. Images: an affine or Lie layout, tps (18 dof) or cpab (34-dof "
+                   "diffeomorphism); series (ucr/<Name>): cpab1d (9-dof diffeomorphism of the time axis) or "
+                   "time_affine (its shift and scale). Default: similarity for images, cpab1d for series; "
+                   "lie_similarity for flow_pstn.")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
 @click.option("--fill", type=click.Choice(FILLS), default="background",
               help="What warps put outside the input: the data's background (an empty pixel after normalisation) "

@@ -79,7 +79,9 @@ def test_the_authors_ucr_networks_have_their_parameter_counts():
 def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
     from experiments.fit import load_run, main
 
-    args = ["--model", "gamma_pstn", "--data", "ucr/ItalyPowerDemand", "--epochs", "2", "--train-samples", "2",
+    # the command names the 1-D family, as a user copying it from the papers would
+    args = ["--model", "gamma_pstn", "--data", "ucr/ItalyPowerDemand", "--layout", "cpab1d", "--epochs", "2",
+            "--train-samples", "2",
             "--test-size", "100", "--data-root", str(data_root), "--out-dir", str(tmp_path), "--run-name", "ucr",
             "--no-progress"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -93,3 +95,27 @@ def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
     assert model.event_dim == 2 and metrics["n_test"] == 100 and metrics["theta_posterior_std"] > 0
     bad = CliRunner().invoke(main, ["--data", "ucr", "--out-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "ucr/<Name>" in bad.output
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("similarity", "the similarity family warps 2-D inputs, but series data is 1-D: series take cpab1d, time_affine"),
+    ("cpab", "the cpab family warps 2-D inputs"),
+])
+def test_an_image_family_on_series_exits_2_and_writes_nothing(tmp_path, data_root, layout, message):
+    from experiments.fit import main
+
+    args = ["--model", "stn", "--data", "ucr/ItalyPowerDemand", "--layout", layout, "--epochs", "1",
+            "--data-root", str(data_root), "--out-dir", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_series_families_are_chosen_by_name_in_a_config():
+    from experiments.config import FitConfig
+
+    for layout in ("cpab1d", "time_affine"):
+        assert FitConfig.with_defaults("pstn", "ucr/GunPoint", layout=layout).layout == layout
+    assert FitConfig.with_defaults("pstn", "ucr/GunPoint").layout == "cpab1d"
+    with pytest.raises(ValueError, match="the time_affine family warps 1-D inputs, but image28 data is 2-D"):
+        FitConfig.with_defaults("pstn", "mnist30", layout="time_affine")

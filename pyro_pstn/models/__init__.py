@@ -53,15 +53,8 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
     default = {"series": "cpab1d"}.get(family, "lie_similarity" if name == "flow_pstn" else "similarity")
-    layout_ = get_layout(layout or default)
-    spatial = getattr(layout_, "ndim", 2)
-    if spatial != FAMILIES[family]:
-        raise ValueError(f"the {layout_.name} family warps {spatial}-D inputs, but {family} data is "
-                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
-                         "tps or cpab family")
+    layout_ = check_layout_family(layout or default, family)
     common = dict(fill=fill, align_corners=align_corners)
     if family == "series":
         return _series_model(name, layout_, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate,
@@ -92,6 +85,20 @@ FAMILIES = {"image28": 2, "series": 1}
 SERIES_FAMILIES = ("cpab1d", "time_affine")
 
 
+def check_layout_family(layout, family: str):
+    """The transform family ``layout`` (a name or an instance) if it warps inputs of the data
+    ``family`` (``"image28"``: 2-D, ``"series"``: 1-D), else a ValueError that says which fit."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
+    layout = get_layout(layout)
+    spatial = getattr(layout, "ndim", 2)
+    if spatial != FAMILIES[family]:
+        raise ValueError(f"the {layout.name} family warps {spatial}-D inputs, but {family} data is "
+                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
+                         "tps or cpab family")
+    return layout
+
+
 def _series_model(name, layout, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate, common):
     """The UCR networks (:mod:`pyro_pstn.nets.series`) in the same generative stories."""
     common = {**common, "event_dim": 2}
@@ -114,6 +121,7 @@ def _series_model(name, layout, prior_scale, num_classes, spread_init, gamma_con
 
 __all__ = [
     "FAMILIES",
+    "check_layout_family",
     "AugmentationWarmup",
     "FlowPSTN",
     "CNN",
