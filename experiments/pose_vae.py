@@ -303,7 +303,7 @@ def main():
 @main.command()
 @click.option("--model", type=click.Choice(POSE_VAE_MODELS), default="tvae", show_default=True)
 @click.option("--z-dim", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--transform", default="affine", show_default=True, help="affine, affine5, similarity, …, tps, tps<s>.")
+@click.option("--transform", default="affine", show_default=True, help="affine, affine5, similarity, …, tps, tps<s>, cpab (34-dof diffeomorphism).")
 @click.option("--pose-prior", type=click.Choice(POSE_PRIOR_NAMES), default="none", show_default=True)
 @click.option("--rank", type=click.IntRange(min=1), default=2, show_default=True, help="For --pose-prior lowrank.")
 @click.option("--data", type=click.Choice(VAE_DATA), default="mnist", show_default=True)

@@ -16,6 +16,7 @@ from inference.schedules import TemperatureSchedule
 from pyro_pstn.data import ImageSet, random_affine_copy
 from pyro_pstn.models import DTVAE, TVAE, build_pose_vae
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose
+from pyro_pstn.transforms import warp
 
 B = 5
 
@@ -31,6 +32,7 @@ CASES = {  # name → (model, pose prior, {site: shape after the batch})
     "tvae-tps-diagonal": ("tvae", DiagonalNormalPose("tps"), {"z": (8,), "u": (18,), "theta": (18,)}),
     "tvae-affine5-diagonal": ("tvae", DiagonalNormalPose("affine5"), {"z": (8,), "u": (5,), "theta": (5,)}),
     "dtvae-affine-lowrank": ("dtvae", LowRankNormalPose("affine", rank=3), {"z": (8,), "u": (3,), "theta": (6,)}),
+    "dtvae-cpab-diagonal": ("dtvae", DiagonalNormalPose("cpab"), {"z": (8,), "u": (34,), "theta": (34,)}),
     "cat_vae": ("cat_vae", None, {"z": (10, 10)}),
 }
 
@@ -133,10 +135,20 @@ def test_lowrank_prior_has_the_covariance_w_wt():
 
 
 def test_dtvae_needs_an_invertible_transform():
-    with pytest.raises(ValueError, match="affine"):
+    with pytest.raises(ValueError, match="DTVAE un-warps x by T_θ⁻¹, which tps3 lacks; use an affine, Lie or cpab family"):
         build_pose_vae("dtvae", 8, DiagonalNormalPose("tps"))
     model = build_pose_vae("dtvae", 8, DeterministicPose("affine"))
     assert isinstance(model, DTVAE) and isinstance(model, TVAE) and model.localizer is not None
+    model = build_pose_vae("dtvae", 8, DiagonalNormalPose("cpab"))  # CPAB's inverse is T_{−θ}
+    grid = torch.linspace(-1, 1, 28, dtype=torch.float64)
+    rows, cols = torch.meshgrid(grid, grid, indexing="ij")
+    x = torch.exp(-((cols - 0.1) ** 2 + (rows + 0.2) ** 2) / 0.3).expand(B, 1, 28, 28)  # smooth: little resampling loss
+    torch.manual_seed(0)
+    theta = 0.3 * torch.randn(B, 34, dtype=torch.float64)
+    warped = warp(x, theta, "cpab")
+    assert (warped - x).abs().max() > 0.1 and (model.upright(warped, theta) - x).abs().max() < 0.05
+    with pytest.raises(ValueError, match="a pose VAE warps images, but cpab1d warps 1-D signals"):
+        build_pose_vae("tvae", 8, DiagonalNormalPose("cpab1d"))
 
 
 def test_temperature_schedule_is_applied_every_step_by_the_engine():

@@ -35,7 +35,7 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as _To
 from ..nets.conv import ConvVAEDecoder, ConvVAETrunk
 from ..nets.dense import DenseDecoder, DenseTrunk, GaussianHead
 from ..priors import DeterministicPose, PosePrior
-from ..transforms import warp
+from ..transforms import has_inverse, warp
 
 #: The paper clips the decoder's output to [1e-6, 1 − 1e-6] "to make the loss and gradients
 #: more stable" (002 appendix A).
@@ -163,6 +163,9 @@ class TVAE(VAE):
         **kwargs,
     ):
         super().__init__(encoder, z_head, decoder, z_dim, **kwargs)
+        if getattr(pose_prior.layout, "ndim", 2) != 2:
+            raise ValueError(f"a pose VAE warps images, but {pose_prior.layout.name} warps 1-D signals; use an "
+                             "affine, Lie, tps or cpab family")
         self.u_head, self.pose_prior = u_head, pose_prior
         self.layout = pose_prior.layout
 
@@ -217,7 +220,7 @@ class TVAE(VAE):
 class DTVAE(TVAE):
     """Double-transformer VAE (002 §III, Fig. 4 right): the pose is inferred first and undone,
     y = T_θ⁻¹(x), before z is encoded from y; the decoder's canonical image is warped back by T_θ.
-    Needs an affine layout (the un-warp is the inverse affine map)."""
+    Needs a family with a closed-form inverse: affine or Lie (A(θ)⁻¹) or CPAB (T_{−θ}), not TPS."""
 
     def __init__(
         self,
@@ -231,8 +234,9 @@ class DTVAE(TVAE):
         **kwargs,
     ):
         super().__init__(encoder, z_head, u_head, decoder, z_dim, pose_prior, **kwargs)
-        if not hasattr(self.layout, "inverse_matrix"):
-            raise ValueError(f"DTVAE un-warps x by T_θ⁻¹, which {self.layout.name} lacks; use an affine layout")
+        if not has_inverse(self.layout):
+            raise ValueError(f"DTVAE un-warps x by T_θ⁻¹, which {self.layout.name} lacks; use an affine, Lie or "
+                             "cpab family")
         self.localizer = localizer
 
     def upright(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

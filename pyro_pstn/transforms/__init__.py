@@ -5,7 +5,7 @@ from .lie import GENERATORS, LIE_LAYOUTS, compose, rotation_angle
 from .registry import CPAB_FAMILIES, LAYOUTS, get_layout
 from .time_affine import TimeAffine
 from .tps import ThinPlateSpline
-from .warp import apply_flat, warp
+from .warp import apply_flat, has_inverse, warp
 
 __all__ = ["GENERATORS", "LIE_LAYOUTS", "compose", "rotation_angle", "LAYOUTS", "EXP_LIMIT", "THETA_LIMIT",
-           "AffineLayout", "ThinPlateSpline", "CPAB", "CPAB_FAMILIES", "TimeAffine", "get_layout", "warp", "apply_flat"]
+           "AffineLayout", "ThinPlateSpline", "CPAB", "CPAB_FAMILIES", "TimeAffine", "get_layout", "warp", "has_inverse", "apply_flat"]

@@ -26,6 +26,12 @@ def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, even
     return out.reshape(*batch_shape, *out.shape[1:])
 
 
+def has_inverse(layout) -> bool:
+    """Whether ``warp(..., inverse=True)`` can apply T_θ⁻¹ for this family in closed form: the
+    affine and Lie layouts (A(θ)⁻¹), CPAB (T_{−θ}) and the time warp; not the thin-plate spline."""
+    return not isinstance(get_layout(layout), ThinPlateSpline)
+
+
 def warp(
     x: torch.Tensor,
     theta: torch.Tensor,
@@ -56,7 +62,7 @@ def warp(
         raise ValueError(f"{layout.name} warps {expected} with a batch dimension, got shape {tuple(x.shape)}")
     if theta.shape[-1] != layout.dim:
         raise ValueError(f"{layout.name} expects θ with last dimension {layout.dim}, got shape {tuple(theta.shape)}")
-    if inverse and isinstance(layout, ThinPlateSpline):
+    if inverse and not has_inverse(layout):
         raise ValueError(f"{layout.name} has no closed-form inverse; inverse warps need an affine or CPAB family")
     batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-event])
     x = x.expand(*batch_shape, *x.shape[-event:]).reshape(-1, *x.shape[-event:])
