@@ -991,19 +991,34 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
 @click.option("--run-root", default="runs/ucr")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=None,
+              help="Skip the selection of gamma_pstn's w: fit its repetitions at this w (e.g. the authors' 1e-5). "
+                   "They go to ucr/fixed/, beside (not over) the selected runs, and the table lists them under the "
+                   "selected row, paired with it and with our CNN.")
+@click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="As --kl-weight, for pstn's σ_p.")
 @click.option("--recompute-bn", is_flag=True,
               help="Train nothing: evaluate again, with precise BN (batch-norm statistics recomputed over the training "
                    "split), the finished runs that used training's running averages and whose checkpoints are under "
                    "--run-root; store the result beside theirs and rebuild the table.")
 def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
-        aggregate_only, recompute_bn):
+        aggregate_only, kl_weight, prior_scale, recompute_bn):
     """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
 
     First σ_p / w are selected per data set on the validation split of repetition 0 (grids
     ``UCR_GRIDS``); then every model runs ``--repetitions`` times at its selected value. With
     ``--shard``, run the array once for the selection and once more for the runs it selects.
+    ``--kl-weight`` / ``--prior-scale`` fit the Gamma / Gaussian P-STN at a given value instead (the
+    authors' w, say), beside the selected runs, to tell the selection's effect from the model's.
     """
     results = Path(results_dir)
+    fixed = {param: value for param, value in (("kl_weight", kl_weight), ("prior_scale", prior_scale))
+             if value is not None}
+    for param in fixed:
+        model = next(m for m, (p, _) in UCR_GRIDS.items() if p == param)
+        if model not in models:
+            raise click.UsageError(f"--{param.replace('_', '-')} fixes {model}'s {PARAM_SYMBOL[param]}; "
+                                   f"add {model} to --models")
     if recompute_bn:
         recompute_bn_ucr(results, datasets, models, run_root)
         aggregate_only = True
@@ -1011,7 +1026,7 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
              **({"num_particles": train_samples} if train_samples else {})}
     for _ in range(2):  # the selection, then the runs at the selected values
         select, final, waiting = _ucr_jobs(results, datasets, models, repetitions, train, run_root,
-                                           refit_stale=not aggregate_only)
+                                           refit_stale=not aggregate_only, fixed=fixed)
         if not sweep(select + final, shard, workers, threads, aggregate_only=aggregate_only):
             return
         if not waiting or aggregate_only:
@@ -1021,7 +1036,7 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
 
 def _ucr_records(results: Path, datasets, models) -> list[Path]:
     """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
-    return sorted(p for kind in ("select", "runs") for p in (results / "ucr" / kind).glob("*.json")
+    return sorted(p for kind in ("select", "runs", "fixed") for p in (results / "ucr" / kind).glob("*.json")
                   if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
 
 
@@ -1108,15 +1123,26 @@ def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) ->
     return lines + ([""] + picks if picks else [])
 
 
-def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool):
+def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool,
+              fixed: dict[str, float] | None = None):
     """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``;
-    ``refit_stale``: remove the result of a repetition fitted at another value than the selected one."""
+    ``refit_stale``: remove the result of a repetition fitted at another value than the selected one;
+    ``fixed`` ({param: value}, ``--kl-weight`` / ``--prior-scale``): the models with that parameter
+    skip the selection and fit their repetitions at ``value``, into ``ucr/fixed/``."""
+    fixed = fixed or {}
     select, final, waiting = [], [], []
     for name in datasets:
         data = f"ucr/{name}"
         for model in models:
             if model in UCR_GRIDS:
                 param, values = UCR_GRIDS[model]
+                if param in fixed:
+                    value = fixed[param]
+                    job_train = {**train, "kl_weight": value} if param == "kl_weight" else train
+                    options = {"prior_scale": value} if param == "prior_scale" else {}
+                    final += [(model, data, k, ucr_path(results, "fixed", model, name, f"{param}{value:g}-rep{k}"),
+                               run_root, {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
+                    continue
                 for v in values:
                     job_train = {**train, "kl_weight": v} if param == "kl_weight" else train
                     options = {"evaluate_on": "val", **({"prior_scale": v} if param == "prior_scale" else {})}
@@ -1155,6 +1181,42 @@ def _mixed_bn(summary: dict, name: str, model: str, baseline: str) -> str:
     a, b = (summary.get(f"{m}-{name}", {}).get("bn") for m in (model, baseline))
     return (f" (not like for like: {model} with {a} BN statistics, {baseline} with {b})"
             if a and b and a != b else "")
+
+
+def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[str]:
+    """The repetitions fitted at a fixed σ_p / w (``--prior-scale`` / ``--kl-weight``, e.g. the
+    authors' value) rather than the validation's pick: per model and value, their test metrics and
+    their accuracy paired by repetition with our CNN's and with the selected row's."""
+    lines = []
+    for model in models:
+        if model not in UCR_GRIDS:
+            continue
+        param = UCR_GRIDS[model][0]
+        by_value: dict[float, list[dict]] = {}
+        for path in sorted((results / "ucr" / "fixed").glob(f"{model}-{name}-{param}*-rep*.json")):
+            record = json.loads(path.read_text())
+            by_value.setdefault(fitted_at(record["config"], param), []).append(record)
+        for value, runs in sorted(by_value.items()):
+            precise = all(map(has_precise_bn, runs))
+            shown = [as_evaluated(r, precise) for r in runs]
+            bn = "precise" if precise else "running"
+            at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
+            by_rep = {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)}
+            paired = []
+            for row, label in ((f"cnn-{name}", "cnn"), (f"{model}-{name}", f"the selected {model}")):
+                other = summary.get(row, {})
+                if pairs := _paired_by_rep(by_rep, other.get("by_rep", {})):
+                    mixed = f", not like for like: {bn} against {other['bn']} BN" if other.get("bn") != bn else ""
+                    paired.append(f"− {label}: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs"
+                                  f"{mixed})")
+            lines.append(
+                f"- {model} at {PARAM_SYMBOL[param]} = {value:g}, fixed (`--{param.replace('_', '-')} {value:g}`), "
+                f"not selected: {len(runs)} repetitions, {bn} BN, accuracy {_fmt([m['test']['accuracy'] for m in shown])}"
+                + (f" ({_fmt(at_mean)} at μ(x))" if at_mean else "")
+                + f", NLL {_fmt([m['test']['nll'] for m in shown])}, ECE {_fmt([m['test']['ece'] for m in shown])}, "
+                f"mean wall {statistics.mean(r['wall_seconds'] for r in runs):.0f} s / run"
+                + (f"; paired by repetition {'; '.join(paired)}" if paired else "") + ".")
+    return [""] + lines if lines else []
 
 
 def _ucr_gaps(summary: dict, name: str) -> list[str]:
@@ -1258,6 +1320,7 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
         lines += _ucr_gaps(summary, name)
+        lines += _ucr_fixed_lines(results, summary, models, name)
         lines += _ucr_grid_lines(results, models, name)
         lines += _ucr_precise_bn_lines(results, models, name, repetitions)
         missing = sum(summary[f"{model}-{name}"]["reps"] < repetitions for model in models)
@@ -1269,10 +1332,10 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
         if (results / f"ucr_{name}.md").exists():  # a written reading of this data set's result
             lines += ["", f"What we measured about why: [ucr_{name}.md](ucr_{name}.md)."]
         lines.append("")
-    records = [json.loads(p.read_text()) for kind in ("select", "runs") for p in (results / "ucr" / kind).glob("*.json")
-               if any(f"-{name}-" in p.name for name in datasets)]
+    records = [json.loads(p.read_text()) for kind in ("select", "runs", "fixed")
+               for p in (results / "ucr" / kind).glob("*.json") if any(f"-{name}-" in p.name for name in datasets)]
     if records:
-        lines += [f"Wall time of these {len(records)} runs (the validation selection included): "
+        lines += [f"Wall time of these {len(records)} runs (the validation selection and runs at fixed values included): "
                   f"{sum(r['wall_seconds'] for r in records) / 3600:.2f} h in total. Machines: "
                   f"{'; '.join(sorted({r['machine'] for r in records}))}."]
     text = "\n".join(lines) + "\n"

@@ -444,3 +444,41 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
         record["precise_bn"] = {"val": {"accuracy": 0.95 if k == 3 else 0.9, "nll": 0.1}}
         path.write_text(json.dumps(record))
         assert _ucr_selected(tmp_path, "pstn", "GunPoint") == (values[3] if k == 3 else values[2])
+
+
+def test_ucr_at_a_fixed_value_skips_the_selection_and_pairs_with_the_selected_row(tmp_path, data_root, monkeypatch):
+    """--kl-weight / --prior-scale: repetitions at the authors' value instead of the validation's pick,
+    kept beside the selected runs and paired with them and with our CNN by repetition."""
+    from experiments.reproduce import _ucr_jobs, aggregate_ucr, ucr_path
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    refused = _invoke("ucr", "--datasets", "ItalyPowerDemand", "--models", "cnn", "--kl-weight", "1e-5",
+                      "--results-dir", tmp_path)
+    assert refused.exit_code == 2 and "--kl-weight fixes gamma_pstn's w; add gamma_pstn to --models" in refused.output
+    select, final, waiting = _ucr_jobs(tmp_path, ["FaceAll"], ["gamma_pstn", "pstn"], 2, {}, "runs",
+                                       refit_stale=True, fixed={"kl_weight": 1e-5})
+    assert {job[0] for job in select} == {"pstn"} and waiting == ["pstn on FaceAll"]  # σ_p is still selected
+    assert [job[3].name for job in final] == ["gamma_pstn-FaceAll-kl_weight1e-05-rep0.json",
+                                              "gamma_pstn-FaceAll-kl_weight1e-05-rep1.json"]
+    assert final[1][3].parent.name == "fixed" and final[1][5] == {"kl_weight": 1e-5, "seed": 43}
+
+    def record(model, k, accuracy, kl_weight=0.0, precise=True):
+        return {"fold": k, "config": {"prior_scale": 0.1, "train": {"kl_weight": kl_weight, "precise_bn": precise}},
+                "test": {"accuracy": accuracy, "nll": 0.5, "ece": 0.1}, "test_at_mean": {"accuracy": accuracy},
+                "wall_seconds": 10, "machine": "m", "validation": {"loss": 1.0, "step": 1}}
+
+    for k, (cnn, selected, fixed) in enumerate([(0.86, 0.82, 0.84), (0.88, 0.83, 0.83), (0.84, 0.80, 0.83)]):
+        for kind, model, tag, rec in (("runs", "cnn", f"rep{k}", record("cnn", k, cnn)),
+                                      ("runs", "gamma_pstn", f"rep{k}", record("gamma_pstn", k, selected)),
+                                      ("fixed", "gamma_pstn", f"kl_weight1e-05-rep{k}",
+                                       record("gamma_pstn", k, fixed, 1e-5, precise=k > 0))):
+            path = ucr_path(tmp_path, kind, model, "FaceAll", tag)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec))
+    table = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 3, 100, 1)
+    line = next(x for x in table.splitlines() if x.startswith("- gamma_pstn at w = 1e-05"))
+    assert "fixed (`--kl-weight 1e-05`), not selected: 3 repetitions, running BN, accuracy 0.8333 ± 0.0058" in line
+    # one repetition without precise BN: the whole group reads running BN, and says it is not like for like
+    assert "− cnn: -0.0267 (standard error 0.0120, 3 pairs, not like for like: running against precise BN)" in line
+    assert "− the selected gamma_pstn: +0.0167 (standard error 0.0088, 3 pairs, not like for like" in line
+    assert "Wall time of these 9 runs" in table
