@@ -35,6 +35,15 @@ def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root
     assert "gamma_pstn on mnist30 fold 0" in text
 
 
+def test_inspect_posteriors_notebook_shows_time_warps_of_a_series_run(tmp_path, data_root):
+    config = FitConfig.with_defaults("pstn", "ucr/ItalyPowerDemand", train={"epochs": 2, "num_particles": 2},
+                                     data_root=str(data_root), test_size=100)
+    run_fit(config, tmp_path / "run", progress=False)
+    outputs, text = _execute("01_inspect_posteriors.ipynb", tmp_path / "run")
+    assert _figures(outputs) >= 4  # ArviZ's posterior and forest plots, the warped series, the reliability diagram
+    assert "pstn on ucr/ItalyPowerDemand fold 0, layout cpab1d" in text
+
+
 def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root):
     config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, epochs=1, data_root=str(data_root),
                            train_size=600, test_size=200)
