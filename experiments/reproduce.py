@@ -992,9 +992,9 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
 @click.option("--kl-weight", type=click.FloatRange(min=0), default=None,
-              help="Skip the selection of gamma_pstn's w: fit its repetitions at this w (e.g. the authors' 1e-5). "
-                   "They go to ucr/fixed/, beside (not over) the selected runs, and the table lists them under the "
-                   "selected row, paired with it and with our CNN.")
+              help="Skip the selection of gamma_pstn's w: fit its repetitions at this w (e.g. the authors' 1e-4 on "
+                   "FaceAll). They go to ucr/fixed/, beside (not over) the selected runs, and the table lists them "
+                   "under the selected row, paired with it and with our CNN.")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="As --kl-weight, for pstn's σ_p.")
 @click.option("--recompute-bn", is_flag=True,
