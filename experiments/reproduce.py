@@ -1123,6 +1123,15 @@ def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) ->
     return lines + ([""] + picks if picks else [])
 
 
+def _at_value(train: dict, param: str, value: float, options: dict | None = None) -> tuple[dict, dict]:
+    """(training settings, model options) of a fit at ``param`` = ``value``: w is a training
+    setting (the KL weight), σ_p an option of the model (its prior scale)."""
+    options = options or {}
+    if param == "kl_weight":
+        return {**train, "kl_weight": value}, options
+    return train, {**options, "prior_scale": value}
+
+
 def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool,
               fixed: dict[str, float] | None = None):
     """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``;
@@ -1133,38 +1142,34 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
     select, final, waiting = [], [], []
     for name in datasets:
         data = f"ucr/{name}"
+
+        def repetitions_of(model, kind, tag, job_train, options):
+            return [(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
+                     {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
+
         for model in models:
-            if model in UCR_GRIDS:
-                param, values = UCR_GRIDS[model]
-                if param in fixed:
-                    value = fixed[param]
-                    job_train = {**train, "kl_weight": value} if param == "kl_weight" else train
-                    options = {"prior_scale": value} if param == "prior_scale" else {}
-                    final += [(model, data, k, ucr_path(results, "fixed", model, name, f"{param}{value:g}-rep{k}"),
-                               run_root, {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
-                    continue
-                for v in values:
-                    job_train = {**train, "kl_weight": v} if param == "kl_weight" else train
-                    options = {"evaluate_on": "val", **({"prior_scale": v} if param == "prior_scale" else {})}
-                    select.append((model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
-                                   job_train, options))
-                value = _ucr_selected(results, model, name)
-                if value is None:
-                    waiting.append(f"{model} on {name}")
-                    continue
-                job_train = {**train, "kl_weight": value} if param == "kl_weight" else train
-                options = {"prior_scale": value} if param == "prior_scale" else {}
-                for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
-                    done = ucr_path(results, "runs", model, name, f"rep{k}")
-                    earlier = fitted_at(json.loads(done.read_text())["config"], param) if done.exists() else value
-                    if earlier != value:
-                        click.echo(f"{done.name} was fitted at {param} = {earlier:g}, not the selected {value:g}: "
-                                   "fitting it again")
-                        done.unlink()
-            else:
-                job_train, options = train, {}
-            final += [(model, data, k, ucr_path(results, "runs", model, name, f"rep{k}"), run_root,
-                       {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
+            if model not in UCR_GRIDS:
+                final += repetitions_of(model, "runs", "", train, {})
+                continue
+            param, values = UCR_GRIDS[model]
+            if param in fixed:
+                final += repetitions_of(model, "fixed", f"{param}{fixed[param]:g}-",
+                                        *_at_value(train, param, fixed[param]))
+                continue
+            select += [(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
+                        *_at_value(train, param, v, {"evaluate_on": "val"})) for v in values]
+            value = _ucr_selected(results, model, name)
+            if value is None:
+                waiting.append(f"{model} on {name}")
+                continue
+            for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
+                done = ucr_path(results, "runs", model, name, f"rep{k}")
+                earlier = fitted_at(json.loads(done.read_text())["config"], param) if done.exists() else value
+                if earlier != value:
+                    click.echo(f"{done.name} was fitted at {param} = {earlier:g}, not the selected {value:g}: "
+                               "fitting it again")
+                    done.unlink()
+            final += repetitions_of(model, "runs", "", *_at_value(train, param, value))
     return select, final, waiting
 
 

@@ -147,7 +147,7 @@ def test_dtvae_needs_an_invertible_transform():
     theta = 0.3 * torch.randn(B, 34, dtype=torch.float64)
     warped = warp(x, theta, "cpab")
     assert (warped - x).abs().max() > 0.1 and (model.upright(warped, theta) - x).abs().max() < 0.05
-    with pytest.raises(ValueError, match="a pose VAE warps images, but cpab1d warps 1-D signals"):
+    with pytest.raises(ValueError, match="a pose VAE warps images: the cpab1d family warps 1-D inputs"):
         build_pose_vae("tvae", 8, DiagonalNormalPose("cpab1d"))
 
 

@@ -14,7 +14,7 @@ from ..flows import ConditionalTransformFlow
 from ..nets import (SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer,
                     ucr_classifier, ucr_localizer)
 from ..priors import GammaPrior, NormalPrior
-from ..transforms import LIE_LAYOUTS, get_layout
+from ..transforms import FAMILIES, LIE_LAYOUTS, check_layout_family, get_layout
 
 FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
 from .base import TransformClassifier, check_images, draw
@@ -78,25 +78,6 @@ def build_model(
         return PSTN(classifier, localizer, NormalPrior(layout_.identity_theta(), prior_scale), layout=layout_, **common)
     prior = GammaPrior(layout_.dim, gamma_concentration, gamma_rate)
     return GammaPSTN(classifier, localizer, prior, layout=layout_, **common)
-
-
-#: Data families → the spatial dimensions of their inputs (images 2, series 1).
-FAMILIES = {"image28": 2, "series": 1}
-SERIES_FAMILIES = ("cpab1d", "time_affine")
-
-
-def check_layout_family(layout, family: str):
-    """The transform family ``layout`` (a name or an instance) if it warps inputs of the data
-    ``family`` (``"image28"``: 2-D, ``"series"``: 1-D), else a ValueError that says which fit."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
-    layout = get_layout(layout)
-    spatial = getattr(layout, "ndim", 2)
-    if spatial != FAMILIES[family]:
-        raise ValueError(f"the {layout.name} family warps {spatial}-D inputs, but {family} data is "
-                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
-                         "tps or cpab family")
-    return layout
 
 
 def _series_model(name, layout, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate, common):

@@ -35,7 +35,7 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as _To
 from ..nets.conv import ConvVAEDecoder, ConvVAETrunk
 from ..nets.dense import DenseDecoder, DenseTrunk, GaussianHead
 from ..priors import DeterministicPose, PosePrior
-from ..transforms import has_inverse, warp
+from ..transforms import check_layout_family, has_inverse, warp
 
 #: The paper clips the decoder's output to [1e-6, 1 − 1e-6] "to make the loss and gradients
 #: more stable" (002 appendix A).
@@ -163,9 +163,10 @@ class TVAE(VAE):
         **kwargs,
     ):
         super().__init__(encoder, z_head, decoder, z_dim, **kwargs)
-        if getattr(pose_prior.layout, "ndim", 2) != 2:
-            raise ValueError(f"a pose VAE warps images, but {pose_prior.layout.name} warps 1-D signals; use an "
-                             "affine, Lie, tps or cpab family")
+        try:
+            check_layout_family(pose_prior.layout, "image28")
+        except ValueError as err:
+            raise ValueError(f"a pose VAE warps images: {err}") from None
         self.u_head, self.pose_prior = u_head, pose_prior
         self.layout = pose_prior.layout
 

@@ -2,10 +2,11 @@
 from .cpab import CPAB
 from .layout import EXP_LIMIT, THETA_LIMIT, AffineLayout
 from .lie import GENERATORS, LIE_LAYOUTS, compose, rotation_angle
-from .registry import CPAB_FAMILIES, LAYOUTS, get_layout
+from .registry import CPAB_FAMILIES, FAMILIES, LAYOUTS, SERIES_FAMILIES, check_layout_family, get_layout
 from .time_affine import TimeAffine
 from .tps import ThinPlateSpline
 from .warp import apply_flat, has_inverse, warp
 
 __all__ = ["GENERATORS", "LIE_LAYOUTS", "compose", "rotation_angle", "LAYOUTS", "EXP_LIMIT", "THETA_LIMIT",
-           "AffineLayout", "ThinPlateSpline", "CPAB", "CPAB_FAMILIES", "TimeAffine", "get_layout", "warp", "has_inverse", "apply_flat"]
+           "AffineLayout", "ThinPlateSpline", "CPAB", "CPAB_FAMILIES", "TimeAffine", "get_layout",
+           "FAMILIES", "SERIES_FAMILIES", "check_layout_family", "warp", "has_inverse", "apply_flat"]

@@ -52,3 +52,22 @@ def get_layout(name: str | int | Family) -> Family:
         raise ValueError(f"unknown transform layout {name!r}; valid layouts: {valid}, tps (18), tps<s> (2s²), "
                          "cpab (34), cpab1d (9), time_affine (2)")
     return LAYOUTS[key]
+
+
+#: Data families → the spatial dimensions of their inputs (images 2, series 1).
+FAMILIES = {"image28": 2, "series": 1}
+SERIES_FAMILIES = ("cpab1d", "time_affine")
+
+
+def check_layout_family(layout: str | int | Family, family: str) -> Family:
+    """The transform family ``layout`` (a name or an instance) if it warps inputs of the data
+    ``family`` (``"image28"``: 2-D, ``"series"``: 1-D), else a ValueError that says which fit."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
+    layout = get_layout(layout)
+    spatial = getattr(layout, "ndim", 2)
+    if spatial != FAMILIES[family]:
+        raise ValueError(f"the {layout.name} family warps {spatial}-D inputs, but {family} data is "
+                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
+                         "tps or cpab family")
+    return layout
