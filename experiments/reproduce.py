@@ -86,6 +86,15 @@ SELECTED = "@val"
 PARAM_SYMBOL = {"prior_scale": "σ_p", "kl_weight": "w"}
 
 
+def _at_value(train: dict, param: str, value: float, options: dict | None = None) -> tuple[dict, dict]:
+    """(training settings, model options) of a fit at ``param`` = ``value``: w is a training
+    setting (the KL weight), σ_p an option of the model (its prior scale)."""
+    options = options or {}
+    if param == "kl_weight":
+        return {**train, "kl_weight": value}, options
+    return train, {**options, "prior_scale": value}
+
+
 def fitted_at(config: dict, param: str) -> float:
     """The σ_p (``prior_scale``) or w (``kl_weight``, a training setting) a run's config was fitted at."""
     return config["train"][param] if param == "kl_weight" else config[param]
@@ -505,10 +514,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
                 rows.append(row)
             if selected and model in SELECTED_PARAM:
                 row, value = model + SELECTED, selected_value(results, model, size)
-                if SELECTED_PARAM[model] == "kl_weight":
-                    job_train = {**train, "kl_weight": value}
-                else:
-                    job_options = {**options, "prior_scale": value}
+                job_train, job_options = _at_value(train, SELECTED_PARAM[model], value, options)
                 rows.append(row)
             jobs += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
@@ -652,8 +658,7 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, sha
     train = {"device": device, "val_every": 10**6, **({"epochs": epochs} if epochs else {})}
     jobs = []
     for value in grid_values:
-        path_train = {**train, "kl_weight": value} if param == "kl_weight" else train
-        options = {"evaluate_on": "val", "val_size": None, **({"prior_scale": value} if param == "prior_scale" else {})}
+        path_train, options = _at_value(train, param, value, {"evaluate_on": "val", "val_size": None})
         jobs += [(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
                  for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
@@ -1121,15 +1126,6 @@ def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) ->
         lines += ["| model | reps | accuracy, running BN | accuracy, precise BN | difference | NLL, precise BN | "
                   "ECE, precise BN |", "|---|---:|---|---|---|---|---|", *rows]
     return lines + ([""] + picks if picks else [])
-
-
-def _at_value(train: dict, param: str, value: float, options: dict | None = None) -> tuple[dict, dict]:
-    """(training settings, model options) of a fit at ``param`` = ``value``: w is a training
-    setting (the KL weight), σ_p an option of the model (its prior scale)."""
-    options = options or {}
-    if param == "kl_weight":
-        return {**train, "kl_weight": value}, options
-    return train, {**options, "prior_scale": value}
 
 
 def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool,
