@@ -6,6 +6,7 @@ CPAB warps against the affine warp.
     python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50]
     python -m experiments.bench --warps
     python -m experiments.bench --ucr
+    python -m experiments.bench --threads 1,2 [--batch-sizes 8,256]
 
 The plain step runs the same networks (a copy of the same initial weights) and the same
 estimator: λ ~ Gamma(α0, β(x)) reparameterised, θ = μ(x) + ε/√λ, the classifier on T_θ(x),
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.engine import TrainConfig, Trainer
+from pyro_pstn.data import DataSpec
 from pyro_pstn.models import GammaPSTN, build_model
 
 
@@ -71,7 +73,7 @@ def measure(batch_sizes=(8, 256), steps: int = 200, device: str = "cpu") -> str:
     ]
     for batch in batch_sizes:
         pyro.set_rng_seed(0)
-        config = TrainConfig(kl_weight=1e-3, device=device)
+        config = TrainConfig(kl_weight=1e-3, device=device, threads=torch.get_num_threads())  # as reported above
         trainer = Trainer(build_model("gamma_pstn", fill=-0.4242), config)
         trainer.model.kl_weight = trainer.kl_weight
         twin = Trainer(copy.deepcopy(trainer.model), config)  # same weights, parameter groups and Adam
@@ -185,7 +187,7 @@ def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, n
              f"{'model':<12} {'S':>3} {'step s':>8}"]
     for model in ("cnn", "stn", "pstn", "gamma_pstn"):
         for samples in (1, 10) if model in ("pstn", "gamma_pstn") else (1,):
-            trainer = Trainer(build_model(model, family="series", num_classes=num_classes),
+            trainer = Trainer(build_model(model, DataSpec((1, length), num_classes)),
                               TrainConfig(batch_size=16, num_particles=samples, weight_decay=0.0, kl_weight=1e-4,
                                           device=device))
             trainer.train_step(x, y)  # warm-up
@@ -195,6 +197,33 @@ def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, n
                 trainer.train_step(x, y)
                 times.append(time.perf_counter() - start)
             lines.append(f"{model:<12} {samples:>3} {statistics.median(times):8.3f}")
+    return "\n".join(lines)
+
+
+def measure_threads(threads=(1, 2), batch_sizes=(8, 256), steps: int = 100, device: str = "cpu") -> str:
+    """A ``gamma_pstn`` training step on MNIST-sized images at each number of torch threads,
+    interleaved in one process (medians); what :func:`inference.engine.choose_threads` is chosen by."""
+    pyro.settings.set(module_local_params=True)
+    lines = [f"machine: {platform.machine()}, torch {torch.__version__}, device {device}, {steps} timed steps each "
+             "(interleaved); gamma_pstn on 1 × 28 × 28 images",
+             f"{'batch':>6} " + " ".join(f"{f'{n} thr ms':>10}" for n in threads) + f" {'ratio':>7}"]
+    for batch in batch_sizes:
+        pyro.set_rng_seed(0)
+        trainer = Trainer(build_model("gamma_pstn"), TrainConfig(kl_weight=1e-3, device=device))
+        trainer.model.kl_weight = trainer.kl_weight
+        x = torch.randn(batch, 1, 28, 28, device=trainer.device)
+        y = torch.randint(0, 10, (batch,), device=trainer.device)
+        times = {n: [] for n in threads}
+        for i in range(steps + 10):
+            for n in threads:
+                torch.set_num_threads(n)
+                seconds = timed_step(trainer.loss, trainer.optimizer, x, y)[1]
+                if i >= 10:  # after the warm-up
+                    times[n].append(seconds)
+        median = {n: 1e3 * statistics.median(t) for n, t in times.items()}
+        lines.append(f"{batch:>6} " + " ".join(f"{median[n]:>10.3f}" for n in threads)
+                     + f" {median[threads[-1]] / median[threads[0]]:>7.3f}")
+    lines.append(f"ratio: step time at {threads[-1]} threads over {threads[0]} (below 1: more threads gain)")
     return "\n".join(lines)
 
 
@@ -208,12 +237,16 @@ def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, n
               help="With --stack: the model stacked.")
 @click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
 @click.option("--ucr", is_flag=True, help="One training step of the UCR models (batch 16; S = 1 and 10).")
+@click.option("--threads", default=None, help="Step time at these numbers of torch threads, e.g. 1,2.")
 @click.option("--device", default="cpu")
 def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, warps: bool, ucr: bool,
-         device: str):
+         threads: str | None, device: str):
     """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
     --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
-    if warps:
+    if threads:
+        counts = tuple(int(n) for n in threads.split(","))
+        click.echo(measure_threads(counts, tuple(int(b) for b in batch_sizes.split(",")), steps or 100, device))
+    elif warps:
         click.echo(measure_warps(steps or 30, device))
     elif ucr:
         click.echo(measure_ucr_step(steps or 5, device))

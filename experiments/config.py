@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import UCR_PREFIX, data_family, is_dataset_name, is_ucr, parse_dataset_name, unknown_dataset
+from pyro_pstn.data import (SUBSET_SIZES, UCR_PREFIX, DataSpec, dataset_ndim, is_dataset_name, is_path, is_ucr,
+                            load_dataset, unknown_dataset)
 from pyro_pstn.models import MODEL_NAMES, check_layout_family
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
@@ -45,6 +46,19 @@ UCR_TRAIN = {"epochs": 200, "batch_size": 16, "weight_decay": 0.0}
 UCR_TRAIN_SAMPLES = 10
 
 
+def subset_size(data: str) -> int | None:
+    """N of ``mnistN`` (the authors' per-subset defaults); None for every other data set."""
+    for n in SUBSET_SIZES:
+        if data == f"mnist{n}":
+            return n
+    return None
+
+
+def is_series(data: str) -> bool:
+    """Whether ``data`` holds series (UCR sets and files): the UCR protocol's defaults apply."""
+    return dataset_ndim(data) == 1
+
+
 def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
     """The authors' w (per-dimension convention) for ``model`` on ``data``.
 
@@ -52,9 +66,9 @@ def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
     code put weight 1 on the KL *summed* over θ's dimensions, which is w = D in the per-dimension
     convention. Models without a learned KL term: 0 (DA's KL is identically zero anyway).
     """
-    if model == "gamma_pstn" and is_ucr(data):
-        return UCR_KL_WEIGHT.get(data[len(UCR_PREFIX):], 1e-4)
-    n = None if is_ucr(data) else parse_dataset_name(data)[1]
+    if model == "gamma_pstn" and is_series(data):
+        return UCR_KL_WEIGHT.get(data.removeprefix(UCR_PREFIX), 1e-4)
+    n = subset_size(data)
     if model == "gamma_pstn":
         return UAI_KL_WEIGHT[n]
     if model == "pstn":
@@ -67,9 +81,9 @@ def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
 def default_prior_scale(model: str, data: str) -> float:
     if model == "da":
         return DA_PRIOR_SCALE
-    if is_ucr(data):
-        return UCR_PRIOR_SCALE.get(data[len(UCR_PREFIX):], 0.1)
-    return GAUSSIAN_PRIOR_SCALE[parse_dataset_name(data)[1]]
+    if is_series(data):
+        return UCR_PRIOR_SCALE.get(data[len(UCR_PREFIX):], 0.1) if is_ucr(data) else 0.1
+    return GAUSSIAN_PRIOR_SCALE[subset_size(data)]
 
 
 @dataclass
@@ -94,6 +108,10 @@ class FitConfig:
     posterior_draws: int = 200
     data_root: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Recorded when the data are loaded (not part of a run's identity): the data's spec
+    # (DataSpec.to_dict) and where its examples and split came from.
+    spec: dict | None = None
+    data_source: str | None = None
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -102,7 +120,12 @@ class FitConfig:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
         if not is_dataset_name(self.data):
             raise ValueError(unknown_dataset(self.data))
-        self.layout = check_layout_family(self.layout, data_family(self.data)).name  # before anything is written
+        if is_path(self.data) and not Path(self.data).exists():
+            raise ValueError(f"{self.data} does not exist: --data takes a data set name or the path of an .npz file, "
+                             "a folder of class folders or a UCR .tsv / .ts file")
+        ndim = dataset_ndim(self.data)
+        if ndim is not None:  # else checked when the data are loaded
+            self.layout = check_layout_family(self.layout, ndim).name  # before anything is written
         if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
             raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
                              f"valid: {', '.join(LIE_LAYOUTS)}")
@@ -118,13 +141,37 @@ class FitConfig:
         if self.prior_scale <= 0:
             raise ValueError(f"prior_scale must be positive, got {self.prior_scale}")
 
+    @property
+    def data_label(self) -> str:
+        """The data set's name in run names: a path's file name, ``ucr/X`` as ``ucr-X``."""
+        return Path(self.data).stem if is_path(self.data) else self.data.replace("/", "-")
+
+    def record_data(self, spec: dict, source: str) -> None:
+        """Note the loaded data's spec and source (written to ``config.json`` with the rest)."""
+        self.spec, self.data_source = spec, source
+
+    def data_spec(self) -> DataSpec:
+        """The spec the run's model was built for: recorded at fit time, else (runs from before
+        specs were recorded) read off the data set itself."""
+        if self.spec is not None:
+            return DataSpec.from_dict(self.spec)
+        return load_dataset(self.data, self.data_root, self.fold, self.val_size, self.test_size).spec
+
+    def identity(self) -> dict:
+        """What makes two configs the same run: all fields but those recorded about the data and
+        the machine (the spec, the data's source, the number of threads)."""
+        fields = asdict(self)
+        fields.pop("spec"), fields.pop("data_source"), fields["train"].pop("threads")
+        return fields
+
     @classmethod
     def with_defaults(cls, model: str = "gamma_pstn", data: str = "mnist30", train: dict | None = None, **kwargs):
         """A config whose unset training options take the authors' values for ``model`` on ``data``."""
         train = dict(train or {})
+        series = is_dataset_name(data) and is_series(data)
         if kwargs.get("layout") is None:
-            kwargs["layout"] = DEFAULT_LAYOUT.get(model, "cpab1d" if is_ucr(data) else "similarity")
-        if is_ucr(data):
+            kwargs["layout"] = DEFAULT_LAYOUT.get(model, "cpab1d" if series else "similarity")
+        if series:
             for key, value in UCR_TRAIN.items():
                 train.setdefault(key, value)
             if model in ("da", "pstn", "gamma_pstn"):

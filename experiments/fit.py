@@ -28,9 +28,9 @@ from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_check
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict, predict_at_mean
 from inference.schedules import ANNEALING
-from pyro_pstn.data import (DATASET_NAMES, DataError, DataSplits, data_family, dataset_background, is_dataset_name,
-                             load_dataset, unknown_dataset)
-from pyro_pstn.models import MODEL_NAMES, PSTN, GammaPSTN, TransformClassifier, build_model
+from pyro_pstn.data import (DataError, DataSpec, DataSplits, dataset_names, is_dataset_name, load_dataset,
+                            unknown_dataset)
+from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import CPAB_FAMILIES, LAYOUTS, TimeAffine
 
 from .cli import CommaList
@@ -40,7 +40,7 @@ CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "post
 
 
 class DataName(click.ParamType):
-    """``--data``: a name of :data:`DATASET_NAMES` or ``ucr/<Name>``; others list the valid ones."""
+    """``--data``: a registered name, ``ucr/<Name>`` or a path; others list the valid ones."""
 
     name = "data"
 
@@ -50,27 +50,28 @@ class DataName(click.ParamType):
         self.fail(unknown_dataset(value), param, ctx)
 
 
-def model_from_config(config: FitConfig, num_classes: int = 10) -> TransformClassifier:
-    """The (untrained) model of ``config``; warps fill with the data set's background value (or 0
-    in normalised units with ``fill="zero"``, as the authors' code)."""
+def model_from_config(config: FitConfig, spec: DataSpec) -> TransformClassifier:
+    """The (untrained) model of ``config`` for data of ``spec``; warps fill with the data's
+    background (or 0 in normalised units with ``fill="zero"``, as the authors' code)."""
     return build_model(
         config.model,
+        spec,
         layout=config.layout,
         prior_scale=config.prior_scale,
-        num_classes=num_classes,
-        fill=dataset_background(config.data) if config.fill == "background" else 0.0,
+        fill=None if config.fill == "background" else 0.0,
         align_corners=config.align_corners,
         spread_init=config.spread_init,
         gamma_concentration=config.gamma_concentration,
         gamma_rate=config.gamma_rate,
-        family=data_family(config.data),
     )
 
 
 def build(config: FitConfig, download: bool = False) -> tuple[DataSplits, TransformClassifier]:
-    """Load the data and build the model of ``config`` (raises DataError / ValueError on bad input)."""
+    """Load the data and build the model of ``config`` (raises DataError / ValueError on bad input);
+    the data's spec and source are recorded in ``config``."""
     data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size, download)
-    return data, model_from_config(config, data.num_classes)
+    config.record_data(data.spec.to_dict(), data.source)
+    return data, model_from_config(config, data.spec)
 
 
 def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, run_dir: Path | None) -> dict:
@@ -84,7 +85,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
     bins = reliability_bins(log_probs, split.labels)
     seconds = time.perf_counter() - start
     spread, at_mean = {}, {}
-    if isinstance(model, (PSTN, GammaPSTN)):  # the classifier at the posterior location μ(x), no draws of θ:
+    if model.predicts_at_mean:  # the classifier at the posterior location μ(x), no draws of θ:
         # set against the BMA above, it tells what test-time averaging over q(θ|x) adds or costs
         at_mean = {f"{name}_at_mean": classification_metrics(predict_at_mean(model, split.images), split.labels)}
     if run_dir is not None:
@@ -245,9 +246,7 @@ def load_run(run_dir: str | Path):
     config = read_config(FitConfig, run_dir / CONFIG_FILE)
     config.train.device = "cpu"
     state = read_checkpoint(run_dir / CHECKPOINT)["model"]
-    # the classifier's output layer (its last matrix) has one row per class
-    num_classes = [v for k, v in state.items() if k.startswith("classifier.") and v.dim() == 2][-1].shape[0]
-    model = model_from_config(config, num_classes)
+    model = model_from_config(config, config.data_spec())
     model.load_state_dict(state)
     model.eval()
     metrics_path = run_dir / METRICS_FILE
@@ -292,7 +291,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
 @click.option("--data", type=DataName(), default="mnist30",
-              help=f"{', '.join(DATASET_NAMES)}, or ucr/<Name> (a UCR series data set under <data root>/UCR).")
+              help=f"{', '.join(dataset_names())}; ucr/<Name> (a UCR series data set under <data root>/UCR); or a "
+                   "path: an .npz (arrays images, labels, optionally test_images, test_labels), a folder with one "
+                   "sub-folder of images per class, or a UCR .tsv / .ts file.")
 @click.option("--fold", type=click.IntRange(0, 4), default=0, help="MNIST-subset fold; for ucr/<Name>, the seed of the train / validation split.")
 @click.option("--folds", type=CommaList(int, choices=range(5)), default=None,
               help="Several folds at once, as one stacked fit (e.g. 0,1,2,3,4); overrides --fold.")
@@ -322,6 +323,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
               help="After the last epoch, recompute batch-norm statistics over the training split (default), or "
                    "keep the running averages of training. No effect on networks without batch norm.")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads while fitting. Default: 1, chosen for steps as small as the papers' "
+                   "(python -m experiments.bench --threads measures a step at 1 and 2 threads).")
 @click.option("--seed", type=int, default=42)
 @click.option("--val-size", type=click.IntRange(min=1), default=1000)
 @click.option("--val-every", type=click.IntRange(min=1), default=10, help="Validate every N epochs.")
@@ -378,6 +382,7 @@ def _main(group, opts):
                 "localizer_lr_mult": opts["localizer_lr_mult"], "annealing": opts["annealing"],
                 "warmup_epochs": opts["warmup_epochs"], "elbo": opts["elbo"], "val_every": opts["val_every"],
                 "seed": opts["seed"], "device": opts["device"], "precise_bn": opts["precise_bn"],
+                "threads": opts["threads"],
             }
             given = {"lr": "lr", "kl_weight": "kl_weight", "epochs": "epochs", "batch_size": "batch_size",
                      "weight_decay": "weight_decay", "num_particles": "train_samples"}
@@ -395,9 +400,9 @@ def _main(group, opts):
             if group is not None:
                 stamp = group.broadcast(stamp)  # every process names the same run directory
             names = [opts["run_name"] if opts["run_name"] and len(configs) == 1 else
-                     f"{c.model}-{c.data}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
+                     f"{c.model}-{c.data_label}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
             run_dirs = [Path(opts["out_dir"]) / name for name in names]
-            stack_dir = Path(opts["out_dir"]) / f"{opts['run_name'] or configs[0].model + '-' + configs[0].data}-stack-{stamp}"
+            stack_dir = Path(opts["out_dir"]) / f"{opts['run_name'] or configs[0].model + '-' + configs[0].data_label}-stack-{stamp}"
             for d in run_dirs + ([stack_dir] if len(configs) > 1 else []):
                 if d.exists():
                     raise click.UsageError(f"run directory {d} already exists; pick another --run-name or --resume it")

@@ -37,7 +37,8 @@ from inference.invariance import relative_rotation_error, rotation_ranges, trans
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from pyro_pstn.data import DataError, DataSplits, ImageSet, load_dataset, mario_iggy
+from pyro_pstn.data import (MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, digit_subset, load_dataset,
+                            mario_iggy)
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
@@ -52,8 +53,6 @@ CONFIG_FILE = "config.json"
 CONTROL_LOG = "control.csv"
 EMBEDDING_DIM = 32
 #: data name → (Mario-Iggy rotation range in degrees, number of modes); mnist01569 is separate.
-MARIO_IGGY_SETS = {"mario_iggy45": (45.0, 1), "mario_iggy90": (90.0, 1), "mario_iggy_3modes": (30.0, 3)}
-MNIST_DIGITS = (0, 1, 5, 6, 9)
 FLOW_DATA = (*MARIO_IGGY_SETS, "mnist01569")
 
 
@@ -127,17 +126,10 @@ def load_data(config: FlowConfig) -> DataSplits:
     if config.data in MARIO_IGGY_SETS:
         rotation, modes = MARIO_IGGY_SETS[config.data]
         return mario_iggy(config.data_root, rotation, modes, train_size=config.train_size or 12000)
-    data = load_dataset("mnist", config.data_root, val_size=1000, normalize=False)
-
-    def digits(split: ImageSet, limit=None) -> ImageSet:
-        keep = torch.isin(split.labels, torch.tensor(MNIST_DIGITS))
-        relabel = torch.full((10,), -1, dtype=torch.long)
-        relabel[list(MNIST_DIGITS)] = torch.arange(len(MNIST_DIGITS))
-        images, labels = split.images[keep][:limit], relabel[split.labels[keep]][:limit]
-        return ImageSet(images, labels)
-
-    return DataSplits(config.data, None, digits(data.train, config.train_size), digits(data.val), digits(data.test),
-                      num_classes=len(MNIST_DIGITS), mean=0.0, std=1.0, source=f"MNIST digits {MNIST_DIGITS}, relabelled 0–4")
+    data = digit_subset(load_dataset("mnist", config.data_root, val_size=1000, normalize=False), MNIST_DIGITS,
+                        config.data)
+    data.train = ImageSet(data.train.images[: config.train_size], data.train.labels[: config.train_size])
+    return data
 
 
 def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN:

@@ -228,7 +228,7 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
     if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under one draw of θ each
         inputs = test.images[:8]
         with torch.no_grad():
-            theta = model.localizer(inputs)[0] if isinstance(model, STN) else _posterior_theta(model, inputs)
+            theta = model.localizer(inputs)[0] if not model.stochastic_predictions else _posterior_theta(model, inputs)
         out["arrays"].update(inputs=inputs, crops=model.transform(inputs, theta).clamp(0, 1))
     return out
 

@@ -138,7 +138,7 @@ def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) ->
         stored = json.loads((run_dir / config_file).read_text())
         stored = stored["configs"] if stacked else [stored]
         # read back through FitConfig: a field added since the run started takes its default
-        if [asdict(config_from_dict(FitConfig, c)) for c in stored] == [asdict(c) for c in configs]:
+        if [config_from_dict(FitConfig, c).identity() for c in stored] == [c.identity() for c in configs]:
             read_checkpoint(run_dir / CHECKPOINT)
             return True
     except (OSError, ValueError, KeyError, TypeError):

@@ -16,7 +16,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pyro_pstn.data import ImageSet
+from torch.utils.data import Dataset
+
+from .loading import batches
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -25,7 +27,7 @@ def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 
 @torch.no_grad()
-def recompute_batch_norm(model: nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], object], data: ImageSet,
+def recompute_batch_norm(model: nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], object], data: Dataset,
                          batch_size: int = 500) -> int:
     """Set every BN layer's running mean and variance of ``model`` to the mean over batches of
     ``data`` of its batch statistics; returns the number of BN layers (0: nothing to do).
@@ -49,8 +51,9 @@ def recompute_batch_norm(model: nn.Module, forward: Callable[[torch.Tensor, torc
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the batches below
             m.train()
-        for start in range(0, len(data), batch_size):
-            forward(data.images[start : start + batch_size], data.labels[start : start + batch_size])
+        device = next(model.parameters()).device
+        for x, y in batches(data, batch_size, device):
+            forward(x, y)
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum

@@ -1,7 +1,9 @@
 """The SVI engine: an ELBO loss module, plain torch Adam, KL weight and annealing, checkpoints.
 
 One optimisation step minimises  loss = −ELBO(x, y) / B : the authors' per-example mean of
-NLL + w·KL (see :func:`inference.schedules.pyro_kl_weight` for the KL weight's conversion).
+NLL + w·KL (the model converts w: :meth:`~pyro_pstn.models.TransformClassifier.pyro_kl_weight`).
+Data is any torch ``Dataset`` of ``(x, y)`` pairs, drawn through a DataLoader
+(:mod:`inference.loading`).
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from pyro_pstn.data import ImageSet
-from pyro_pstn.models import TransformClassifier, check_images
+from torch.utils.data import Dataset
 
 from .batchnorm import recompute_batch_norm
+from .loading import batches, check_dataset
 from .metrics import classification_metrics
 from .predictive import predict
-from .schedules import AnnealingSchedule, pyro_kl_weight
+from .schedules import AnnealingSchedule
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -42,7 +44,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" (the P-STN authors') or "adamw" (decoupled weight decay; paper 003)
     elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
     num_particles: int = 1  # S training samples, vectorised
-    kl_weight: float = 0.0  # the authors' per-dimension w; converted by pyro_kl_weight
+    kl_weight: float = 0.0  # the authors' per-dimension w; the model converts it (pyro_kl_weight)
     annealing: str = "constant"
     warmup_epochs: float = 0.0  # for annealing="linear"
     cycles: int = 4  # for annealing="cyclic"
@@ -58,12 +60,16 @@ class TrainConfig:
     # quarter of a batch-8 step on CPU; the data are checked once in fit() instead. Turn on to
     # debug a new model.
     validate_args: bool = False
+    # torch's intra-op CPU threads while fitting; None: chosen by the engine (:func:`choose_threads`).
+    threads: int | None = None
 
     def __post_init__(self):
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown ELBO {self.elbo!r}; valid: {', '.join(ELBOS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None: chosen by the engine), got {self.threads}")
         for name in ("epochs", "batch_size", "num_particles", "val_every", "checkpoint_every", "cycles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -88,6 +94,18 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
+
+
+def choose_threads(config: TrainConfig) -> int:
+    """torch's intra-op threads for a fit: ``config.threads`` if set, else 1.
+
+    The papers' steps (batches of 8–64 small images or series, networks of 10⁴–10⁶ parameters) are
+    far too small for intra-op parallelism: measured on this project's 2-core machine, 60 epochs of
+    MNIST30 took 4.3–4.5 s at 1 thread and 52.6–82.9 s at 2 threads while another process used a
+    core (``python -m experiments.bench --threads`` measures a step at 1 and 2 threads). Pass more
+    (``--threads N``) for large images or batches where the bench shows a gain.
+    """
+    return config.threads if config.threads is not None else 1
 
 
 @dataclass
@@ -135,32 +153,43 @@ def atomic_save(obj, path: Path) -> None:
 
 
 @torch.no_grad()
-def validate(model, elbo, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
+def validate(model, elbo, val: Dataset, batch_size: int = 500) -> dict[str, float]:
     """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` and, for
     classifiers, the one-sample predictive's metrics; no gradients, the model in eval mode."""
+    device = next(model.parameters()).device
     model.eval()
     try:
-        total = sum(
-            float(elbo(val.images[i : i + batch_size], val.labels[i : i + batch_size]))
-            for i in range(0, len(val), batch_size)
-        )
+        total = sum(float(elbo(x, y)) for x, y in batches(val, batch_size, device))
         metrics = {}
-        if isinstance(model, TransformClassifier):
-            metrics = classification_metrics(predict(model, val.images, num_samples=1), val.labels)
+        if getattr(model, "classifies", False):  # after the loss, as the random draws always came
+            pairs = [(predict(model, x, num_samples=1, batch_size=batch_size), y.cpu())
+                     for x, y in batches(val, batch_size, device)]
+            metrics = classification_metrics(torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs]))
     finally:
         model.train()
+    if not math.isfinite(total):
+        raise ValueError(f"the validation loss is {total}: the model diverged (a NaN or infinite θ, weight or loss). "
+                         "Lower the learning rate or the KL weight, and check the data for extreme values")
     return {"loss": total / len(val), **metrics}
 
 
 def model_kl_weight(model, w: float) -> float:
-    """The weight on Pyro's summed KL for the config's w.
+    """The weight on Pyro's summed KL for the config's w, as the model converts it (P-STN
+    classifiers: the authors' per-dimension w; VAEs and flow_pstn's α: w itself)."""
+    convert = getattr(model, "pyro_kl_weight", None)
+    return convert(w) if convert is not None else w
 
-    The P-STN classifiers take the authors' per-dimension w (:func:`pyro_kl_weight`); the VAEs'
-    w is a β on the summed KL already (1 is the ELBO), and so is flow_pstn's entropy weight α.
-    """
-    if isinstance(model, TransformClassifier) and model.kl_per_dimension:
-        return pyro_kl_weight(w, model.layout.dim if model.layout is not None else 1)
-    return w
+
+def parameter_groups(model, lr: float, localizer_lr_mult: float) -> list[dict]:
+    """torch parameter groups: the localizer's parameters (what the model names in
+    ``localizer_parameters()``, if it does) at ``lr × localizer_lr_mult``, the rest at ``lr``."""
+    named = getattr(model, "localizer_parameters", None)
+    localizer = list(named()) if named is not None else []
+    localizer_ids = {id(p) for p in localizer}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in localizer_ids], "lr": lr}]
+    if localizer:
+        groups.append({"params": localizer, "lr": lr * localizer_lr_mult})
+    return groups
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -185,10 +214,11 @@ class Trainer:
     #: The model's plates: ``data`` (a stack adds ``members`` outside it).
     max_plate_nesting = 1
 
-    def __init__(self, model: TransformClassifier, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
+    def __init__(self, model, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
         # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
         # the global param store. A process-wide Pyro setting, set here for every fit.
         pyro.settings.set(module_local_params=True)
+        torch.set_num_threads(choose_threads(config))  # process-wide too: the fit's work decides
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -199,15 +229,12 @@ class Trainer:
             max_plate_nesting=self.max_plate_nesting,
         )
         self.elbo = elbo(model.model, model.guide)  # a loss module: elbo(x, y) is −ELBO
-        localizer = list(model.localizer.parameters()) if model.localizer is not None else []
-        localizer_ids = {id(p) for p in localizer}
-        groups = [{"params": [p for p in model.parameters() if id(p) not in localizer_ids], "lr": config.lr}]
-        if localizer:
-            groups.append({"params": localizer, "lr": config.lr * config.localizer_lr_mult})
+        groups = parameter_groups(model, config.lr, config.localizer_lr_mult)
         self.optimizer = OPTIMIZERS[config.optimizer](groups, lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
         self.step = 0
         self.history = History()
+        self._check_batches = False  # whether each drawn batch is checked for NaN (datasets not checked whole)
 
     # ---- one step ------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -243,34 +270,41 @@ class Trainer:
         """The epoch's mean training loss from this process's sum over ``count`` examples."""
         return float(total) / count
 
-    def train_epoch(self, train: ImageSet) -> tuple[float, float]:
+    def train_epoch(self, train: Dataset) -> tuple[float, float]:
         """One pass over ``train`` in the order of :meth:`epoch_order`."""
         c = self.config
         self.model.train()
-        order = self.epoch_order(len(train)).to(self.device)
+        order = self.epoch_order(len(train))
         schedule = self._schedule(math.ceil(len(order) / c.batch_size))
         total, factor = torch.zeros((), device=self.device), 1.0
-        for start in range(0, len(order), c.batch_size):
-            idx = order[start : start + c.batch_size]
+        for x, y in batches(train, c.batch_size, self.device, order, check=self._check_batches):
             factor = schedule(self.step)
-            total += self.train_step(train.images[idx], train.labels[idx], factor) * len(idx)
-        return self.mean_loss(total, len(order)), factor
+            total += self.train_step(x, y, factor) * len(y)
+        loss = self.mean_loss(total, len(order))
+        if not math.isfinite(loss):
+            raise ValueError(f"training diverged in epoch {self.epoch + 1}: the mean loss is {loss} (a NaN or infinite "
+                             "θ, weight or loss). Lower the learning rate or the KL weight, check the data for extreme "
+                             "values, or check a custom network's output; the last checkpoint is before this epoch")
+        return loss, factor
 
-    def recompute_batch_norm(self, train: ImageSet) -> int:
+    def recompute_batch_norm(self, train: Dataset) -> int:
         """Precise BN over ``train`` (:func:`inference.batchnorm.recompute_batch_norm`) with draws
         of the training objective's guide; returns the number of BN layers."""
         return recompute_batch_norm(self.model, self.elbo, train)
 
-    def validate(self, val: ImageSet, batch_size: int = 500) -> dict[str, float]:
+    def validate(self, val: Dataset, batch_size: int = 500) -> dict[str, float]:
         """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
         predictive's metrics."""
         return validate(self.model, self.elbo, val, batch_size)
 
-    def prepare(self, train: ImageSet, val: ImageSet | None) -> tuple[ImageSet, ImageSet | None]:
-        """Check the data once (steps run without argument checks) and move it to the device."""
-        for split in (train, val) if val is not None else (train,):
-            check_images(split.images, split.labels, event_dim=getattr(self.model, "event_dim", 3))
-        return train.to(self.device), (val.to(self.device) if val is not None else None)
+    def prepare(self, train: Dataset, val: Dataset | None) -> tuple[Dataset, Dataset | None]:
+        """Check the data once (steps run without argument checks): a ValueError that says what is
+        wrong (:func:`inference.loading.check_dataset`). Batches go to the device as they are drawn."""
+        full = [check_dataset(self.model, train, "training")]
+        if val is not None:
+            full.append(check_dataset(self.model, val, "validation"))
+        self._check_batches = not all(full)
+        return train, val
 
     def run_epoch(self, train, val) -> EpochRecord:
         """One epoch of training, and validation when it is due."""
@@ -291,13 +325,15 @@ class Trainer:
 
     def fit(
         self,
-        train: ImageSet,
-        val: ImageSet | None = None,
+        train: Dataset,
+        val: Dataset | None = None,
         run_dir: str | os.PathLike | None = None,
         progress: bool | None = None,
         on_epoch_end: Callable[["Trainer", EpochRecord], None] | None = None,
     ) -> History:
-        """Train until ``config.epochs`` (continuing from :meth:`load_checkpoint` if called).
+        """Train until ``config.epochs`` (continuing from :meth:`load_checkpoint` if called) on any
+        torch ``Dataset`` of ``(x, y)`` pairs (an :class:`~pyro_pstn.data.ImageSet`, a
+        ``TensorDataset``, your own).
 
         ``progress=None`` shows a bar only on a terminal. ``on_epoch_end`` is called after each
         epoch's validation and checkpoint.

@@ -42,11 +42,12 @@ def elbo_terms(model, images: torch.Tensor, num_samples: int = 1, batch_size: in
 def encode(model, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """``model.encode`` over ``images`` in batches, on the model's device; returns a CPU tensor."""
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     try:
         return torch.cat([model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
     finally:
-        model.train()
+        model.train(was_training)  # a model in eval mode stays there: its BN statistics untouched
 
 
 def linear_probe(
@@ -103,6 +104,7 @@ def pose_draws(model, images: torch.Tensor, num_samples: int = 200) -> torch.Ten
     if getattr(model, "pose_prior", None) is None:
         raise ValueError(f"{type(model).__name__} has no pose latent; pose draws need a tvae or dtvae")
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     try:
         with pyro.plate("draws", num_samples, dim=-2):
@@ -110,4 +112,4 @@ def pose_draws(model, images: torch.Tensor, num_samples: int = 200) -> torch.Ten
         u = trace.nodes["u"]["value"].expand(num_samples, len(images), -1)
         return model.pose_prior.to_theta(u).cpu()
     finally:
-        model.train()
+        model.train(was_training)

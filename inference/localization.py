@@ -60,7 +60,5 @@ def spread_by_error(errors: torch.Tensor, spread: torch.Tensor) -> SpreadByError
 def posterior_variance(model, spread: torch.Tensor) -> torch.Tensor:
     """Per coordinate, the variance parameter of q(θ|x) from the localizer's spread head: σ(x)² for the
     Gaussian P-STN; β(x)/α0 for the Gamma P-STN, the Student-t's squared scale (its variance is
-    infinite at α0 = 1)."""
-    from pyro_pstn.models import GammaPSTN
-
-    return spread / model.prior.concentration if isinstance(model, GammaPSTN) else spread**2
+    infinite at α0 = 1): what the model's ``theta_variance`` says."""
+    return model.theta_variance(spread)

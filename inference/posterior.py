@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from pyro_pstn.transforms import AffineLayout
+from pyro_pstn.transforms import TransformFamily, param_names
 
 
 def import_arviz():
@@ -20,7 +20,7 @@ def import_arviz():
 
 
 def to_inference_data(
-    draws: dict[str, torch.Tensor], layout: AffineLayout, images: torch.Tensor, labels: torch.Tensor, indices
+    draws: dict[str, torch.Tensor], layout: TransformFamily, images: torch.Tensor, labels: torch.Tensor, indices
 ):
     """Build InferenceData from posterior draws {site: [S, K, D]} of K test images.
 
@@ -38,7 +38,7 @@ def to_inference_data(
         posterior=posterior,
         observed_data={"y": labels.numpy()},
         constant_data={"images": images.numpy()},
-        coords={"image": image_ids, "theta_dim": list(layout.param_names)},
+        coords={"image": image_ids, "theta_dim": list(param_names(layout))},
         dims=dims,
     )
 

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from pyro_pstn.models import TransformClassifier, draw
+from pyro_pstn.models import TransformClassifier, check_images, draw
 
 from .metrics import bayesian_model_average
+
+
+def check_inputs(model: TransformClassifier, images: torch.Tensor) -> None:
+    """A ValueError that says what is wrong where ``images`` cannot go through ``model``: not a
+    batch of the model's spec (channels, size), empty, integer-valued, NaN or infinite."""
+    check_images(images, event_dim=getattr(model, "event_dim", 3), spec=getattr(model, "spec", None))
 
 
 def predict(
@@ -16,6 +22,7 @@ def predict(
     Deterministic models (CNN, STN, DA without test-time augmentation) use a single draw.
     The model is put in eval mode (no dropout) and restored afterwards.
     """
+    check_inputs(model, images)
     samples = num_samples if model.stochastic_predictions else 1
     device = next(model.parameters()).device
     was_training = model.training
@@ -40,6 +47,7 @@ def predict_at_mean(model: TransformClassifier, images: torch.Tensor, batch_size
     """
     if getattr(model, "localizer", None) is None:
         raise ValueError(f"{type(model).__name__} has no localizer: there is no μ(x) to predict at")
+    check_inputs(model, images)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -57,6 +65,7 @@ def predict_at_mean(model: TransformClassifier, images: torch.Tensor, batch_size
 
 def posterior_draws(model: TransformClassifier, images: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
     """{site: [S, N, ...]} joint draws of the model's latent sites for ``images`` (a small batch)."""
+    check_inputs(model, images)
     sites = model.latent_sites
     device = next(model.parameters()).device
     was_training = model.training

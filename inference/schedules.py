@@ -4,20 +4,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pyro_pstn.models.base import kl_weight_per_dimension
+
 ANNEALING = ("constant", "linear", "cyclic")
 
 
-def pyro_kl_weight(w: float, theta_dim: int) -> float:
-    """Convert the authors' KL weight to the scale of Pyro's ELBO.
-
-    The authors' loss (pSTN-baselines, ``loss/``) is
-        mean_i NLL_i + w · mean_{i,d} KL_{i,d}
-    i.e. the KL is averaged over the batch *and* the D dimensions of θ. Pyro's ELBO sums
-    log-densities over a site's event dimensions; our training loss is the ELBO divided by the
-    batch size (mean over i). So
-        w · (1/D) Σ_d KL_{i,d} = w_pyro · Σ_d KL_{i,d}   ⇔   w_pyro = w / D.
-    """
-    return w / theta_dim
+#: The authors' per-dimension KL weight on Pyro's scale; written once, beside the models.
+pyro_kl_weight = kl_weight_per_dimension
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,14 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from torch.utils.data import Dataset
+
 from pyro_pstn.data import ImageSet
-from pyro_pstn.models import check_images
 from pyro_pstn.models.stacked import Stacked
 
 from .batchnorm import batch_norm_layers
 from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, epoch_order, model_kl_weight, validate
+from .loading import as_image_set, check_dataset
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
 MEMBER_FIELDS = ("seed", "kl_weight")
@@ -96,14 +98,18 @@ class StackTrainer(Trainer):
         return per_member.sum()
 
     # ---- epochs --------------------------------------------------------------------------
-    def prepare(self, train: list[ImageSet], val: list[ImageSet] | None):
+    def prepare(self, train: list[Dataset], val: list[Dataset] | None):
+        """One training (and validation) set per member, any torch Datasets of (x, y) pairs, each
+        checked as a single run checks its data and held in memory (a step stacks the members' batches)."""
         if len(train) != self.model.members or (val is not None and len(val) != self.model.members):
             raise ValueError(f"a stack of {self.model.members} members needs one training (and validation) set each")
+        for split in [*train, *(val or [])]:
+            check_dataset(self.model.base, split)
+        train = [as_image_set(t) for t in train]
+        val = None if val is None else [as_image_set(v) for v in val]
         if len({len(t) for t in train}) != 1:
             raise ValueError(f"the members' training sets differ in size ({sorted({len(t) for t in train})}): "
                              "stack runs whose epochs have the same number of steps")
-        for split in [*train, *(val or [])]:
-            check_images(split.images, split.labels, event_dim=getattr(self.model, "event_dim", 3))
         return [t.to(self.device) for t in train], (None if val is None else [v.to(self.device) for v in val])
 
     def train_epoch(self, train: list[ImageSet]) -> tuple[float, float]:

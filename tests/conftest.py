@@ -3,6 +3,11 @@ from pathlib import Path
 
 import pyro
 import pytest
+import torch
+
+# The suite's steps are as small as the papers': one intra-op thread (what the engine picks for a fit)
+# unless OMP_NUM_THREADS says otherwise, so a loaded machine does not slow it 10×.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
 

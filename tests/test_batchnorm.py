@@ -8,8 +8,12 @@ import torch
 
 from inference.batchnorm import batch_norm_layers, recompute_batch_norm
 from inference.engine import Trainer, TrainConfig
-from pyro_pstn.data import ImageSet
+from pyro_pstn.data import DataSpec, ImageSet
 from pyro_pstn.models import build_model
+
+
+#: The spec of the series below: one channel of 64 steps, 3 classes.
+SERIES = DataSpec((1, 64), 3)
 
 
 def _series(n: int = 24, length: int = 64, classes: int = 3, seed: int = 0) -> ImageSet:
@@ -52,7 +56,7 @@ def test_precise_bn_sets_every_layer_to_the_splits_statistics_in_float64():
     """A collapsed net (running statistics far off) gets each layer's statistics of the data back,
     and nothing else changes: weights, momenta, train / eval mode."""
     torch.manual_seed(0)
-    model = build_model("cnn", family="series", num_classes=3).double()
+    model = build_model("cnn", SERIES).double()
     data = _series()
     classify = lambda m: (lambda x, y: m.classifier(x))  # noqa: E731
     for m in batch_norm_layers(model):  # what a lagging running average can leave behind
@@ -76,7 +80,7 @@ def test_precise_bn_sets_every_layer_to_the_splits_statistics_in_float64():
 
 
 def test_precise_bn_over_several_batches_averages_their_means():
-    model = build_model("cnn", family="series", num_classes=3).double()
+    model = build_model("cnn", SERIES).double()
     data = _series(n=30)
     halves = [ImageSet(data.images[i : i + 15], data.labels[i : i + 15]) for i in (0, 15)]
     classify = lambda m: (lambda x, y: m.classifier(x))  # noqa: E731
@@ -87,9 +91,9 @@ def test_precise_bn_over_several_batches_averages_their_means():
 
 
 def test_no_batch_norm_is_nothing_to_do_and_an_empty_split_is_refused():
-    model = build_model("cnn", num_classes=10)  # the 28 × 28 networks have no batch norm
+    model = build_model("cnn")  # the 28 × 28 networks have no batch norm
     assert recompute_batch_norm(model, lambda x, y: pytest.fail("no forward pass expected"), _series()) == 0
-    series = build_model("cnn", family="series", num_classes=3)
+    series = build_model("cnn", SERIES)
     empty = ImageSet(torch.zeros(0, 1, 64), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="empty training set"):
         recompute_batch_norm(series, lambda x, y: None, empty)
@@ -100,7 +104,7 @@ def test_a_fit_ends_with_the_training_splits_statistics_unless_told_otherwise(pr
     """After 2 epochs of batches of 4 the running averages are still far from the split's statistics
     (they start at 0 and 1); with precise_bn (the default) the last epoch replaces them."""
     torch.manual_seed(0)
-    model = build_model("cnn", family="series", num_classes=3).double()
+    model = build_model("cnn", SERIES).double()
     data = _series()
     trainer = Trainer(model, TrainConfig(epochs=2, batch_size=4, weight_decay=0.0, precise_bn=precise, val_every=2))
     history = trainer.fit(data, data, progress=False)
@@ -114,7 +118,7 @@ def test_precise_bn_of_a_pstn_draws_theta_and_restores_the_mode():
     """Through the ELBO: the localizer's first layer sees the raw series (its statistics are exact),
     the classifier the warped ones; the model stays in eval mode if it was."""
     torch.manual_seed(1)
-    model = build_model("pstn", family="series", num_classes=3).double()
+    model = build_model("pstn", SERIES).double()
     data = _series()
     trainer = Trainer(model, TrainConfig(epochs=1, batch_size=len(data)))
     model.eval()

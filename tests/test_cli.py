@@ -65,7 +65,7 @@ def test_posterior_file_opens_in_arviz(tmp_path, data_root):
         (["--data", "mnist31"], "unknown data set 'mnist31'; valid names: mnist, fashion_mnist, mnist10"),
         (["--fold", "7"], "7 is not in the range 0<=x<=4"),
         (["--layout", "shear"], "'rotation', 'translation'"),
-        (["--layout", "cpab1d"], "the cpab1d family warps 1-D inputs, but image28 data is 2-D"),
+        (["--layout", "cpab1d"], "the cpab1d family warps 1-D inputs, but the data are images"),
         (["--annealing", "sigmoid"], "'constant', 'linear', 'cyclic'"),
         (["--epochs", "0"], "0 is not in the range x>=1"),
         (["--device", "tpu"], "unknown device 'tpu'; valid: cpu, cuda, cuda:N"),

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 
 from pyro_pstn.data import (
-    DATASET_NAMES,
+    MNIST_SPEC,
     SUBSET_SIZES,
     DataError,
     balanced_folds,
-    dataset_background,
+    dataset_names,
     download,
     load_dataset,
-    parse_dataset_name,
     read_idx,
     write_idx,
 )
@@ -65,13 +64,14 @@ def test_load_dataset_splits(data_root):
     d = load_dataset("mnist30", data_root, fold=2, val_size=200, test_size=500)
     assert (len(d.train), len(d.val), len(d.test)) == (30, 200, 500)
     assert d.train.images.shape == (30, 1, 28, 28)
-    assert d.background == pytest.approx(-0.1307 / 0.3081) == dataset_background("mnist30")
+    assert d.background == pytest.approx(-0.1307 / 0.3081) == MNIST_SPEC.fill
+    assert d.spec == MNIST_SPEC
     # normalised with the training-set statistics of full MNIST
     full = load_dataset("mnist", data_root, val_size=None)
     assert (len(full.train), len(full.val), len(full.test)) == (50000, 10000, 10000)
     assert float(full.train.images.mean()) == pytest.approx(0.0, abs=0.01)
     fashion = load_dataset("fashion_mnist", data_root, test_size=10)
-    assert len(fashion.test) == 10 and fashion.mean == 0.2860
+    assert len(fashion.test) == 10 and fashion.mean == 0.2860 and fashion.spec.mean == (0.2860,)
 
 
 def test_fallback_sampler_without_fold_files(tmp_path, data_root):
@@ -97,10 +97,10 @@ def test_missing_data_says_where_it_looked(tmp_path):
 
 def test_bad_names_and_folds_list_valid_values(data_root):
     with pytest.raises(DataError, match="valid names: mnist, fashion_mnist, mnist10"):
-        parse_dataset_name("mnist31")
+        load_dataset("mnist31", data_root)
     with pytest.raises(DataError, match="fold must be in 0..4"):
         load_dataset("mnist30", data_root, fold=5)
-    assert "mnist10000" in DATASET_NAMES
+    assert {"mnist10000", "mario_iggy90", "mnist01569", "rotated_mnist", "augmented_fashion_mnist"} <= set(dataset_names())
 
 
 def test_download_verifies_checksums(tmp_path, data_root):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pyro_pstn.data import DataError, load_dataset
+from pyro_pstn.data import DataError, DataSpec, load_dataset
 from pyro_pstn.data.ucr import read_ucr_file, stratified_split
 from pyro_pstn.models import build_model
 from pyro_pstn.nets import count_parameters, ucr_classifier, ucr_localizer
@@ -67,13 +67,13 @@ def test_the_authors_ucr_networks_have_their_parameter_counts():
     assert count_parameters(ucr_classifier(14, baseline=True)) == 1_196_314
     assert count_parameters(ucr_classifier(14)) == 1_111_482
     assert count_parameters(ucr_localizer("cpab1d")) == 86_526
-    counts = {m: count_parameters(build_model(m, family="series", num_classes=14)) for m in ("cnn", "stn", "pstn")}
+    counts = {m: count_parameters(build_model(m, DataSpec((1, 131), 14))) for m in ("cnn", "stn", "pstn")}
     assert counts == {"cnn": 1_196_314, "stn": 1_197_423, "pstn": 1_198_008}
-    model = build_model("gamma_pstn", family="series", num_classes=14)
+    model = build_model("gamma_pstn", DataSpec((1, 131), 14))
     loc, rate = model.localizer(torch.randn(3, 1, 131))
     assert torch.equal(loc, torch.zeros(3, 9)) and rate.shape == (3, 9)  # identity-initialised heads
-    with pytest.raises(ValueError, match="similarity family warps 2-D inputs, but series data is 1-D"):
-        build_model("pstn", layout="similarity", family="series")
+    with pytest.raises(ValueError, match="similarity family warps 2-D inputs, but the data are series"):
+        build_model("pstn", DataSpec((1, 131), 14), layout="similarity")
 
 
 def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
@@ -98,7 +98,7 @@ def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
 
 
 @pytest.mark.parametrize("layout, message", [
-    ("similarity", "the similarity family warps 2-D inputs, but series data is 1-D: series take cpab1d, time_affine"),
+    ("similarity", "the similarity family warps 2-D inputs, but the data are series: series take cpab1d, time_affine"),
     ("cpab", "the cpab family warps 2-D inputs"),
 ])
 def test_an_image_family_on_series_exits_2_and_writes_nothing(tmp_path, data_root, layout, message):
@@ -117,5 +117,5 @@ def test_series_families_are_chosen_by_name_in_a_config():
     for layout in ("cpab1d", "time_affine"):
         assert FitConfig.with_defaults("pstn", "ucr/GunPoint", layout=layout).layout == layout
     assert FitConfig.with_defaults("pstn", "ucr/GunPoint").layout == "cpab1d"
-    with pytest.raises(ValueError, match="the time_affine family warps 1-D inputs, but image28 data is 2-D"):
+    with pytest.raises(ValueError, match="the time_affine family warps 1-D inputs, but the data are images"):
         FitConfig.with_defaults("pstn", "mnist30", layout="time_affine")

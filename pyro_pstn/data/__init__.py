@@ -1,49 +1,25 @@
-"""Data readers and data sets; reading never needs the network."""
-from .datasets import (
-    DATASET_NAMES,
-    SUBSET_SIZES,
-    DataSplits,
-    ImageSet,
-    UCR_PREFIX,
-    balanced_folds,
-    data_family,
-    dataset_background,
-    is_dataset_name,
-    is_ucr,
-    load_dataset,
-    parse_dataset_name,
-    resolve_data_root,
-    unknown_dataset,
-)
-from .derived import augmented_set, random_affine_copy
+"""Data sets and their specs; reading never needs the network.
+
+Every data set carries a :class:`DataSpec` (shape, classes, normalisation, background). Named sets
+live in one registry (:func:`register_dataset`, :func:`dataset_names`); :func:`load_dataset` also
+takes the path of a user's ``.npz``, folder of class folders or UCR file.
+"""
+from .datasets import SUBSET_SIZES, balanced_folds, parse_dataset_name
+from .derived import augmented_set, digit_subset, random_affine_copy
 from .download import download
+from .files import load_image_folder, load_npz, splits_from_arrays
+from .idx import parse_idx, read_idx, write_idx
 from .mario_iggy import MARIO_IGGY_CLASSES, RotatedImageSet, load_sprites, mario_iggy
-from .idx import DataError, parse_idx, read_idx, write_idx
+from .registry import (MARIO_IGGY_SETS, MNIST_DIGITS, UCR_PREFIX, DatasetEntry, dataset_names,
+                       dataset_ndim, is_dataset_name, is_path, is_ucr, load_dataset, register_dataset, unknown_dataset)
+from .types import (MNIST_SPEC, DataError, DataSpec, DataSplits, ImageSet, LoadOptions, background_value, resolve_data_root,
+                    stratified_split)
 
 __all__ = [
-    "MARIO_IGGY_CLASSES",
-    "RotatedImageSet",
-    "load_sprites",
-    "mario_iggy",
-    "DATASET_NAMES",
-    "SUBSET_SIZES",
-    "DataError",
-    "DataSplits",
-    "augmented_set",
-    "random_affine_copy",
-    "ImageSet",
-    "UCR_PREFIX",
-    "balanced_folds",
-    "data_family",
-    "is_dataset_name",
-    "is_ucr",
-    "unknown_dataset",
-    "dataset_background",
-    "download",
-    "load_dataset",
-    "parse_dataset_name",
-    "parse_idx",
-    "read_idx",
-    "resolve_data_root",
-    "write_idx",
+    "MARIO_IGGY_CLASSES", "MARIO_IGGY_SETS", "MNIST_DIGITS", "MNIST_SPEC", "SUBSET_SIZES", "UCR_PREFIX",
+    "DataError", "DataSpec", "DataSplits", "DatasetEntry", "ImageSet", "LoadOptions", "RotatedImageSet",
+    "augmented_set", "background_value", "balanced_folds", "dataset_names", "dataset_ndim", "digit_subset", "download",
+    "is_dataset_name", "is_path", "is_ucr", "load_dataset", "load_image_folder", "load_npz", "load_sprites",
+    "mario_iggy", "parse_dataset_name", "parse_idx", "random_affine_copy", "read_idx", "register_dataset",
+    "resolve_data_root", "splits_from_arrays", "stratified_split", "unknown_dataset", "write_idx",
 ]

@@ -18,9 +18,7 @@ value an empty pixel takes after normalisation, which warps use as their fill va
 from __future__ import annotations
 
 import functools
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,8 @@ import torch
 
 from .download import SHA256
 from .download import download as download_files
-from .idx import DataError, read_idx
+from .idx import read_idx
+from .types import DataError, DataSplits, ImageSet, LoadOptions
 
 SUBSET_SIZES = (10, 30, 100, 1000, 3000, 10000)
 NUM_FOLDS = 5
@@ -39,83 +38,6 @@ DATASET_NAMES = tuple(BASE_DATASETS) + tuple(f"mnist{n}" for n in SUBSET_SIZES)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # [N, C, H, W], normalised
-    labels: torch.Tensor  # [N], int64
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def to(self, device) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device))
-
-
-@dataclass
-class DataSplits:
-    name: str
-    fold: int | None
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-    num_classes: int
-    mean: float
-    std: float
-    source: str  # where the subset indices came from
-
-    @property
-    def background(self) -> float:
-        return background_value(self.mean, self.std)
-
-
-def background_value(mean: float, std: float) -> float:
-    """The value of an empty (black) pixel after normalisation: the fill value for warps."""
-    return (0.0 - mean) / std
-
-
-#: Prefix of the UCR time-series data sets: ``ucr/<Name>`` reads ``<root>/UCR/<Name>/`` (:mod:`.ucr`).
-UCR_PREFIX = "ucr/"
-
-
-def is_ucr(name: str) -> bool:
-    return isinstance(name, str) and name.startswith(UCR_PREFIX) and len(name) > len(UCR_PREFIX)
-
-
-def data_family(name: str) -> str:
-    """``"image28"`` (MNIST, Fashion-MNIST and subsets: 28 × 28 images) or ``"series"`` (UCR:
-    univariate series): what the networks of a model are chosen by."""
-    if is_ucr(name):
-        return "series"
-    parse_dataset_name(name)
-    return "image28"
-
-
-def dataset_background(name: str) -> float:
-    """:func:`background_value` of data set ``name``, without loading it (0 for the UCR series,
-    which the archive z-normalised)."""
-    if is_ucr(name):
-        return 0.0
-    _, mean, std = BASE_DATASETS[parse_dataset_name(name)[0]]
-    return background_value(mean, std)
-
-
-def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    if data_root is not None:
-        return Path(data_root)
-    return Path(os.environ.get("PYRO_PSTN_DATA", "data"))
-
-
-def is_dataset_name(name: str) -> bool:
-    """Whether ``name`` names a data set: one of :data:`DATASET_NAMES`, or ``ucr/<Name>``."""
-    return name in DATASET_NAMES or is_ucr(name)
-
-
-def unknown_dataset(name: str) -> str:
-    """The one message for a name that is not a data set (config, CLI and loader all use it)."""
-    return (f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}, or ucr/<Name> for a folder "
-            "<root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll)")
-
-
 def parse_dataset_name(name: str) -> tuple[str, int | None]:
     """``'mnist30'`` → ``('mnist', 30)``; ``'fashion_mnist'`` → ``('fashion_mnist', None)``."""
     if name in BASE_DATASETS:
@@ -123,7 +45,7 @@ def parse_dataset_name(name: str) -> tuple[str, int | None]:
     match = re.fullmatch(r"mnist(\d+)", name)
     if match and int(match.group(1)) in SUBSET_SIZES:
         return "mnist", int(match.group(1))
-    raise DataError(unknown_dataset(name))
+    raise DataError(f"{name!r} is not one of the MNIST family: {', '.join(DATASET_NAMES)}")
 
 
 def _find_file(candidates: list[Path], stem: str) -> Path | None:
@@ -227,42 +149,25 @@ def _to_set(images: np.ndarray, labels: np.ndarray, mean: float, std: float) -> 
     return ImageSet((x - mean) / std, torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_dataset(
-    name: str,
-    data_root: str | os.PathLike | None = None,
-    fold: int = 0,
-    val_size: int | None = 1000,
-    test_size: int | None = None,
-    download: bool = False,
-    normalize: bool = True,
-) -> DataSplits:
-    """Load ``name`` (see :data:`DATASET_NAMES`) as normalised train / validation / test sets;
-    ``ucr/<Name>`` loads a UCR series data set (:func:`~pyro_pstn.data.ucr.load_ucr`; ``fold`` seeds
-    its train / validation split).
+def load_mnist_family(name: str, options: LoadOptions = LoadOptions()) -> DataSplits:
+    """Load ``name`` (one of :data:`DATASET_NAMES`) as normalised train / validation / test sets.
 
-    ``val_size`` keeps the first that many validation images (``None``: all 10,000);
-    ``test_size`` the first that many test images (``None``: all 10,000).
+    ``options.val_size`` keeps the first that many validation images (``None``: all 10,000);
+    ``options.test_size`` the first that many test images (``None``: all 10,000).
     ``normalize=False`` keeps raw pixel intensities in [0, 1] (background 0), as the Bernoulli
     likelihood of the VAEs needs.
     """
-    if is_ucr(name):
-        from .ucr import load_ucr
-
-        root = resolve_data_root(data_root)
-        return load_ucr(name[len(UCR_PREFIX):], root, seed=fold, val_size=val_size, test_size=test_size)
+    fold, val_size, test_size, download = options.fold, options.val_size, options.test_size, options.download
     base, n = parse_dataset_name(name)
     if not 0 <= fold < NUM_FOLDS:
         raise DataError(f"fold must be in 0..{NUM_FOLDS - 1}, got {fold}")
-    for label, size in (("val_size", val_size), ("test_size", test_size)):
-        if size is not None and size < 1:
-            raise DataError(f"{label} must be a positive number of images, got {size}")
-    root = resolve_data_root(data_root)
+    root = options.data_root
     if not root.is_dir() and not download:
         raise DataError(
             f"data root {root.resolve()} does not exist. Pass --data-root DIR or set PYRO_PSTN_DATA to the folder "
             "holding MNIST/raw/*.gz (in this project: ../shared/data), or pass --download on a machine with internet."
         )
-    _, mean, std = BASE_DATASETS[base] if normalize else (None, 0.0, 1.0)
+    _, mean, std = BASE_DATASETS[base] if options.normalize else (None, 0.0, 1.0)
     train_images, train_labels = load_idx_pair(str(root), base, "train", download)
     test_images, test_labels = load_idx_pair(str(root), base, "t10k", download)
     if n is None:

@@ -1,5 +1,6 @@
 """Data sets derived from a base set by seeded, fixed transformations (the same on every load).
 
+* :func:`digit_subset`: some classes of a data set, relabelled 0..k−1 (paper 004's MNIST 0/1/5/6/9);
 * :func:`random_affine_copy`: paper 003's "augmented dataset" — rotation ±10°, translation ±4 px
   and scaling ±20 %, each applied independently with probability 0.5 (003 §3.1).
 """
@@ -10,7 +11,7 @@ import math
 import torch
 
 from ..transforms import warp
-from .datasets import ImageSet
+from .types import DataSplits, ImageSet
 
 
 def random_affine_copy(
@@ -55,3 +56,16 @@ def augmented_set(data: ImageSet, seed: int, **options) -> ImageSet:
     """:func:`random_affine_copy` of an :class:`ImageSet`, labels unchanged."""
     images, _ = random_affine_copy(data.images, seed, **options)
     return ImageSet(images, data.labels)
+
+
+def digit_subset(data: DataSplits, classes: tuple[int, ...], name: str) -> DataSplits:
+    """The examples of ``classes`` only, relabelled 0..k−1 in the order given."""
+    relabel = torch.full((data.num_classes,), -1, dtype=torch.long)
+    relabel[list(classes)] = torch.arange(len(classes))
+
+    def keep(split: ImageSet) -> ImageSet:
+        mask = torch.isin(split.labels, torch.tensor(classes))
+        return ImageSet(split.images[mask], relabel[split.labels[mask]])
+
+    return DataSplits(name, data.fold, keep(data.train), keep(data.val), keep(data.test), len(classes), data.spec.mean,
+                      data.spec.std, f"{data.name} classes {classes}, relabelled 0–{len(classes) - 1}")

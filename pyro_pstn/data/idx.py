@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-class DataError(Exception):
-    """A data file or data root is missing, corrupt or inconsistent; the message says how to fix it."""
+from .types import DataError
 
 
 #: IDX type codes → numpy dtypes (big-endian where it matters).

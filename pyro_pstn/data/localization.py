@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from ..transforms import get_layout, warp
-from .datasets import ImageSet, load_dataset
-from .idx import DataError
+from .datasets import load_mnist_family
+from .types import DataError, ImageSet, LoadOptions
 
 #: Canvas side of ``placed_fashion_mnist`` and the part of it an item fills (001 §5.1.2).
 CANVAS = 96
@@ -84,7 +84,7 @@ def load_localization(name: str, data_root=None, val_size: int | None = None, te
     if name not in LOCALIZATION_SETS:
         raise DataError(f"unknown localization data set {name!r}; valid: {', '.join(LOCALIZATION_SETS)}")
     base, layout = LOCALIZATION_SETS[name]
-    data = load_dataset(base, data_root, val_size=val_size, test_size=test_size, download=download, normalize=False)
+    data = load_mnist_family(base, LoadOptions(data_root, 0, val_size, test_size, download, normalize=False))
     make = rotate if name == "rotated_mnist" else place
     splits = {}
     for split, size in (("train", train_size), ("val", None), ("test", None)):

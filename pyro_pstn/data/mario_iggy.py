@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from ..transforms import warp
-from .datasets import DataSplits, ImageSet, resolve_data_root
-from .idx import DataError
+from .types import DataError, DataSplits, ImageSet, resolve_data_root
 
 MARIO_IGGY_CLASSES = ("mario", "mario_inverted", "iggy", "iggy_inverted")
 SPRITES_FILE = "mario_iggy/images.npz"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .idx import DataError
+from .types import DataError, DataSplits, ImageSet, stratified_split
 
 #: Share of each class of the training file kept for validation.
 VAL_FRACTION = 0.25
@@ -110,42 +110,60 @@ def ucr_files(root: Path, name: str) -> tuple[Path, Path]:
                     f"Available under {root / 'UCR'}: {', '.join(f'ucr/{a}' for a in available) or 'none'}")
 
 
-def stratified_split(labels: np.ndarray, seed: int, val_fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) indices: per class, a seeded shuffle and ``val_fraction`` of it (at least
-    one, while one stays for training) for validation."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = min(max(1, round(val_fraction * len(idx))), len(idx) - 1)
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
 def load_ucr(name: str, root: Path, seed: int = 0, val_size: int | None = None, test_size: int | None = None):
-    """``ucr/<name>`` as :class:`~pyro_pstn.data.datasets.DataSplits` of signals ``[N, 1, L]``."""
-    from .datasets import DataSplits, ImageSet
-
+    """``ucr/<name>`` as :class:`~pyro_pstn.data.types.DataSplits` of signals ``[N, 1, L]``."""
     train_file, test_file = ucr_files(root, name)
+    return load_ucr_files(train_file, test_file, f"ucr/{name}", seed, val_size, test_size)
+
+
+def load_ucr_path(path: str | os.PathLike, seed: int = 0, val_size: int | None = None,
+                  test_size: int | None = None) -> DataSplits:
+    """A UCR ``.tsv`` / ``.ts`` file at any path: ``X_TRAIN.tsv`` with its ``X_TEST.tsv`` beside it
+    is that pair; any other file is split, seeded and stratified, into train and test
+    (:data:`VAL_FRACTION` of each class for test) before the validation split."""
+    path = Path(path)
+    test = None
+    for marker in ("_TRAIN", "_train"):
+        if path.stem.endswith(marker):
+            candidate = path.with_name(path.stem[: -len(marker)] + marker.replace("RAIN", "EST").replace("rain", "est")
+                                       + path.suffix)
+            test = candidate if candidate.is_file() else None
+    return load_ucr_files(path, test, str(path), seed, val_size, test_size)
+
+
+def load_ucr_files(train_file: Path, test_file: Path | None, name: str, seed: int = 0, val_size: int | None = None,
+                   test_size: int | None = None) -> DataSplits:
+    """Train (split into train / validation) and test series of one UCR data set; without a test
+    file, a seeded stratified part of the training file is the test set."""
     x_train, y_train = read_ucr_file(train_file)
-    x_test, y_test = read_ucr_file(test_file)
-    if x_train.shape[1] != x_test.shape[1]:
-        raise DataError(f"{name}: training series have {x_train.shape[1]} values, test series {x_test.shape[1]}")
+    if test_file is not None:
+        x_test, y_test = read_ucr_file(test_file)
+        if x_train.shape[1] != x_test.shape[1]:
+            raise DataError(f"{name}: training series have {x_train.shape[1]} values, test series {x_test.shape[1]}")
+    else:
+        x_test, y_test = x_train[:0], []
     classes = label_map(y_train, y_test)
+    if len(classes) < 2:
+        raise DataError(f"{train_file}: every series has the label {next(iter(classes))!r}; classification needs "
+                        "at least two classes")
     y_train = np.array([classes[v] for v in y_train])
-    y_test = np.array([classes[v] for v in y_test])
-    train_idx, val_idx = stratified_split(y_train, seed)
+    y_test = np.array([classes[v] for v in y_test], dtype=np.int64)
+    test_note = test_file.name if test_file is not None else None
+    if test_file is None:
+        keep, held = stratified_split(y_train, seed + 10_000, VAL_FRACTION)
+        x_test, y_test, x_train, y_train = x_train[held], y_train[held], x_train[keep], y_train[keep]
+        test_note = f"a stratified {VAL_FRACTION:.0%} of {train_file.name} held out as test (seed {seed + 10_000})"
+    train_idx, val_idx = stratified_split(y_train, seed, VAL_FRACTION)
 
     def to_set(x, y):
         return ImageSet(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
 
     return DataSplits(
-        name=f"ucr/{name}", fold=seed,
+        name=name, fold=seed,
         train=to_set(x_train[train_idx], y_train[train_idx]),
         val=to_set(x_train[val_idx][:val_size], y_train[val_idx][:val_size]),
         test=to_set(x_test[:test_size], y_test[:test_size]),
         num_classes=len(classes), mean=0.0, std=1.0,
         source=f"{train_file.name} (stratified {1 - VAL_FRACTION:.0%} / {VAL_FRACTION:.0%} split, seed {seed}) and "
-               f"{test_file.name}",
+               f"{test_note}",
     )

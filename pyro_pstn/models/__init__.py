@@ -1,23 +1,30 @@
 """One module per generative story; each model is a ``PyroModule`` with ``model(x, y)`` / ``guide(x, y)``.
 
-:func:`build_model` assembles the papers' MNIST configurations; for anything else construct
-the classes directly with your own networks, layout and prior, e.g.::
+:func:`build_model` assembles a model for a data set from its :class:`~pyro_pstn.data.DataSpec`:
+the papers' networks, with the authors' exact sizes, where the spec is the papers' (1 × 28 × 28
+images; univariate series), networks sized from the spec otherwise, and any ``nn.Module`` of yours
+as classifier or localizer::
 
-    GammaPSTN(my_classifier, my_localizer, prior=GammaPrior(dim=4, concentration=2.0))
+    build_model("gamma_pstn", data.spec)                       # networks sized from the data
+    build_model("pstn", data.spec, classifier=my_resnet)       # your classifier, our localizer
+    GammaPSTN(my_classifier, my_localizer, prior=GammaPrior(dim=4, concentration=2.0))  # by hand
 
-and :func:`build_pose_vae` the pose-latent VAEs of papers 002/003 (``vae``, ``tvae``, ``dtvae``,
+:func:`build_pose_vae` builds the pose-latent VAEs of papers 002/003 (``vae``, ``tvae``, ``dtvae``,
 ``cat_vae``), e.g. ``build_pose_vae("tvae", z_dim=12, pose_prior=LowRankNormalPose("tps", rank=4))``.
 """
 from __future__ import annotations
 
+import torch.nn as nn
+
+from ..data.types import MNIST_SPEC, DataSpec
 from ..flows import ConditionalTransformFlow
 from ..nets import (SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer,
                     ucr_classifier, ucr_localizer)
 from ..priors import GammaPrior, NormalPrior
-from ..transforms import FAMILIES, LIE_LAYOUTS, check_layout_family, get_layout
+from ..transforms import LIE_LAYOUTS, TransformFamily, check_layout_family
 
 FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
-from .base import TransformClassifier, check_images, draw
+from .base import TransformClassifier, check_images, check_labels, draw, kl_weight_per_dimension
 from .classifiers import CNN, STN
 from .flow_pstn import AugmentationWarmup, FlowPSTN
 from .pose_vae import POSE_VAE_MODELS, DTVAE, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
@@ -27,82 +34,107 @@ MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPST
 MODEL_NAMES = tuple(MODELS)
 
 
+def default_layout(name: str, spec: DataSpec) -> str:
+    """The transform family of ``name`` when none is given: ``cpab1d`` for series, a Lie layout
+    for ``flow_pstn``, else the similarity layout (rotation, scale, translation)."""
+    if spec.ndim == 1:
+        return "cpab1d"
+    return "lie_similarity" if name == "flow_pstn" else "similarity"
+
+
 def build_model(
     name: str,
-    layout: str | None = None,
+    spec: DataSpec = MNIST_SPEC,
+    layout: str | TransformFamily | None = None,
     prior_scale: float = 0.1,
-    num_classes: int = 10,
-    fill: float = 0.0,
+    fill: float | tuple[float, ...] | None = None,
     align_corners: bool = False,
     spread_init: float = -5.0,
     gamma_concentration: float = 1.0,
     gamma_rate: float = 1.0,
-    family: str = "image28",
+    classifier: nn.Module | None = None,
+    localizer: nn.Module | None = None,
 ) -> TransformClassifier:
-    """The papers' model ``name`` with the authors' network sizes for the data ``family``
-    (anchors.md §1.3): ``"image28"`` (MNIST-sized images: the ≈28k-parameter networks) or
-    ``"series"`` (univariate series, the UCR experiments: an FCN-like classifier and a 1-D
-    localizer, with the ``cpab1d`` family by default). :func:`pyro_pstn.data.data_family` names
-    the family of a data set.
+    """Model ``name`` for data of ``spec`` (default: the papers' MNIST spec).
 
-    ``prior_scale`` is σ_p of the Gaussian P-STN prior or σ_DA of the augmentation baseline;
-    ``spread_init`` the initial bias of the σ / β head (softplus(−5) ≈ 0.0067);
-    ``gamma_concentration`` / ``gamma_rate`` are α0 / β0 of the Gamma P-STN (paper: 1, 1).
-    ``flow_pstn`` (paper 004) takes a Lie layout (``lie_similarity`` is the P-STN's family), the
-    P-STN's classifier, a SimpleConv(c = 8) pose embedder and a 4-layer conditional flow.
+    Networks: the authors' sizes (anchors.md §1.3) on 1 × 28 × 28 images and on series (an FCN-like
+    classifier and a 1-D localizer, with the ``cpab1d`` family by default); on other images the same
+    networks with the spec's channels, any H × W from 16 up (an adaptive max-pool keeps the heads on
+    at most 4 × 4 features) and the spec's classes. ``classifier`` replaces f: any module mapping
+    inputs ``[B, *spec.shape]`` to logits ``[B, K]``. ``localizer`` replaces the localizer: a module
+    returning ``(μ(x), spread(x))`` of shape ``[B, D]`` each (spread None for the STN).
+
+    ``layout`` is any transform family (a name or an object of the
+    :mod:`~pyro_pstn.transforms.family` contract); ``fill`` the warps' outside value (default: the
+    spec's background); ``prior_scale`` σ_p of the Gaussian P-STN prior or σ_DA of the augmentation
+    baseline; ``spread_init`` the initial bias of the σ / β head (softplus(−5) ≈ 0.0067);
+    ``gamma_concentration`` / ``gamma_rate`` α0 / β0 of the Gamma P-STN (paper: 1, 1). ``flow_pstn``
+    (paper 004) takes a Lie layout, the P-STN's classifier, a SimpleConv(c = 8) pose embedder and a
+    4-layer conditional flow.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    default = {"series": "cpab1d"}.get(family, "lie_similarity" if name == "flow_pstn" else "similarity")
-    layout_ = check_layout_family(layout or default, family)
-    common = dict(fill=fill, align_corners=align_corners)
-    if family == "series":
-        return _series_model(name, layout_, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate,
-                             common)
+    if not isinstance(spec, DataSpec):
+        raise ValueError(f"spec must be a pyro_pstn.data.DataSpec (e.g. data.spec), got {type(spec).__name__}")
+    layout_ = check_layout_family(layout or default_layout(name, spec), spec.ndim)
+    common = dict(fill=spec.fill if fill is None else fill, align_corners=align_corners, spec=spec)
+    nets = _Networks(spec, layout_, spread_init, classifier, localizer)
     if name == "flow_pstn":
-        if layout_.name not in LIE_LAYOUTS:
-            raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {layout_.name!r}; "
-                             f"valid: {', '.join(LIE_LAYOUTS)}")
+        if spec.ndim != 2:
+            raise ValueError("flow_pstn is built for images (Lie layouts of 2-D affine maps); for series use cnn, stn, "
+                             "da, pstn or gamma_pstn")
+        if not bool((layout_.identity_theta() == 0).all()):  # the flow's uniform prior box is [−1, 1]^D around 0
+            raise ValueError(f"flow_pstn needs a family whose identity is θ = 0, with θ in [−1, 1] (a Lie layout: "
+                             f"{', '.join(LIE_LAYOUTS)}; or a family of your own), got {layout_.name!r}")
         flow = ConditionalTransformFlow(layout_.dim, FLOW_EMBEDDING_DIM, num_layers=4)
-        embedder = SimpleConv(1, FLOW_EMBEDDING_DIM, width=8)
-        return FlowPSTN(mnist_stn_classifier(num_classes), embedder, flow, layout=layout_, **common)
+        embedder = SimpleConv(spec.channels, FLOW_EMBEDDING_DIM, width=8)
+        return FlowPSTN(nets.classifier(), embedder, flow, layout=layout_, **common)
     if name == "cnn":
-        return CNN(mnist_cnn_classifier(num_classes), **common)
-    classifier = mnist_stn_classifier(num_classes)
+        return CNN(nets.classifier(baseline=True), **common)
     if name == "stn":
-        return STN(classifier, layout_, localizer=mnist_stn_localizer(layout_), **common)
+        return STN(nets.classifier(), layout_, localizer=nets.localizer(probabilistic=False), **common)
     if name == "da":
-        return DA(classifier, NormalPrior(layout_.identity_theta(), prior_scale), layout=layout_, **common)
-    localizer = mnist_pstn_localizer(layout_, spread_init)
+        return DA(nets.classifier(), NormalPrior(layout_.identity_theta(), prior_scale), layout=layout_, **common)
     if name == "pstn":
-        return PSTN(classifier, localizer, NormalPrior(layout_.identity_theta(), prior_scale), layout=layout_, **common)
+        return PSTN(nets.classifier(), nets.localizer(), NormalPrior(layout_.identity_theta(), prior_scale),
+                    layout=layout_, **common)
     prior = GammaPrior(layout_.dim, gamma_concentration, gamma_rate)
-    return GammaPSTN(classifier, localizer, prior, layout=layout_, **common)
+    return GammaPSTN(nets.classifier(), nets.localizer(), prior, layout=layout_, **common)
 
 
-def _series_model(name, layout, prior_scale, num_classes, spread_init, gamma_concentration, gamma_rate, common):
-    """The UCR networks (:mod:`pyro_pstn.nets.series`) in the same generative stories."""
-    common = {**common, "event_dim": 2}
-    if name == "flow_pstn":
-        raise ValueError("flow_pstn is built for images (Lie layouts of 2-D affine maps); for series use cnn, stn, "
-                         "da, pstn or gamma_pstn")
-    if name == "cnn":
-        return CNN(ucr_classifier(num_classes, baseline=True), **common)
-    classifier = ucr_classifier(num_classes)
-    if name == "stn":
-        return STN(classifier, layout, localizer=ucr_localizer(layout, spread_head=False), **common)
-    if name == "da":
-        return DA(classifier, NormalPrior(layout.identity_theta(), prior_scale), layout=layout, **common)
-    localizer = ucr_localizer(layout, spread_head=True, spread_init=spread_init)
-    if name == "pstn":
-        return PSTN(classifier, localizer, NormalPrior(layout.identity_theta(), prior_scale), layout=layout, **common)
-    return GammaPSTN(classifier, localizer, GammaPrior(layout.dim, gamma_concentration, gamma_rate), layout=layout,
-                     **common)
+class _Networks:
+    """The networks of a model for a spec: the user's where given, else the papers' (sized from the spec)."""
+
+    def __init__(self, spec: DataSpec, layout, spread_init: float, classifier, localizer):
+        self.spec, self.layout, self.spread_init = spec, layout, spread_init
+        self.user_classifier, self.user_localizer = classifier, localizer
+
+    def classifier(self, baseline: bool = False) -> nn.Module:
+        if self.user_classifier is not None:
+            return self.user_classifier
+        spec = self.spec
+        if spec.ndim == 1:
+            return ucr_classifier(spec.num_classes, baseline=baseline, in_channels=spec.channels)
+        make = mnist_cnn_classifier if baseline else mnist_stn_classifier
+        return make(spec.num_classes, spec.channels, spec.shape[1:])
+
+    def localizer(self, probabilistic: bool = True) -> nn.Module:
+        if self.user_localizer is not None:
+            return self.user_localizer
+        spec = self.spec
+        if spec.ndim == 1:
+            return ucr_localizer(self.layout, spread_head=probabilistic, spread_init=self.spread_init,
+                                 in_channels=spec.channels)
+        if probabilistic:
+            return mnist_pstn_localizer(self.layout, self.spread_init, spec.channels, spec.shape[1:])
+        return mnist_stn_localizer(self.layout, spec.channels, spec.shape[1:])
 
 
 __all__ = [
-    "FAMILIES",
     "check_layout_family",
+    "check_labels",
+    "default_layout",
+    "kl_weight_per_dimension",
     "AugmentationWarmup",
     "FlowPSTN",
     "CNN",

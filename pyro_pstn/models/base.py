@@ -10,24 +10,55 @@ import torch.nn as nn
 from pyro import poutine
 from pyro.nn import PyroModule
 
-from ..transforms import AffineLayout, get_layout, warp
+from ..data.types import DataSpec
+from ..transforms import TransformFamily, get_layout, warp
+
+
+def kl_weight_per_dimension(w: float, theta_dim: int) -> float:
+    """The authors' KL weight w on the scale of Pyro's ELBO: the one place the convention lives.
+
+    The P-STN authors' loss (pSTN-baselines, ``loss/``) is  mean_i NLL_i + w · mean_{i,d} KL_{i,d}:
+    the KL is averaged over the batch *and* the D dimensions of θ. Pyro's ELBO sums log-densities
+    over a site's event dimensions, and our training loss is the ELBO divided by the batch size, so
+        w · (1/D) Σ_d KL_{i,d} = w_pyro · Σ_d KL_{i,d}   ⇔   w_pyro = w / D.
+    """
+    return w / theta_dim
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None,
-                 event_dim: int = 3) -> None:
+                 event_dim: int = 3, spec: DataSpec | None = None) -> None:
     """Raise a ValueError that says what is wrong with a batch of images (``event_dim`` 3) or
-    signals (``event_dim`` 2), and labels."""
+    signals (``event_dim`` 2), and labels; with ``spec``, also where they do not fit it."""
+    if spec is not None:
+        event_dim, num_classes = spec.ndim + 1, spec.num_classes if num_classes is None else num_classes
     if not torch.is_tensor(x) or x.dim() != event_dim + 1:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         expected = "images [batch, channels, height, width]" if event_dim == 3 else "signals [batch, channels, length]"
         raise ValueError(f"expected {expected}, got {shape}")
+    if len(x) == 0:
+        raise ValueError("the data set is empty: give at least one example")
+    if not x.is_floating_point():
+        raise ValueError(f"images must be floating point (normalised), got {x.dtype}; convert with x.float() / 255 and "
+                         "normalise, or load the data through pyro_pstn.data")
+    if spec is not None:
+        spec.check(x, "images")
     if not torch.isfinite(x).all():
         raise ValueError(f"images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values; clean the data")
     if y is not None:
-        if y.shape != x.shape[:1]:
-            raise ValueError(f"labels must have shape [{x.shape[0]}] to match the images, got {tuple(y.shape)}")
-        if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"labels must lie in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}")
+        check_labels(y, len(x), num_classes)
+
+
+def check_labels(y: torch.Tensor, n: int, num_classes: int | None = None) -> None:
+    """A ValueError unless ``y`` holds ``n`` integer class labels in 0..num_classes−1."""
+    if not torch.is_tensor(y) or y.shape != (n,):
+        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+        raise ValueError(f"labels must have shape [{n}] to match the images, got {shape}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices 0..K-1, got {y.dtype}; convert them with y.long() "
+                         "(after checking they are whole numbers)")
+    if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (the model has {num_classes} classes), got range "
+                         f"{int(y.min())}..{int(y.max())}; build the model with the data's spec, or remap the labels")
 
 
 @contextmanager
@@ -56,31 +87,48 @@ class TransformClassifier(PyroModule):
     kl_per_dimension = True
     #: The latent (or deterministic) transformation sites recorded in the posterior file.
     latent_sites: tuple[str, ...] = ("theta",)
+    #: What the engine and the commands may ask of any model (no isinstance on model classes):
+    #: it predicts class labels (metrics, reliability) ...
+    classifies = True
+    #: ... and it has a localizer whose μ(x) is the mode of q(θ|x) (``predict_at_mean``).
+    predicts_at_mean = False
 
     def __init__(
         self,
         classifier: nn.Module,
-        layout: str | AffineLayout | None = "similarity",
+        layout: str | TransformFamily | None = "similarity",
         localizer: nn.Module | None = None,
         fill: float = 0.0,
         align_corners: bool = False,
         kl_weight: float = 1.0,
         event_dim: int = 3,
         output_size: tuple[int, int] | None = None,
+        spec: DataSpec | None = None,
     ):
         super().__init__()
+        #: The data the model was built for (None: not stated; inputs are then checked by shape only).
+        self.spec = spec
+        if spec is not None:
+            event_dim = spec.ndim + 1
         self.event_dim = int(event_dim)  # dims of one input: 3 for images [C, H, W], 2 for signals [C, L]
         # the pre-image's size when it differs from the input's (a 28 × 28 crop of a 96 × 96 canvas)
         self.output_size = None if output_size is None else tuple(output_size)
         self.classifier = classifier
         self.localizer = localizer
         self.layout = get_layout(layout) if layout is not None else None
-        self.fill = float(fill)
+        self.fill = float(fill) if isinstance(fill, (int, float)) else tuple(float(v) for v in fill)
         self.align_corners = bool(align_corners)
         self.kl_weight = float(kl_weight)
         self._shared_localization = None
 
     # ---- pieces -------------------------------------------------------------------------
+    def pyro_kl_weight(self, w: float) -> float:
+        """The weight on Pyro's summed KL for the configured w: the authors' per-dimension w
+        (:func:`kl_weight_per_dimension`) where :attr:`kl_per_dimension`, else w itself."""
+        if self.kl_per_dimension:
+            return kl_weight_per_dimension(w, self.layout.dim if self.layout is not None else 1)
+        return w
+
     def transform(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """T_θ(x) for θ of shape [*S, B, D]: the pre-image the classifier sees."""
         return warp(x, theta, self.layout, fill=self.fill, align_corners=self.align_corners, size=self.output_size)
@@ -125,6 +173,10 @@ class TransformClassifier(PyroModule):
         if not reuse:
             self._shared_localization = (x, out)
         return out
+
+    def localizer_parameters(self):
+        """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
+        return iter(()) if self.localizer is None else self.localizer.parameters()
 
     def identity_theta(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
         return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)

@@ -59,7 +59,7 @@ class FlowPSTN(TransformClassifier):
         return self.flow(self.embedder(x))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             if not self.augment:
                 return self.observe(self.classifier(x), y)
             with self.kl_scaled():
@@ -70,7 +70,7 @@ class FlowPSTN(TransformClassifier):
         if not self.augment:
             return None
         g = self.transformation_distribution(x)
-        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+        with self.data_plate(x), self.kl_scaled():
             theta = pyro.sample("theta", g)  # T ~ g_φ(T | e(x))
         if self.training:
             with torch.no_grad():

@@ -108,6 +108,10 @@ class LatentVAE(PyroModule):
         """``num`` images drawn from the prior: z ~ p(z), u at the identity or u ~ p(u)."""
         raise NotImplementedError
 
+    def localizer_parameters(self):
+        """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
+        return iter(()) if self.localizer is None else self.localizer.parameters()
+
 
 class VAE(LatentVAE):
     """z ~ N(0, I), x ~ Bernoulli(g(z)) (Kingma & Welling 2013; 002 Fig. 4 left)."""
@@ -164,7 +168,7 @@ class TVAE(VAE):
     ):
         super().__init__(encoder, z_head, decoder, z_dim, **kwargs)
         try:
-            check_layout_family(pose_prior.layout, "image28")
+            check_layout_family(pose_prior.layout, 2)
         except ValueError as err:
             raise ValueError(f"a pose VAE warps images: {err}") from None
         self.u_head, self.pose_prior = u_head, pose_prior

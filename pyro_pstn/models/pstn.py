@@ -58,9 +58,15 @@ class PSTN(TransformClassifier):
     ELBO: E_q[log p(y | T_θ(x))] − w · KL(q(θ|x) ‖ p(θ))   (eq. 23, with the KL weight w)
     """
 
+    predicts_at_mean = True
+
     def __init__(self, classifier, localizer, prior: NormalPrior, **kwargs):
         super().__init__(classifier, localizer=localizer, **kwargs)
         self.prior = prior
+
+    def theta_variance(self, spread: torch.Tensor) -> torch.Tensor:
+        """Var q(θ|x) from the localizer's spread head σ(x): σ²."""
+        return spread**2
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
         with self.data_plate(x):
@@ -90,10 +96,15 @@ class GammaPSTN(TransformClassifier):
     """
 
     latent_sites = ("lambda", "theta")
+    predicts_at_mean = True
 
     def __init__(self, classifier, localizer, prior: GammaPrior, **kwargs):
         super().__init__(classifier, localizer=localizer, **kwargs)
         self.prior = prior
+
+    def theta_variance(self, spread: torch.Tensor) -> torch.Tensor:
+        """The scale² of the Student-t q(θ|x) from the β head: β(x) / α0 (eq. 14)."""
+        return spread / self.prior.concentration
 
     def _theta_given_lambda(self, loc: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         return pyro.sample("theta", dist.Normal(loc, lam.rsqrt()).to_event(1))  # eq. 5

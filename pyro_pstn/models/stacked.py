@@ -100,6 +100,10 @@ class Stacked(PyroModule):
         """The stacked localizer (its parameters get the localizer's learning rate)."""
         return self.base.localizer
 
+    def localizer_parameters(self):
+        """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
+        return iter(()) if self.localizer is None else self.localizer.parameters()
+
     @property
     def kl_weight(self) -> torch.Tensor:
         return self.base.kl_weight

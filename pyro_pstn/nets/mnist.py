@@ -25,10 +25,22 @@ from .heads import identity_init
 from .members import Stackable, apply_members, conv2d, linear
 
 
+#: Largest side of the feature map that the heads of spec-sized networks see: 4 × 4, what the
+#: papers' networks see on 28 × 28 images, so larger images keep the papers' head sizes.
+MAX_FEATURE_SIDE = 4
+
+
+def _feature_side(size: int, kernel_size: int) -> int:
+    """The side of the feature map after two valid convolutions and two poolings by 2."""
+    return ((size - kernel_size + 1) // 2 - kernel_size + 1) // 2
+
+
 def conv_features(in_channels: int, channels: tuple[int, int], kernel_size: int = 5,
-                  members: int | None = None) -> nn.Sequential:
-    """Conv → MaxPool(2) → ReLU, twice, then flatten (the authors' order); R of them with ``members``."""
+                  members: int | None = None, pool_to: tuple[int, int] | None = None) -> nn.Sequential:
+    """Conv → MaxPool(2) → ReLU, twice, then flatten (the authors' order); R of them with ``members``.
+    ``pool_to`` adds an adaptive max-pool to that feature-map size before flattening (larger images)."""
     c1, c2 = channels
+    pool = [nn.AdaptiveMaxPool2d(pool_to)] if pool_to is not None else []
     return nn.Sequential(
         conv2d(in_channels, c1, kernel_size, members),
         nn.MaxPool2d(2),
@@ -36,14 +48,33 @@ def conv_features(in_channels: int, channels: tuple[int, int], kernel_size: int 
         conv2d(c1, c2, kernel_size, members),
         nn.MaxPool2d(2),
         nn.ReLU(),
+        *pool,
         nn.Flatten(),
     )
 
 
-def _num_features(channels: tuple[int, int], in_channels: int, image_size: int, kernel_size: int = 5) -> int:
+def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
+def feature_pool(image_size: int | tuple[int, int], kernel_size: int = 5) -> tuple[int, int] | None:
+    """The adaptive pool that caps the feature map at :data:`MAX_FEATURE_SIDE` (None where it is
+    that small already, as on 28 × 28 images); a ValueError for images too small for two convolutions."""
+    sides = [_feature_side(s, kernel_size) for s in _size(image_size)]
+    if min(sides) < 1:
+        least = next(n for n in range(kernel_size, 100) if _feature_side(n, kernel_size) >= 1)
+        raise ValueError(f"images of {'×'.join(map(str, _size(image_size)))} pixels are too small for the built-in "
+                         f"networks (two {kernel_size}×{kernel_size} convolutions need at least {least}×{least}); "
+                         "pass a classifier and localizer of your own")
+    if max(sides) <= MAX_FEATURE_SIDE:
+        return None
+    return tuple(min(s, MAX_FEATURE_SIDE) for s in sides)
+
+
+def _num_features(channels: tuple[int, int], in_channels: int, image_size, kernel_size: int = 5, pool_to=None) -> int:
     with torch.no_grad():
-        features = conv_features(in_channels, channels, kernel_size)
-        return features(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
+        features = conv_features(in_channels, channels, kernel_size, pool_to=pool_to)
+        return features(torch.zeros(1, in_channels, *_size(image_size))).shape[-1]
 
 
 class Classifier(Stackable, nn.Module):
@@ -56,15 +87,16 @@ class Classifier(Stackable, nn.Module):
         hidden: int,
         num_classes: int = 10,
         in_channels: int = 1,
-        image_size: int = 28,
+        image_size: int | tuple[int, int] = 28,
         dropout: float = 0.5,
         members: int | None = None,
+        pool_to: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.init_args = dict(channels=channels, hidden=hidden, num_classes=num_classes, in_channels=in_channels,
-                              image_size=image_size, dropout=dropout, members=members)
-        self.features = conv_features(in_channels, channels, members=members)
-        n = _num_features(channels, in_channels, image_size)
+                              image_size=image_size, dropout=dropout, members=members, pool_to=pool_to)
+        self.features = conv_features(in_channels, channels, members=members, pool_to=pool_to)
+        n = _num_features(channels, in_channels, image_size, pool_to=pool_to)
         self.head = nn.Sequential(linear(n, hidden, members), nn.ReLU(), nn.Dropout(dropout),
                                   linear(hidden, num_classes, members))
 
@@ -92,18 +124,19 @@ class Localizer(Stackable, nn.Module):
         spread_head: bool,
         spread_init: float = -5.0,
         in_channels: int = 1,
-        image_size: int = 28,
+        image_size: int | tuple[int, int] = 28,
         members: int | None = None,
         kernel_size: int = 5,
         head_hidden: int | None = None,
+        pool_to: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.init_args = dict(layout=layout, channels=channels, spread_head=spread_head, spread_init=spread_init,
                               in_channels=in_channels, image_size=image_size, members=members,
-                              kernel_size=kernel_size, head_hidden=head_hidden)
+                              kernel_size=kernel_size, head_hidden=head_hidden, pool_to=pool_to)
         self.layout = get_layout(layout)
-        self.features = conv_features(in_channels, channels, kernel_size, members=members)
-        n = _num_features(channels, in_channels, image_size, kernel_size)
+        self.features = conv_features(in_channels, channels, kernel_size, members=members, pool_to=pool_to)
+        n = _num_features(channels, in_channels, image_size, kernel_size, pool_to=pool_to)
 
         def head():  # Linear, or the authors' larger localizers' Linear → ReLU → Linear
             if head_hidden is None:
@@ -129,24 +162,31 @@ class Localizer(Stackable, nn.Module):
         return loc, None if spread is None else F.softplus(spread).clamp_min(1e-8)
 
 
-def mnist_cnn_classifier(num_classes: int = 10) -> Classifier:
-    """The CNN baseline: 28,086 parameters."""
-    return Classifier((12, 24), 52, num_classes)
+def _image_args(in_channels: int, image_size) -> dict:
+    """The input arguments of a network for ``in_channels`` × ``image_size`` images (sized from a
+    data spec): any channels, any side from 16 up, heads on at most a 4 × 4 feature map."""
+    return dict(in_channels=in_channels, image_size=_size(image_size), pool_to=feature_pool(image_size))
 
 
-def mnist_stn_classifier(num_classes: int = 10) -> Classifier:
-    """The classifier behind the STN and P-STN localizers: 21,840 parameters."""
-    return Classifier((10, 20), 50, num_classes)
+def mnist_cnn_classifier(num_classes: int = 10, in_channels: int = 1, image_size=28) -> Classifier:
+    """The CNN baseline: 28,086 parameters on 1 × 28 × 28 images with 10 classes."""
+    return Classifier((12, 24), 52, num_classes, **_image_args(in_channels, image_size))
 
 
-def mnist_stn_localizer(layout: str | AffineLayout = "similarity") -> Localizer:
-    """Deterministic STN localizer: 6,886 parameters for the similarity layout."""
-    return Localizer(layout, (12, 18), spread_head=False)
+def mnist_stn_classifier(num_classes: int = 10, in_channels: int = 1, image_size=28) -> Classifier:
+    """The classifier behind the STN and P-STN localizers: 21,840 parameters (1 × 28 × 28, 10 classes)."""
+    return Classifier((10, 20), 50, num_classes, **_image_args(in_channels, image_size))
 
 
-def mnist_pstn_localizer(layout: str | AffineLayout = "similarity", spread_init: float = -5.0) -> Localizer:
-    """Probabilistic localizer (μ and spread heads): 4,822 parameters for the similarity layout."""
-    return Localizer(layout, (8, 14), spread_head=True, spread_init=spread_init)
+def mnist_stn_localizer(layout: str | AffineLayout = "similarity", in_channels: int = 1, image_size=28) -> Localizer:
+    """Deterministic STN localizer: 6,886 parameters for the similarity layout (1 × 28 × 28)."""
+    return Localizer(layout, (12, 18), spread_head=False, **_image_args(in_channels, image_size))
+
+
+def mnist_pstn_localizer(layout: str | AffineLayout = "similarity", spread_init: float = -5.0, in_channels: int = 1,
+                         image_size=28) -> Localizer:
+    """Probabilistic localizer (μ and spread heads): 4,822 parameters for the similarity layout (1 × 28 × 28)."""
+    return Localizer(layout, (8, 14), spread_head=True, spread_init=spread_init, **_image_args(in_channels, image_size))
 
 
 def large_localizer(layout: str | AffineLayout = "rotation", probabilistic: bool = True, spread_init: float = -3.0,

@@ -68,10 +68,13 @@ class SeriesLocalizer(nn.Module):
         return self.loc(h), spread
 
 
-def ucr_classifier(num_classes: int, baseline: bool = False) -> SeriesClassifier:
-    """The FCN-like classifier: the CNN baseline's (``baseline=True``) or the STN / P-STN's."""
-    return SeriesClassifier((164, 256, 256, 256, 256) if baseline else (196, 256, 256, 256, 64), num_classes)
+def ucr_classifier(num_classes: int, baseline: bool = False, in_channels: int = 1) -> SeriesClassifier:
+    """The FCN-like classifier: the CNN baseline's (``baseline=True``) or the STN / P-STN's; any
+    length, any number of channels."""
+    return SeriesClassifier((164, 256, 256, 256, 256) if baseline else (196, 256, 256, 256, 64), num_classes,
+                            in_channels=in_channels)
 
 
-def ucr_localizer(layout="cpab1d", spread_head: bool = True, spread_init: float = -5.0) -> SeriesLocalizer:
-    return SeriesLocalizer(layout, spread_head, spread_init)
+def ucr_localizer(layout="cpab1d", spread_head: bool = True, spread_init: float = -5.0,
+                  in_channels: int = 1) -> SeriesLocalizer:
+    return SeriesLocalizer(layout, spread_head, spread_init, in_channels=in_channels)

@@ -114,6 +114,8 @@ class CPAB:
     ``velocity(points, θ)`` and ``transform_points(points, θ)`` on [0, 1]ⁿ.
     """
 
+    invertible = True  # T_θ⁻¹ = T_{−θ}
+
     def __init__(self, ndim: int, cells: tuple[int, ...], steps: int = 10):
         if ndim not in (1, 2) or len(cells) != ndim or min(cells) < 1:
             raise ValueError(f"CPAB needs ndim 1 or 2 and one cell count per dimension, got ndim={ndim}, cells={cells}")
@@ -291,10 +293,12 @@ class CPAB:
         return torch.stack([x, y], -1)
 
     # ---- warping ----------------------------------------------------------------------------
-    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False) -> torch.Tensor:
+    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False):
         """Sampling grid for θ [N, D]: [N, H, W, 2] for images (``size`` [N, C, H, W]), as
-        ``affine_grid``; [N, L] for signals (``size`` [N, C, L]), in the same [-1, 1] convention."""
+        ``affine_grid``; [N, L] for signals (``size`` [N, C, L]), in the same [-1, 1] convention.
+        ``inverse``: the grid of T_θ⁻¹ = T_{−θ}."""
         n = size[0]
+        theta = -theta if inverse else theta
         if self.ndim == 2:
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=theta.dtype, device=theta.device)
             out = F.affine_grid(identity.expand(n, 2, 3), size, align_corners=align_corners)  # [N, H, W, 2]

@@ -45,6 +45,9 @@ class AffineLayout:
     param_names: tuple[str, ...]
     #: |θᵢ| ≤ limits[i] (see the module docstring); ``None`` means THETA_LIMIT for every coordinate.
     limits: tuple[float, ...] | None = None
+    #: A(θ)⁻¹ in closed form (:meth:`inverse_matrix`).
+    invertible = True
+    ndim = 2
 
     def __post_init__(self):
         if len(self.identity) != self.dim or len(self.param_names) != self.dim:

@@ -1,4 +1,5 @@
-"""Every transform family by name: the affine layouts, the Lie-algebra layouts, TPS and CPAB."""
+"""Every transform family by name: the affine layouts, the Lie-algebra layouts, TPS, CPAB, the time
+warp, and families registered by the user (:func:`register_family`)."""
 from __future__ import annotations
 
 import functools
@@ -6,6 +7,7 @@ import re
 
 from .affine import AFFINE_LAYOUTS
 from .cpab import CPAB
+from .family import TransformFamily, spatial_dims
 from .layout import AffineLayout
 from .lie import LIE_LAYOUTS
 from .time_affine import TimeAffine
@@ -22,7 +24,22 @@ LAYOUT_ALIASES = {"1": "rotation", "2": "translation", "3": "scale_translation",
 #: The CPAB families (libcpab's tessellations, :mod:`.cpab`): name → (spatial dims, cells).
 CPAB_FAMILIES = {"cpab": (2, (3, 3)), "cpab1d": (1, (10,))}
 
-Family = AffineLayout | ThinPlateSpline | CPAB | TimeAffine
+Family = TransformFamily
+#: Families registered by name with :func:`register_family`.
+USER_FAMILIES: dict[str, TransformFamily] = {}
+
+
+def register_family(name: str, family: TransformFamily, overwrite: bool = False) -> TransformFamily:
+    """Make ``family`` (any object of the :class:`~pyro_pstn.transforms.family.TransformFamily`
+    contract) known by ``name`` to :func:`get_layout`, configs and the command line."""
+    if not isinstance(family, TransformFamily):
+        raise ValueError(f"{family!r} is not a transform family: it needs name, dim, identity_theta(dtype, device) and "
+                         "grid(theta, size, align_corners) (see pyro_pstn.transforms.family)")
+    if (name in LAYOUTS or name in CPAB_FAMILIES or name == TimeAffine.name or re.fullmatch(r"tps\d*", name)
+            or (name in USER_FAMILIES and not overwrite)):
+        raise ValueError(f"transform family {name!r} exists already; pick another name (or overwrite=True for your own)")
+    USER_FAMILIES[name] = family
+    return family
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,9 +54,11 @@ def get_layout(name: str | int | Family) -> Family:
     ``"tps<s>"`` the one on an s×s grid; ``"cpab"`` (34 dof) and ``"cpab1d"`` (9 dof, for
     signals) are the CPAB diffeomorphisms, ``"time_affine"`` the shift and scale of a signal's time axis.
     """
-    if isinstance(name, (AffineLayout, ThinPlateSpline, CPAB, TimeAffine)):
+    if isinstance(name, TransformFamily):
         return name
     key = LAYOUT_ALIASES.get(str(name), str(name))
+    if key in USER_FAMILIES:
+        return USER_FAMILIES[key]
     tps = re.fullmatch(r"tps(\d*)", key)
     if tps:
         return ThinPlateSpline(int(tps.group(1) or 3))
@@ -50,24 +69,23 @@ def get_layout(name: str | int | Family) -> Family:
     if key not in LAYOUTS:
         valid = ", ".join(f"{n} ({layout.dim})" for n, layout in LAYOUTS.items())
         raise ValueError(f"unknown transform layout {name!r}; valid layouts: {valid}, tps (18), tps<s> (2s²), "
-                         "cpab (34), cpab1d (9), time_affine (2)")
+                         "cpab (34), cpab1d (9), time_affine (2)"
+                         + "".join(f", {n} ({f.dim})" for n, f in USER_FAMILIES.items()))
     return LAYOUTS[key]
 
 
-#: Data families → the spatial dimensions of their inputs (images 2, series 1).
-FAMILIES = {"image28": 2, "series": 1}
+#: The built-in families of signals (1-D); every other built-in one warps images.
 SERIES_FAMILIES = ("cpab1d", "time_affine")
 
 
-def check_layout_family(layout: str | int | Family, family: str) -> Family:
-    """The transform family ``layout`` (a name or an instance) if it warps inputs of the data
-    ``family`` (``"image28"``: 2-D, ``"series"``: 1-D), else a ValueError that says which fit."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown data family {family!r}; valid: {', '.join(FAMILIES)}")
+def check_layout_family(layout: str | int | Family, ndim: int) -> Family:
+    """The transform family ``layout`` (a name or an instance) if it warps inputs with ``ndim``
+    spatial dimensions (2 images, 1 series), else a ValueError that says which fit."""
     layout = get_layout(layout)
-    spatial = getattr(layout, "ndim", 2)
-    if spatial != FAMILIES[family]:
-        raise ValueError(f"the {layout.name} family warps {spatial}-D inputs, but {family} data is "
-                         f"{FAMILIES[family]}-D: series take {', '.join(SERIES_FAMILIES)}; images an affine, Lie, "
-                         "tps or cpab family")
+    spatial = spatial_dims(layout)
+    if spatial != ndim:
+        kind = {1: "series", 2: "images"}.get(ndim, f"{ndim}-D inputs")
+        raise ValueError(f"the {layout.name} family warps {spatial}-D inputs, but the data are {kind}: series take "
+                         f"{', '.join(SERIES_FAMILIES)}; images an affine, Lie, tps or cpab family (or a family of your "
+                         "own with the matching ndim)")
     return layout

@@ -23,6 +23,7 @@ class TimeAffine:
 
     name = "time_affine"
     ndim = 1
+    invertible = True
     dim = 2
     param_names = ("log_scale", "shift")
     identity = (0.0, 0.0)

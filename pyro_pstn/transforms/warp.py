@@ -10,10 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .cpab import CPAB
-from .layout import AffineLayout
+from .family import TransformFamily, check_theta, is_invertible, spatial_dims
 from .registry import get_layout
-from .tps import ThinPlateSpline
 
 
 def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, event_dim: int) -> torch.Tensor:
@@ -29,15 +27,28 @@ def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, even
 def has_inverse(layout) -> bool:
     """Whether ``warp(..., inverse=True)`` can apply T_θ⁻¹ for this family in closed form: the
     affine and Lie layouts (A(θ)⁻¹), CPAB (T_{−θ}) and the time warp; not the thin-plate spline."""
-    return not isinstance(get_layout(layout), ThinPlateSpline)
+    return is_invertible(get_layout(layout))
+
+
+def _fill(fill, x: torch.Tensor, event: int):
+    """A number, or one value per channel shaped to broadcast over ``x`` [N, C, *spatial]."""
+    if isinstance(fill, (int, float)):
+        return float(fill)
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if fill.dim() == 0:
+        return fill
+    if fill.shape != (x.shape[1],):
+        raise ValueError(f"fill has {fill.numel()} values, but the inputs have {x.shape[1]} channels: give one number "
+                         "or one per channel")
+    return fill.reshape(-1, *(1,) * (event - 1))
 
 
 def warp(
     x: torch.Tensor,
     theta: torch.Tensor,
-    layout: str | AffineLayout | ThinPlateSpline = "similarity",
+    layout: str | TransformFamily = "similarity",
     *,
-    fill: float = 0.0,
+    fill: float | tuple[float, ...] = 0.0,
     align_corners: bool = False,
     mode: str = "bilinear",
     inverse: bool = False,
@@ -46,8 +57,11 @@ def warp(
     """T_θ(x): resample images ``x`` ``[B, C, H, W]`` (or ``[*S, B, C, H, W]``) under θ ``[*S, B, D]``;
     with a 1-D family (``cpab1d``, ``time_affine``) signals ``[*S, B, C, L]`` along their time axis.
 
-    ``fill`` is the value of the plane outside the image: pass the background value of
-    normalised data (e.g. −μ/σ for MNIST) so that warps do not paint dark borders.
+    ``fill`` is the value of the plane outside the image (one number, or one per channel): pass the
+    background of normalised data (e.g. −μ/σ for MNIST; ``DataSpec.fill``) so that warps do not
+    paint dark borders. Any family of the :mod:`~pyro_pstn.transforms.family` contract works; a θ
+    with a NaN or infinite entry raises a ValueError (checked when θ is on the CPU or no gradient
+    is taken, so CUDA training steps never wait on it).
     ``align_corners`` is passed to both ``affine_grid`` and ``grid_sample``; with ``False``
     (PyTorch's default) ±1 are the outer edges of the corner pixels. ``inverse=True`` applies
     T_θ⁻¹ (affine and CPAB families), so ``warp(warp(x, θ), θ, inverse=True)`` undoes a warp up to
@@ -55,7 +69,7 @@ def warp(
     (2-D families): a 28 × 28 crop of a 96 × 96 canvas, with the same normalised coordinates.
     """
     layout = get_layout(layout)
-    spatial = getattr(layout, "ndim", 2)  # 1 for the time warps of signals
+    spatial = spatial_dims(layout)  # 1 for the time warps of signals
     event = spatial + 1
     if x.dim() < event + 1:
         expected = "signals [..., C, L]" if spatial == 1 else "images [..., C, H, W]"
@@ -67,15 +81,16 @@ def warp(
     batch_shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-event])
     x = x.expand(*batch_shape, *x.shape[-event:]).reshape(-1, *x.shape[-event:])
     theta = theta.expand(*batch_shape, layout.dim).reshape(-1, layout.dim).to(x.dtype)
+    if theta.device.type == "cpu" or not torch.is_grad_enabled():
+        check_theta(theta, layout)
+    fill = _fill(fill, x, event)
     if size is not None and spatial != 2:
         raise ValueError(f"an output size is for 2-D families; {layout.name} warps signals along their own length")
     out_shape = list(x.shape) if size is None else [*x.shape[:2], *size]
-    if isinstance(layout, CPAB):  # T_θ⁻¹ = T_{−θ}
-        grid = layout.grid(-theta if inverse else theta, out_shape, align_corners=align_corners)
-    else:
-        grid = layout.grid(theta, out_shape, align_corners=align_corners, **({"inverse": True} if inverse else {}))
+    grid = layout.grid(theta, out_shape, align_corners=align_corners, **({"inverse": True} if inverse else {}))
     if spatial == 1:  # a signal is an image of height 1, sampled along its one row
         grid = torch.stack([grid, torch.zeros_like(grid)], -1)[:, None]  # [N, 1, L, 2]
+        fill = fill if isinstance(fill, float) or fill.dim() == 0 else fill[..., None]
         out = F.grid_sample((x - fill)[..., None, :], grid, mode=mode, padding_mode="zeros",
                             align_corners=align_corners)[..., 0, :] + fill
     else:
