@@ -119,7 +119,6 @@ class TransformClassifier(PyroModule):
         self.fill = float(fill) if isinstance(fill, (int, float)) else tuple(float(v) for v in fill)
         self.align_corners = bool(align_corners)
         self.kl_weight = float(kl_weight)
-        self._shared_localization = None
 
     # ---- pieces -------------------------------------------------------------------------
     def pyro_kl_weight(self, w: float) -> float:
@@ -156,23 +155,6 @@ class TransformClassifier(PyroModule):
         if w > 0:
             return poutine.scale(scale=w)
         return poutine.mask(mask=False)
-
-    def localize(self, x: torch.Tensor, reuse: bool = False):
-        """The localizer's heads (μ(x), spread(x)) for a batch.
-
-        Trace_ELBO and posterior predictive sampling run the guide and then the model on the
-        same ``x``. A guide stores its localizer output; a model that needs the same tensors
-        (Gamma P-STN's θ | λ ~ N(μ(x), 1/λ)) passes ``reuse=True`` and takes them instead of
-        running the localizer a second time. A model run on its own computes them itself.
-        """
-        shared = self._shared_localization
-        self._shared_localization = None
-        if reuse and shared is not None and shared[0] is x:
-            return shared[1]
-        out = self.localizer(x)
-        if not reuse:
-            self._shared_localization = (x, out)
-        return out
 
     def localizer_parameters(self):
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""

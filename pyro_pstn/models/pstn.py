@@ -75,7 +75,7 @@ class PSTN(TransformClassifier):
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        loc, scale = self.localize(x)
+        loc, scale = self.localizer(x)
         with self.data_plate(x), self.kl_scaled():
             pyro.sample("theta", dist.Normal(loc, scale).to_event(1))  # eq. 8
 
@@ -101,6 +101,11 @@ class GammaPSTN(TransformClassifier):
     def __init__(self, classifier, localizer, prior: GammaPrior, **kwargs):
         super().__init__(classifier, localizer=localizer, **kwargs)
         self.prior = prior
+        #: (x, μ(x)) of the guide's last localizer pass. Model and guide share μ(x) (eqs. 5 and 7), and
+        #: SVI and predictive sampling run the guide, then the model, on the same x: the model takes
+        #: the guide's μ(x) instead of running the localizer again, whose dropout or batch norm would
+        #: give another μ and θ | λ terms that no longer cancel. Run on its own, the model computes it.
+        self.guide_loc: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def theta_variance(self, spread: torch.Tensor) -> torch.Tensor:
         """The scale² of the Student-t q(θ|x) from the β head: β(x) / α0 (eq. 14)."""
@@ -109,8 +114,13 @@ class GammaPSTN(TransformClassifier):
     def _theta_given_lambda(self, loc: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         return pyro.sample("theta", dist.Normal(loc, lam.rsqrt()).to_event(1))  # eq. 5
 
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        """μ(x) for the model: the guide's, when the guide has just run on this x (see ``guide_loc``)."""
+        shared, self.guide_loc = self.guide_loc, None
+        return shared[1] if shared is not None and shared[0] is x else self.localizer(x)[0]
+
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        loc, _ = self.localize(x, reuse=True)
+        loc = self.location(x)
         with self.data_plate(x):
             with self.kl_scaled():
                 lam = pyro.sample("lambda", self.prior())  # eq. 6
@@ -118,7 +128,8 @@ class GammaPSTN(TransformClassifier):
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        loc, rate = self.localize(x)
+        loc, rate = self.localizer(x)
+        self.guide_loc = (x, loc)  # for the model's θ | λ (eq. 5)
         with self.data_plate(x):
             with self.kl_scaled():
                 lam = pyro.sample("lambda", dist.Gamma(self.prior.concentration, rate).to_event(1))  # eq. 7

@@ -45,12 +45,14 @@ def _member_buffers(stacked: nn.Module, r: int) -> nn.Module:
 
 
 def _copy(model: TransformClassifier) -> TransformClassifier:
-    """A deep copy, without the localizer output a guide leaves for its model (a transient tensor)."""
-    shared, model._shared_localization = model._shared_localization, None
+    """A deep copy, without the μ(x) a Gamma P-STN's guide leaves for its model (a transient tensor)."""
+    if not hasattr(model, "guide_loc"):
+        return copy.deepcopy(model)
+    shared, model.guide_loc = model.guide_loc, None
     try:
         return copy.deepcopy(model)
     finally:
-        model._shared_localization = shared
+        model.guide_loc = shared
 
 
 #: The models whose networks have a member layout (flow_pstn's embedder and flow do not yet).
