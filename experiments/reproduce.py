@@ -161,7 +161,7 @@ def _run_one(
     from .fit import run_fit
 
     torch.set_num_threads(threads)
-    config = FitConfig.with_defaults(model, _data_name(size), train=train, fold=fold, **options)
+    config = FitConfig.with_defaults(model, _data_name(size), train={**train, "threads": threads}, fold=fold, **options)
     run_dir = Path(run_root) / Path(result_file).stem
     resume = resumable(run_dir, [config])
     before = _seconds_before(run_dir, stacked=False)[0] if resume else 0.0
@@ -236,7 +236,8 @@ def _run_stack(jobs: list[tuple], threads: int) -> list[dict]:
     from .fit import run_fit_stack
 
     torch.set_num_threads(threads)
-    configs = [FitConfig.with_defaults(model, _data_name(size), train=train, fold=fold, **options)
+    configs = [FitConfig.with_defaults(model, _data_name(size), train={**train, "threads": threads}, fold=fold,
+                                       **options)
                for model, size, fold, _, _, train, options in jobs]
     result_files, run_root = [job[3] for job in jobs], jobs[0][4]
     stack_dir = _stack_dir(run_root, result_files)
