@@ -428,3 +428,15 @@ def test_encode_leaves_a_model_in_eval_mode_and_its_batch_norm_statistics_alone(
 
 def teardown_module():
     USER_FAMILIES.pop("test_shear", None)
+
+
+@pytest.mark.parametrize("name, architecture", [("tvae", "dense"), ("dtvae", "dense"), ("vae", "conv")])
+def test_pose_vaes_are_sized_from_a_colour_spec(name, architecture):
+    spec = DataSpec((3, 32, 32), 4)
+    model = build_pose_vae(name, z_dim=4, spec=spec, architecture=architecture)
+    x = torch.rand(8, 3, 32, 32)  # pixels in [0, 1] for the Bernoulli likelihood
+    Trainer(model, TrainConfig(epochs=1, batch_size=4, kl_weight=1.0)).fit(TensorDataset(x, torch.zeros(8).long()),
+                                                                          progress=False)
+    assert model.generate(2).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="take square images"):
+        build_pose_vae("vae", spec=DataSpec((3, 32, 40), 4), architecture="conv")

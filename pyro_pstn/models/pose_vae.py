@@ -32,6 +32,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as _TorchExpRelaxedCategorical
 
+from ..data.types import DataSpec
 from ..nets.conv import ConvVAEDecoder, ConvVAETrunk
 from ..nets.dense import DenseDecoder, DenseTrunk, GaussianHead
 from ..priors import DeterministicPose, PosePrior
@@ -341,6 +342,7 @@ def build_pose_vae(
     architecture: str = "dense",
     likelihood: str = "bernoulli",
     noise_scale: float = 1.0,
+    spec: DataSpec | None = None,
 ) -> LatentVAE:
     """002 appendix A's networks: dense 2 × 256 encoder and decoder, a 1 × 128 DT-VAE localizer;
     with ``architecture="conv"`` 003's PyTorch-VAE convolutions (:class:`~pyro_pstn.nets.ConvVAETrunk`,
@@ -348,12 +350,22 @@ def build_pose_vae(
 
     ``pose_prior`` (for ``tvae``/``dtvae``) defaults to the deterministic pose on the 6-dof
     affine map; e.g. ``build_pose_vae("tvae", 12, DiagonalNormalPose("tps"))`` is 002's TPS TVAE.
+    ``spec`` (a data set's :class:`~pyro_pstn.data.DataSpec`) sizes encoder and decoder for its
+    images instead of ``image_shape`` (any C × H × W for the dense networks; square images for the
+    convolutional ones). The likelihood models pixels in [0, 1]: load such data with ``normalize=False``.
     """
+    if spec is not None:
+        if spec.ndim != 2:
+            raise ValueError(f"a pose VAE models images, got a spec of {spec.describe()}")
+        image_shape = spec.shape
     if name not in POSE_VAE_MODELS:
         raise ValueError(f"unknown model {name!r}; valid pose-VAE models: {', '.join(POSE_VAE_MODELS)}")
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
     common = dict(image_shape=image_shape, kl_weight=kl_weight, likelihood=likelihood, noise_scale=noise_scale)
+    if architecture == "conv" and image_shape[1] != image_shape[2]:
+        raise ValueError(f"the convolutional VAE networks take square images, got {image_shape}; use "
+                         "architecture='dense'")
     encoder = DenseTrunk(image_shape, hidden) if architecture == "dense" else ConvVAETrunk(image_shape)
 
     def decoder_of(in_features):
