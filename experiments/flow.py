@@ -190,7 +190,6 @@ def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = N
     if (run_dir / CHECKPOINT).exists():
         trainer.load_checkpoint(run_dir / CHECKPOINT)
     trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
-    model.augment = True
     log = np.array([(s, a, np.nan if h is None else h) for s, a, h in controller.log])
     write_atomic(run_dir / CONTROL_LOG, "step,alpha,entropy\n" + "\n".join(f"{int(s)},{a:.6g},{h:.6g}" for s, a, h in log) + "\n")
     line_plot({"α": (log[:, 0].tolist(), log[:, 1].tolist())}, run_dir / "alpha.png", "step", "α", config.name,

@@ -72,9 +72,9 @@ class PIDController:
 
 @dataclass
 class EntropyController:
-    """A :class:`~inference.engine.Trainer` step hook: with a ``pid``, sets the model's entropy
-    weight α from the entropy of the previous step, and logs every step (step, α used at this
-    step, entropy measured at the previous step; ``None`` before the first).
+    """A :class:`~inference.engine.Trainer` step hook: with a ``pid``, chooses the entropy weight α
+    (the loss's ``kl_weight`` argument) from the entropy of the previous step, and logs every step
+    (step, α used at this step, entropy measured at the previous step; ``None`` before the first).
 
     The model must expose ``last_entropy`` (``flow_pstn`` does). Without a ``pid`` α stays what
     the trainer set (the config's ``kl_weight`` times the annealing factor).
@@ -83,12 +83,13 @@ class EntropyController:
     pid: PIDController | None = None
     log: list[tuple[int, float, float | None]] = field(default_factory=list)
 
-    def __call__(self, trainer) -> None:
-        model = trainer.model
-        entropy = None if model.last_entropy is None else float(model.last_entropy)
+    def __call__(self, trainer) -> dict:
+        entropy = None if trainer.model.last_entropy is None else float(trainer.model.last_entropy)
+        alpha = trainer.loss_args["kl_weight"]
         if self.pid is not None and entropy is not None:
-            model.kl_weight = self.pid(entropy)
-        self.log.append((trainer.step, float(model.kl_weight), entropy))
+            alpha = self.pid(entropy)
+        self.log.append((trainer.step, float(alpha), entropy))
+        return {"kl_weight": alpha}
 
     def state_dict(self) -> dict:
         return {"log": list(self.log), "pid": self.pid.state_dict() if self.pid is not None else None}

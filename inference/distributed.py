@@ -124,21 +124,22 @@ class DistributedTrainer(Trainer):
         self.ddp: DistributedDataParallel | None = None  # wrapped at the first step (see _wrap)
 
     # ---- one step ------------------------------------------------------------------------
-    def _wrap(self, x: torch.Tensor, y: torch.Tensor) -> DistributedDataParallel:
+    def _wrap(self, x: torch.Tensor, y: torch.Tensor, **schedule) -> DistributedDataParallel:
         """Wrap the loss module, after one dry step (random state restored) finds unused parameters."""
         state = self.rng_state()
         params = list(self.elbo.parameters())
-        grads = torch.autograd.grad(self.elbo(x, y), params, allow_unused=True)
+        grads = torch.autograd.grad(self.elbo(x, y, **schedule), params, allow_unused=True)
         self.set_rng_state(state)
         unused = any(g is None for g in grads)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.elbo, device_ids=device_ids, find_unused_parameters=unused)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
         """−ELBO / b on this process's batch; DDP averages the gradients over the processes."""
+        schedule = self.accepted(schedule)
         if self.ddp is None:
-            self.ddp = self._wrap(x, y)
-        return self.ddp(x, y) / x.shape[0]
+            self.ddp = self._wrap(x, y, **schedule)
+        return self.ddp(x, y, **schedule) / x.shape[0]
 
     # ---- epochs --------------------------------------------------------------------------
     def epoch_order(self, n: int) -> torch.Tensor:

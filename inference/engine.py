@@ -7,6 +7,7 @@ Data is any torch ``Dataset`` of ``(x, y)`` pairs, drawn through a DataLoader
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -17,9 +18,8 @@ from typing import Callable
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
-
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from .batchnorm import recompute_batch_norm
 from .loading import batches, check_dataset
@@ -153,13 +153,14 @@ def atomic_save(obj, path: Path) -> None:
 
 
 @torch.no_grad()
-def validate(model, elbo, val: Dataset, batch_size: int = 500) -> dict[str, float]:
-    """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` and, for
-    classifiers, the one-sample predictive's metrics; no gradients, the model in eval mode."""
+def validate(model, elbo, val: Dataset, batch_size: int = 500, **schedule) -> dict[str, float]:
+    """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` (with the
+    ``schedule`` arguments of training) and, for classifiers, the one-sample predictive's metrics;
+    no gradients, the model in eval mode."""
     device = next(model.parameters()).device
     model.eval()
     try:
-        total = sum(float(elbo(x, y)) for x, y in batches(val, batch_size, device))
+        total = sum(float(elbo(x, y, **schedule)) for x, y in batches(val, batch_size, device))
         metrics = {}
         if getattr(model, "classifies", False):  # after the loss, as the random draws always came
             pairs = [(predict(model, x, num_samples=1, batch_size=batch_size), y.cpu())
@@ -167,9 +168,9 @@ def validate(model, elbo, val: Dataset, batch_size: int = 500) -> dict[str, floa
             metrics = classification_metrics(torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs]))
     finally:
         model.train()
-    if not math.isfinite(total):
-        raise ValueError(f"the validation loss is {total}: the model diverged (a NaN or infinite θ, weight or loss). "
-                         "Lower the learning rate or the KL weight, and check the data for extreme values")
+    if math.isnan(total):
+        raise ValueError("the validation loss is NaN: the model diverged (a NaN θ, weight or loss). Lower the learning "
+                         "rate or the KL weight, and check the data for extreme values")
     return {"loss": total / len(val), **metrics}
 
 
@@ -178,6 +179,19 @@ def model_kl_weight(model, w: float) -> float:
     classifiers: the authors' per-dimension w; VAEs and flow_pstn's α: w itself)."""
     convert = getattr(model, "pyro_kl_weight", None)
     return convert(w) if convert is not None else w
+
+
+def accepted_keywords(*functions) -> frozenset[str] | None:
+    """The keyword arguments that every one of ``functions`` (a model and its guide) accepts;
+    None where all take ``**kwargs``. A model without a ``kl_weight`` argument has no KL weight."""
+    accepted = None
+    for fn in functions:
+        params = inspect.signature(fn).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            continue
+        names = frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        accepted = names if accepted is None else accepted & names
+    return accepted
 
 
 def parameter_groups(model, lr: float, localizer_lr_mult: float) -> list[dict]:
@@ -198,9 +212,10 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-#: Called before every optimisation step with the trainer: schedules that set a model attribute
-#: (a Gumbel-softmax temperature, a controller's weight) from ``trainer.step``.
-StepHook = Callable[["Trainer"], None]
+#: Called before every optimisation step with the trainer: a schedule that returns arguments for
+#: model and guide (a Gumbel-softmax temperature, ``augment``, a controller's KL weight) from
+#: ``trainer.step``, ``trainer.epoch`` or ``trainer.loss_args``; or None.
+StepHook = Callable[["Trainer"], dict | None]
 
 
 class Trainer:
@@ -235,20 +250,35 @@ class Trainer:
         self.step = 0
         self.history = History()
         self._check_batches = False  # whether each drawn batch is checked for NaN (datasets not checked whole)
+        #: The schedule's arguments at the last step (validation and precise BN use them too).
+        self.loss_args: dict = {"kl_weight": self.kl_weight}
+        self._accepted = accepted_keywords(model.model, model.guide)
 
     # ---- one step ------------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """−ELBO / B: the per-example loss the authors minimise."""
-        return self.elbo(x, y) / x.shape[0]
+    def loss(self, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
+        """−ELBO / B: the per-example loss the authors minimise; ``schedule`` (the KL weight, a
+        temperature, ...) goes to model and guide as keyword arguments."""
+        return self.elbo(x, y, **self.accepted(schedule)) / x.shape[0]
+
+    def accepted(self, schedule: dict) -> dict:
+        """The arguments of ``schedule`` that model and guide take (:func:`accepted_keywords`)."""
+        return schedule if self._accepted is None else {k: v for k, v in schedule.items() if k in self._accepted}
+
+    def schedule(self, kl_factor: float = 1.0) -> dict:
+        """This step's arguments of model and guide: ``kl_weight`` (the converted w times the
+        annealing factor), then what each step hook returns (a temperature, ``augment``, a
+        controller's α), each hook seeing the arguments so far in :attr:`loss_args`."""
+        self.loss_args = {"kl_weight": self.kl_weight * kl_factor}
+        for hook in self.step_hooks:
+            self.loss_args = {**self.loss_args, **(hook(self) or {})}
+        return self.loss_args
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, kl_factor: float = 1.0) -> torch.Tensor:
         """One optimisation step; returns the detached loss (no device sync)."""
-        self.model.kl_weight = self.kl_weight * kl_factor
-        for hook in self.step_hooks:
-            hook(self)
+        schedule = self.schedule(kl_factor)
         self.optimizer.zero_grad(set_to_none=True)
         with pyro.validation_enabled(self.config.validate_args):
-            loss = self.loss(x, y)
+            loss = self.loss(x, y, **schedule)
             loss.backward()
         self.optimizer.step()
         self.step += 1
@@ -290,12 +320,12 @@ class Trainer:
     def recompute_batch_norm(self, train: Dataset) -> int:
         """Precise BN over ``train`` (:func:`inference.batchnorm.recompute_batch_norm`) with draws
         of the training objective's guide; returns the number of BN layers."""
-        return recompute_batch_norm(self.model, self.elbo, train)
+        return recompute_batch_norm(self.model, lambda x, y: self.elbo(x, y, **self.accepted(self.loss_args)), train)
 
     def validate(self, val: Dataset, batch_size: int = 500) -> dict[str, float]:
         """No-grad validation: the loss (−ELBO per example) and, for classifiers, the one-sample
         predictive's metrics."""
-        return validate(self.model, self.elbo, val, batch_size)
+        return validate(self.model, self.elbo, val, batch_size, **self.accepted(self.loss_args))
 
     def prepare(self, train: Dataset, val: Dataset | None) -> tuple[Dataset, Dataset | None]:
         """Check the data once (steps run without argument checks): a ValueError that says what is

@@ -16,25 +16,21 @@ from pyro import poutine
 @torch.no_grad()
 def elbo_terms(model, images: torch.Tensor, num_samples: int = 1, batch_size: int = 1000) -> dict[str, float]:
     """Mean per image of the reconstruction term and of the ELBO (nats), KL weight 1."""
-    weight, model.kl_weight = model.kl_weight, 1.0
     recon = elbo = 0.0
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size]
-            for _ in range(num_samples):
-                guide_trace = poutine.trace(model.guide).get_trace(x)
-                model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
-                model_trace.compute_log_prob()
-                guide_trace.compute_log_prob()
-                log_lik = model_trace.nodes["x"]["log_prob"]
-                log_joint = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample"
-                                and not site["is_observed"] and "log_prob" in site)
-                log_q = sum(site["log_prob"] for site in guide_trace.nodes.values() if site["type"] == "sample"
-                            and "log_prob" in site)
-                recon += float(log_lik.sum()) / num_samples
-                elbo += float((log_lik + log_joint - log_q).sum()) / num_samples
-    finally:
-        model.kl_weight = weight
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        for _ in range(num_samples):  # the loss's KL weight 1: the ELBO itself
+            guide_trace = poutine.trace(model.guide).get_trace(x, kl_weight=1.0)
+            model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, kl_weight=1.0)
+            model_trace.compute_log_prob()
+            guide_trace.compute_log_prob()
+            log_lik = model_trace.nodes["x"]["log_prob"]
+            log_joint = sum(site["log_prob"] for site in model_trace.nodes.values() if site["type"] == "sample"
+                            and not site["is_observed"] and "log_prob" in site)
+            log_q = sum(site["log_prob"] for site in guide_trace.nodes.values() if site["type"] == "sample"
+                        and "log_prob" in site)
+            recon += float(log_lik.sum()) / num_samples
+            elbo += float((log_lik + log_joint - log_q).sum()) / num_samples
     return {"reconstruction": recon / len(images), "elbo": elbo / len(images)}
 
 

@@ -48,7 +48,7 @@ class TemperatureSchedule:
     """Gumbel-softmax temperature τ_t = max(τ_min, τ_0 · exp(−r t)) at step t (Jang et al. 2017 §4).
 
     A step hook for :class:`~inference.engine.Trainer`: called with the trainer before each
-    step, it sets ``trainer.model.temperature``. It depends on the step count only, so a
+    step, it gives the loss's ``temperature`` argument. It depends on the step count only, so a
     resumed run continues the same schedule.
     """
 
@@ -63,5 +63,5 @@ class TemperatureSchedule:
     def value(self, step: int) -> float:
         return max(self.end, self.start * math.exp(-self.rate * step))
 
-    def __call__(self, trainer) -> None:
-        trainer.model.temperature = self.value(trainer.step)
+    def __call__(self, trainer) -> dict:
+        return {"temperature": self.value(trainer.step)}

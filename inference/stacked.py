@@ -31,14 +31,14 @@ from .loading import as_image_set, check_dataset
 MEMBER_FIELDS = ("seed", "kl_weight")
 
 
-def member_elbos(loss_module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def member_elbos(loss_module, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
     """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO: with
     ``Trace_ELBO`` log p − log q of the draws at every latent site (the estimator for reparameterised
     sites, which are all a stackable model has); with ``TraceMeanField_ELBO`` the analytic
     −KL(q ‖ p) wherever torch knows it, as that ELBO computes it."""
     elbo, total, particles = loss_module.elbo, 0.0, 0
     analytic = isinstance(elbo, TraceMeanField_ELBO)
-    for model_trace, guide_trace in elbo._get_traces(loss_module.model, loss_module.guide, (x, y), {}):
+    for model_trace, guide_trace in elbo._get_traces(loss_module.model, loss_module.guide, (x, y), schedule):
         terms = []  # each [(S,) R, B] or [R, 1]: summed over all but the member dim (−2) below
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
@@ -91,9 +91,9 @@ class StackTrainer(Trainer):
         self._member_losses = torch.zeros(model.members, device=self.device)
 
     # ---- one step ------------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
         """Σ_r −ELBO_r / B for images ``[R, B, C, H, W]``; each member's term is kept for its history."""
-        per_member = -member_elbos(self.elbo, x, y) / x.shape[-4]
+        per_member = -member_elbos(self.elbo, x, y, **self.accepted(schedule)) / x.shape[-4]
         self._member_losses = per_member.detach()
         return per_member.sum()
 
@@ -143,7 +143,8 @@ class StackTrainer(Trainer):
         for r, split in enumerate(val):
             member = self.model.member(r)
             elbo = ELBOS[self.config.elbo](max_plate_nesting=Trainer.max_plate_nesting)(member.model, member.guide)
-            self._member_validation.append(validate(member, elbo, split, batch_size))
+            schedule = self.accepted({**self.loss_args, "kl_weight": float(self.loss_args["kl_weight"][r, 0])})
+            self._member_validation.append(validate(member, elbo, split, batch_size, **schedule))
         keys = self._member_validation[0].keys()
         return {k: sum(v[k] for v in self._member_validation) / len(val) for k in keys}
 

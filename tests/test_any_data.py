@@ -440,3 +440,25 @@ def test_pose_vaes_are_sized_from_a_colour_spec(name, architecture):
     assert model.generate(2).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="take square images"):
         build_pose_vae("vae", spec=DataSpec((3, 32, 40), 4), architecture="conv")
+
+
+def test_schedules_reach_model_and_guide_as_arguments_not_attributes():
+    """The KL weight (annealed, then doubled by a hook that sees it) arrives through the loss;
+    nothing is written on the model between steps."""
+    spec = DataSpec((1, 20, 20), 3)
+    model = build_model("pstn", spec)
+    seen = []
+    guide = model.guide
+
+    def spy(x, y=None, kl_weight=None):
+        seen.append(kl_weight)
+        return guide(x, y, kl_weight=kl_weight)
+
+    model.guide = spy
+    before = model.kl_weight
+    trainer = Trainer(model, TrainConfig(epochs=2, batch_size=4, kl_weight=0.4, annealing="linear", warmup_epochs=2),
+                      step_hooks=(lambda t: {"kl_weight": 2 * t.loss_args["kl_weight"]},))
+    x, y = torch.randn(8, 1, 20, 20), torch.arange(8) % 3
+    trainer.fit(TensorDataset(x, y), progress=False)
+    assert seen == pytest.approx([2 * 0.4 / 4 * k / 4 for k in range(4)])  # 2 × w / D × the linear warm-up
+    assert model.kl_weight == before

@@ -159,7 +159,7 @@ def test_temperature_schedule_is_applied_every_step_by_the_engine():
     data = ImageSet(_images(20), torch.zeros(20, dtype=torch.long))
     trainer = Trainer(model, TrainConfig(epochs=1, batch_size=4, kl_weight=1.0, weight_decay=0.0), step_hooks=(schedule,))
     trainer.fit(data, progress=False)
-    assert trainer.step == 5 and model.temperature == pytest.approx(schedule.value(4))
+    assert trainer.step == 5 and trainer.loss_args["temperature"] == pytest.approx(schedule.value(4))
     with pytest.raises(ValueError):
         TemperatureSchedule(start=0.5, end=1.0)
 

@@ -76,8 +76,10 @@ class TransformClassifier(PyroModule):
 
     ``kl_weight`` multiplies the latent sites' log-densities in model *and* guide through
     ``poutine.scale``, i.e. it weights the KL term of the ELBO (a β-VAE weight, Higgins et al.).
-    It is in Pyro's convention, the KL *summed* over θ's dimensions; the training engine sets it
-    every step from the authors' per-dimension w and the annealing schedule.
+    It is in Pyro's convention, the KL *summed* over θ's dimensions. The training engine passes it
+    to model and guide as an argument through the loss, every step, from the authors'
+    per-dimension w and the annealing schedule (as Pyro's ``examples/dmm.py`` passes its
+    ``annealing_factor``); the attribute is the weight used when none is passed.
     """
 
     #: Whether predictions vary between posterior samples (if not, one sample suffices).
@@ -142,14 +144,16 @@ class TransformClassifier(PyroModule):
         a stack of members puts its own plate outside it, :class:`~pyro_pstn.models.stacked.Stacked`)."""
         return pyro.plate("data", x.shape[-1 - self.event_dim])
 
-    def kl_scaled(self):
-        """Context that applies the KL weight to the latent sites it wraps (in model and guide).
+    def kl_scaled(self, kl_weight: float | torch.Tensor | None = None):
+        """Context that applies the KL weight to the latent sites it wraps (in model and guide): the
+        ``kl_weight`` the loss passes to model and guide (the engine's schedule, on Pyro's summed
+        scale), else the model's own ``kl_weight``.
 
         A weight of 0 masks the sites' log-densities out (``poutine.scale`` only takes w > 0):
         the ELBO is then the expected log-likelihood alone. In a stack the weight is a tensor
         ``[R, 1]``, one per member, and members with w = 0 are masked alone.
         """
-        w = self.kl_weight
+        w = self.kl_weight if kl_weight is None else kl_weight
         if torch.is_tensor(w):
             return _scale_members(w)
         if w > 0:
@@ -164,10 +168,10 @@ class TransformClassifier(PyroModule):
         return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)
 
     # ---- the generative story and its guide (overridden) ---------------------------------
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
         """No latent variables to infer (deterministic models)."""
 
     # ---- prediction ----------------------------------------------------------------------

@@ -11,8 +11,9 @@ With the KL weight α on the T sites (``poutine.scale``, as for every model here
 
 which is the augmenter loss of eq. 10 (= L_classifier − α H[g_φ], eq. 11) up to the constant
 α D log 2: the entropy bonus *is* the KL to the uniform prior. α is a weight on the summed
-log-density of T (not per dimension) and may be set every step by a PID controller
-(:class:`inference.EntropyController`), which reads :attr:`FlowPSTN.last_entropy`.
+log-density of T (not per dimension), passed to model and guide as the loss's ``kl_weight``; a
+PID controller (:class:`inference.EntropyController`) may choose it every step from
+:attr:`FlowPSTN.last_entropy`, which the guide records.
 """
 from __future__ import annotations
 
@@ -44,9 +45,6 @@ class FlowPSTN(TransformClassifier):
         self.embedder, self.flow = embedder, flow
         self.register_buffer("box_low", -torch.ones(flow.dim))
         self.register_buffer("box_high", torch.ones(flow.dim))
-        #: False during the authors' warm-up epochs without augmentation (``no_aug_until``): the
-        #: classifier then sees x itself and T is not sampled. See :class:`AugmentationWarmup`.
-        self.augment = True
         #: −mean log g(T | x) of the guide's last training draws (nats, a detached tensor, so
         #: reading it is the only device sync): the entropy the PID controls.
         self.last_entropy: torch.Tensor | None = None
@@ -58,19 +56,22 @@ class FlowPSTN(TransformClassifier):
         """g_φ(T | e(x)) for a batch of images: batch shape [B], event [D]."""
         return self.flow(self.embedder(x))
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True):
+        """``augment=False`` (the loss's argument during the authors' warm-up epochs without
+        augmentation, ``no_aug_until``; see :class:`AugmentationWarmup`): the classifier sees x
+        itself and T is not sampled."""
         with self.data_plate(x):
-            if not self.augment:
+            if not augment:
                 return self.observe(self.classifier(x), y)
-            with self.kl_scaled():
+            with self.kl_scaled(kl_weight):
                 theta = pyro.sample("theta", self.prior())  # T ~ U(box)
             return self.observe(self.classifier(self.transform(x, theta)), y)  # y ~ Cat(f(A_T(x)))
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        if not self.augment:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True):
+        if not augment:
             return None
         g = self.transformation_distribution(x)
-        with self.data_plate(x), self.kl_scaled():
+        with self.data_plate(x), self.kl_scaled(kl_weight):
             theta = pyro.sample("theta", g)  # T ~ g_φ(T | e(x))
         if self.training:
             with torch.no_grad():
@@ -79,11 +80,12 @@ class FlowPSTN(TransformClassifier):
 
 
 class AugmentationWarmup:
-    """Step hook: no augmentation for the first ``epochs`` epochs (A.3.5: the classifier first
-    learns on the raw images), then T ~ g(T | x) as usual."""
+    """Schedule (a :class:`~inference.engine.Trainer` step hook): no augmentation for the first
+    ``epochs`` epochs (A.3.5: the classifier first learns on the raw images), then T ~ g(T | x) as
+    usual. It gives the loss's ``augment`` argument."""
 
     def __init__(self, epochs: int):
         self.epochs = int(epochs)
 
-    def __call__(self, trainer) -> None:
-        trainer.model.augment = trainer.epoch >= self.epochs
+    def __call__(self, trainer) -> dict:
+        return {"augment": trainer.epoch >= self.epochs}

@@ -73,10 +73,12 @@ class LatentVAE(PyroModule):
         self.localizer = None  # the DT-VAE's pose network (the engine gives it its own learning rate)
         self.layout = None  # the transformation family (pose models take it from their pose prior)
 
-    def kl_scaled(self):
-        """β on the latent sites in model and guide (``poutine.scale``; a mask for β = 0)."""
-        if self.kl_weight > 0:
-            return poutine.scale(scale=self.kl_weight)
+    def kl_scaled(self, kl_weight: float | None = None):
+        """β on the latent sites in model and guide (``poutine.scale``; a mask for β = 0): the
+        ``kl_weight`` the loss passes (the engine's schedule), else the model's own."""
+        w = self.kl_weight if kl_weight is None else kl_weight
+        if w > 0:
+            return poutine.scale(scale=w)
         return poutine.mask(mask=False)
 
     def observe(self, probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -93,10 +95,10 @@ class LatentVAE(PyroModule):
         pyro.sample("x", dist.Bernoulli(probs=probs, validate_args=False).to_event(3), obs=x)
         return probs
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None):
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None):
         raise NotImplementedError
 
     @torch.no_grad()
@@ -131,14 +133,14 @@ class VAE(LatentVAE):
         probs = torch.sigmoid(self.decoder(z))
         return probs if theta is None else warp(probs, theta, self.layout)
 
-    def model(self, x, y=None):
+    def model(self, x, y=None, kl_weight=None):
         with pyro.plate("data", x.shape[0]):
-            with self.kl_scaled():
+            with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
             return self.observe(self.render(z), x)
 
-    def guide(self, x, y=None):
-        with pyro.plate("data", x.shape[0]), self.kl_scaled():
+    def guide(self, x, y=None, kl_weight=None):
+        with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
             loc, scale = self.z_head(self.encoder(x))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
@@ -175,32 +177,32 @@ class TVAE(VAE):
         self.u_head, self.pose_prior = u_head, pose_prior
         self.layout = pose_prior.layout
 
-    def sample_pose(self) -> torch.Tensor:
+    def sample_pose(self, kl_weight: float | None = None) -> torch.Tensor:
         """u ~ p(u) (eq. 7) and θ = to_theta(u), inside the caller's data plate."""
-        with self.kl_scaled():
+        with self.kl_scaled(kl_weight):
             u = pyro.sample("u", self.pose_prior())
         return pyro.deterministic("theta", self.pose_prior.to_theta(u), event_dim=1)
 
-    def model(self, x, y=None):
+    def model(self, x, y=None, kl_weight=None):
         with pyro.plate("data", x.shape[0]):
-            with self.kl_scaled():
+            with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
-            theta = self.sample_pose()
+            theta = self.sample_pose(kl_weight)
             return self.observe(self.render(z, theta), x)
 
-    def guide_pose(self, h: torch.Tensor) -> torch.Tensor:
+    def guide_pose(self, h: torch.Tensor, kl_weight: float | None = None) -> torch.Tensor:
         """u ~ q(u | x), parameterised relative to the prior (starts at the identity)."""
-        with self.kl_scaled():
+        with self.kl_scaled(kl_weight):
             u = pyro.sample("u", self.pose_prior.guide_distribution(*self.u_head(h)))
         return self.pose_prior.to_theta(u)
 
-    def guide(self, x, y=None):
+    def guide(self, x, y=None, kl_weight=None):
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
-            with self.kl_scaled():
+            with self.kl_scaled(kl_weight):
                 loc, scale = self.z_head(h)
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-            self.guide_pose(h)
+            self.guide_pose(h, kl_weight)
 
     @torch.no_grad()
     def generate(self, num, pose="identity"):
@@ -249,10 +251,10 @@ class DTVAE(TVAE):
         """y = T_θ⁻¹(x): the image with its pose undone."""
         return warp(x, theta, self.layout, inverse=True)
 
-    def guide(self, x, y=None):
+    def guide(self, x, y=None, kl_weight=None):
         with pyro.plate("data", x.shape[0]):
-            theta = self.guide_pose(self.localizer(x))
-            with self.kl_scaled():
+            theta = self.guide_pose(self.localizer(x), kl_weight)
+            with self.kl_scaled(kl_weight):
                 loc, scale = self.z_head(self.encoder(self.upright(x, theta)))
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
@@ -280,8 +282,9 @@ class CatVAE(LatentVAE):
         x ~ Bernoulli(g(exp z))              (decoder reads the K relaxed one-hot vectors)
 
     The guide is RelaxedOneHot(τ, logits(x)); the ELBO's KL is estimated from the two relaxed
-    densities (Maddison et al. 2017). The temperature τ is an attribute that a
-    :class:`~inference.schedules.TemperatureSchedule` lowers during training.
+    densities (Maddison et al. 2017). The temperature τ reaches model and guide as an argument
+    through the loss (a :class:`~inference.schedules.TemperatureSchedule` lowers it during
+    training); without one, the model's own ``temperature``.
     """
 
     def __init__(self, encoder: nn.Module, logits_head: nn.Module, decoder: nn.Module, num_variables: int = 10,
@@ -291,24 +294,25 @@ class CatVAE(LatentVAE):
         self.num_variables, self.num_categories = int(num_variables), int(num_categories)
         self.temperature = float(temperature)
 
-    def _relaxed(self, logits: torch.Tensor) -> dist.Distribution:
-        tau = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
+    def _relaxed(self, logits: torch.Tensor, temperature: float | None) -> dist.Distribution:
+        tau = torch.tensor(self.temperature if temperature is None else temperature, dtype=logits.dtype,
+                           device=logits.device)
         return ExpRelaxedCategorical(tau, logits=logits).to_event(1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_head(self.encoder(x)).unflatten(-1, (self.num_variables, self.num_categories))
 
-    def model(self, x, y=None):
+    def model(self, x, y=None, kl_weight=None, temperature=None):
         with pyro.plate("data", x.shape[0]):
             uniform = x.new_zeros(self.num_variables, self.num_categories)
-            with self.kl_scaled():
-                log_z = pyro.sample("z", self._relaxed(uniform))
+            with self.kl_scaled(kl_weight):
+                log_z = pyro.sample("z", self._relaxed(uniform, temperature))
             probs = torch.sigmoid(self.decoder(log_z.exp().flatten(-2)))
             return self.observe(probs, x)
 
-    def guide(self, x, y=None):
-        with pyro.plate("data", x.shape[0]), self.kl_scaled():
-            pyro.sample("z", self._relaxed(self.logits(x)))
+    def guide(self, x, y=None, kl_weight=None, temperature=None):
+        with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
+            pyro.sample("z", self._relaxed(self.logits(x), temperature))
 
     @torch.no_grad()
     def encode(self, x):

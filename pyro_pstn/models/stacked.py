@@ -132,10 +132,12 @@ class Stacked(PyroModule):
         single.kl_weight = float(self.base.kl_weight[r, 0])
         return single.train(self.training)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule):
+        """The base model under the member plate; ``schedule`` (its ``kl_weight`` a tensor [R, 1],
+        one per member) goes to it as it is."""
         with pyro.plate("members", self.members, dim=-2):
-            return self.base.model(x, y)
+            return self.base.model(x, y, **schedule)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule):
         with pyro.plate("members", self.members, dim=-2):
-            return self.base.guide(x, y)
+            return self.base.guide(x, y, **schedule)
