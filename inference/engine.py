@@ -99,11 +99,12 @@ def resolve_device(name: str) -> torch.device:
 def choose_threads(config: TrainConfig) -> int:
     """torch's intra-op threads for a fit: ``config.threads`` if set, else 1.
 
-    The papers' steps (batches of 8–64 small images or series, networks of 10⁴–10⁶ parameters) are
-    far too small for intra-op parallelism: measured on this project's 2-core machine, 60 epochs of
-    MNIST30 took 4.3–4.5 s at 1 thread and 52.6–82.9 s at 2 threads while another process used a
-    core (``python -m experiments.bench --threads`` measures a step at 1 and 2 threads). Pass more
-    (``--threads N``) for large images or batches where the bench shows a gain.
+    The papers' steps (batches of 8–64 small images or series, networks of 10⁴–10⁶ parameters) gain
+    little from intra-op parallelism and lose much when the cores are shared: on this project's
+    2-core machine a second thread saved 11 % of a batch-8 step when idle, nothing beside two
+    CPU-bound processes, and made a batch-256 step 11× slower there
+    (``experiments/results/threads_bench.md``, ``python -m experiments.bench --threads 1,2``). Pass
+    more (``--threads N``) for a large-batch fit on an idle machine.
     """
     return config.threads if config.threads is not None else 1
 
