@@ -30,6 +30,7 @@ PAPER = {
     "da": "— (000 Fig. 4 only)",
     "pstn": "76.06 ± 4.76 (000 T1, affine P-STN)",
     "gamma_pstn": "81.00 ± 3.92 (001 T2)",
+    "flow_pstn": "— (paper 004 has no MNIST30 row)",
 }
 
 
@@ -75,7 +76,7 @@ def main(fold: int, seeds: str, models: str, out_dir: str, bench_steps: int, reu
     lines = [
         "# `experiments.fit` on MNIST30 with the default protocol",
         "",
-        f"Produced by `python -m experiments.fit_mnist30 --fold {fold} --seeds {seeds}`"
+        f"Produced by `python -m experiments.fit_mnist30 --fold {fold} --seeds {seeds} --models {models}`"
         + (f" on {first['finished']}" if "finished" in first else "")
         + f", on this project's 2-core development machine ({first['machine']}, torch {first['torch']}, "
         f"device {first['device']}), one run at a time, nothing else running.",
