@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import (SUBSET_SIZES, UCR_PREFIX, DataSpec, dataset_ndim, is_dataset_name, is_path, is_ucr,
-                            load_dataset, unknown_dataset)
+from pyro_pstn.data import (UCR_PREFIX, DataError, DataSpec, dataset_ndim, is_dataset_name, is_path, load_dataset,
+                            parse_dataset_name, unknown_dataset)
 from pyro_pstn.models import MODEL_NAMES, check_layout_family
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
@@ -48,10 +48,10 @@ UCR_TRAIN_SAMPLES = 10
 
 def subset_size(data: str) -> int | None:
     """N of ``mnistN`` (the authors' per-subset defaults); None for every other data set."""
-    for n in SUBSET_SIZES:
-        if data == f"mnist{n}":
-            return n
-    return None
+    try:
+        return parse_dataset_name(data)[1]
+    except DataError:
+        return None
 
 
 def is_series(data: str) -> bool:
@@ -82,7 +82,7 @@ def default_prior_scale(model: str, data: str) -> float:
     if model == "da":
         return DA_PRIOR_SCALE
     if is_series(data):
-        return UCR_PRIOR_SCALE.get(data[len(UCR_PREFIX):], 0.1) if is_ucr(data) else 0.1
+        return UCR_PRIOR_SCALE.get(data.removeprefix(UCR_PREFIX), 0.1)
     return GAUSSIAN_PRIOR_SCALE[subset_size(data)]
 
 

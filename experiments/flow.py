@@ -37,8 +37,7 @@ from inference.invariance import relative_rotation_error, rotation_ranges, trans
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from pyro_pstn.data import (MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, digit_subset, load_dataset,
-                            mario_iggy)
+from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
@@ -126,8 +125,7 @@ def load_data(config: FlowConfig) -> DataSplits:
     if config.data in MARIO_IGGY_SETS:
         rotation, modes = MARIO_IGGY_SETS[config.data]
         return mario_iggy(config.data_root, rotation, modes, train_size=config.train_size or 12000)
-    data = digit_subset(load_dataset("mnist", config.data_root, val_size=1000, normalize=False), MNIST_DIGITS,
-                        config.data)
+    data = load_dataset(config.data, config.data_root, val_size=1000, normalize=False)  # mnist01569
     data.train = ImageSet(data.train.images[: config.train_size], data.train.labels[: config.train_size])
     return data
 

@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-
 from torch.utils.data import Dataset
 
 from .loading import batches

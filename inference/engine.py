@@ -286,7 +286,7 @@ class Trainer:
         return loss.detach()
 
     # ---- epochs --------------------------------------------------------------------------
-    def _schedule(self, steps_per_epoch: int) -> AnnealingSchedule:
+    def _annealing(self, steps_per_epoch: int) -> AnnealingSchedule:
         c = self.config
         return AnnealingSchedule(
             c.annealing, c.epochs * steps_per_epoch, round(c.warmup_epochs * steps_per_epoch), c.cycles
@@ -306,17 +306,12 @@ class Trainer:
         c = self.config
         self.model.train()
         order = self.epoch_order(len(train))
-        schedule = self._schedule(math.ceil(len(order) / c.batch_size))
+        annealing = self._annealing(math.ceil(len(order) / c.batch_size))
         total, factor = torch.zeros((), device=self.device), 1.0
         for x, y in batches(train, c.batch_size, self.device, order, check=self._check_batches):
-            factor = schedule(self.step)
+            factor = annealing(self.step)
             total += self.train_step(x, y, factor) * len(y)
-        loss = self.mean_loss(total, len(order))
-        if not math.isfinite(loss):
-            raise ValueError(f"training diverged in epoch {self.epoch + 1}: the mean loss is {loss} (a NaN or infinite "
-                             "θ, weight or loss). Lower the learning rate or the KL weight, check the data for extreme "
-                             "values, or check a custom network's output; the last checkpoint is before this epoch")
-        return loss, factor
+        return self.mean_loss(total, len(order)), factor
 
     def recompute_batch_norm(self, train: Dataset) -> int:
         """Precise BN over ``train`` (:func:`inference.batchnorm.recompute_batch_norm`) with draws
@@ -342,6 +337,10 @@ class Trainer:
         c = self.config
         start = time.perf_counter()
         loss, factor = self.train_epoch(train)
+        if not math.isfinite(loss):
+            raise ValueError(f"training diverged in epoch {self.epoch + 1}: the mean loss is {loss} (a NaN or infinite "
+                             "θ, weight or loss). Lower the learning rate or the KL weight, check the data for extreme "
+                             "values, or check a custom network's output; the last checkpoint is before this epoch")
         self.epoch += 1
         if c.precise_bn and self.epoch == c.epochs:  # before the last validation and checkpoint
             self.recompute_batch_norm(train)

@@ -38,13 +38,14 @@ def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: s
     fig.savefig(path)
 
 
-def displayable(image: torch.Tensor, vmin: float, vmax: float) -> tuple:
-    """``imshow`` arguments for one image [C, H, W]: grey for one channel, colour (RGB) for three,
-    the first three channels of more; values mapped from [vmin, vmax] to the display range."""
+def show_image(ax, image: torch.Tensor, vmin: float, vmax: float) -> None:
+    """Draw one image [C, H, W] on ``ax``: grey for one channel, colour (RGB) for three, the first
+    three channels of more; values mapped from [vmin, vmax] to the display range."""
     if image.shape[0] == 1:
-        return (image[0].numpy(),), {"cmap": "gray", "vmin": vmin, "vmax": vmax}
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=vmin, vmax=vmax)
+        return
     rgb = image[:3].permute(1, 2, 0) if image.shape[0] >= 3 else image[[0, 1, 1]].permute(1, 2, 0)
-    return (((rgb - vmin) / max(vmax - vmin, 1e-12)).clamp(0, 1).numpy(),), {}
+    ax.imshow(((rgb - vmin) / max(vmax - vmin, 1e-12)).clamp(0, 1).numpy())
 
 
 def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = ""):
@@ -62,8 +63,7 @@ def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os
         for s in range(S + 1):
             ax = fig.add_subplot(K, S + 1, k * (S + 1) + s + 1)
             img = images[k] if s == 0 else warped[s - 1, k]
-            args, kwargs = displayable(img, vmin, vmax)
-            ax.imshow(*args, **kwargs)
+            show_image(ax, img, vmin, vmax)
             ax.set_xticks([]), ax.set_yticks([])
             if k == 0:
                 ax.set_title("input" if s == 0 else f"θ{s}", fontsize=7)
@@ -123,8 +123,7 @@ def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: st
         label_ax.text(1.0, 0.5, label, ha="right", va="center", fontsize=7, wrap=True)
         for i, img in enumerate(images):
             ax = fig.add_subplot(grid[line + i // columns, 1 + i % columns])
-            args, kwargs = displayable(img.cpu(), 0.0, 1.0)
-            ax.imshow(*args, **kwargs)
+            show_image(ax, img.cpu(), 0.0, 1.0)
             ax.axis("off")
         line += lines[label]
     fig.suptitle(title, fontsize=9)

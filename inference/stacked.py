@@ -17,7 +17,6 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
-
 from torch.utils.data import Dataset
 
 from pyro_pstn.data import ImageSet
@@ -117,13 +116,13 @@ class StackTrainer(Trainer):
         c, n = self.config, len(train[0])
         self.model.train()
         orders = [epoch_order(m.seed, self.epoch, n).to(self.device) for m in self.configs]
-        schedule = self._schedule(-(-n // c.batch_size))
+        annealing = self._annealing(-(-n // c.batch_size))
         totals, factor = torch.zeros(self.model.members, device=self.device), 1.0
         for start in range(0, n, c.batch_size):
             idx = [order[start : start + c.batch_size] for order in orders]
             x = torch.stack([t.images[i] for t, i in zip(train, idx)])
             y = torch.stack([t.labels[i] for t, i in zip(train, idx)])
-            factor = schedule(self.step)
+            factor = annealing(self.step)
             self.train_step(x, y, factor)
             totals += self._member_losses * len(idx[0])
         self._epoch_member_losses = (totals / n).tolist()

@@ -181,16 +181,11 @@ class DataSplits:
 
     def __post_init__(self):
         if self.spec is None:
-            self.spec = DataSpec(tuple(self.train.images.shape[1:]), self.num_classes,
-                                 _as_tuple(self.mean), _as_tuple(self.std))
+            self.spec = DataSpec(tuple(self.train.images.shape[1:]), self.num_classes, self.mean, self.std)
 
     @property
     def background(self) -> float | tuple[float, ...]:
         return self.spec.fill
-
-
-def _as_tuple(value) -> tuple[float, ...]:
-    return (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
 
 
 def stratified_split(labels: np.ndarray, seed: int, val_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:

@@ -123,10 +123,9 @@ def load_ucr_path(path: str | os.PathLike, seed: int = 0, val_size: int | None =
     (:data:`VAL_FRACTION` of each class for test) before the validation split."""
     path = Path(path)
     test = None
-    for marker in ("_TRAIN", "_train"):
-        if path.stem.endswith(marker):
-            candidate = path.with_name(path.stem[: -len(marker)] + marker.replace("RAIN", "EST").replace("rain", "est")
-                                       + path.suffix)
+    for train_marker, test_marker in (("_TRAIN", "_TEST"), ("_train", "_test")):
+        if path.stem.endswith(train_marker):
+            candidate = path.with_name(path.stem.removesuffix(train_marker) + test_marker + path.suffix)
             test = candidate if candidate.is_file() else None
     return load_ucr_files(path, test, str(path), seed, val_size, test_size)
 
@@ -140,6 +139,7 @@ def load_ucr_files(train_file: Path, test_file: Path | None, name: str, seed: in
         x_test, y_test = read_ucr_file(test_file)
         if x_train.shape[1] != x_test.shape[1]:
             raise DataError(f"{name}: training series have {x_train.shape[1]} values, test series {x_test.shape[1]}")
+        test_note = test_file.name
     else:
         x_test, y_test = x_train[:0], []
     classes = label_map(y_train, y_test)
@@ -148,7 +148,6 @@ def load_ucr_files(train_file: Path, test_file: Path | None, name: str, seed: in
                         "at least two classes")
     y_train = np.array([classes[v] for v in y_train])
     y_test = np.array([classes[v] for v in y_test], dtype=np.int64)
-    test_note = test_file.name if test_file is not None else None
     if test_file is None:
         keep, held = stratified_split(y_train, seed + 10_000, VAL_FRACTION)
         x_test, y_test, x_train, y_train = x_train[held], y_train[held], x_train[keep], y_train[keep]
