@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 # Data root: $PYRO_PSTN_DATA if set, else ../shared/data where it exists, else ./data.
 export PYRO_PSTN_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: install run test test-slow bench notebooks
+.PHONY: install run lint test test-slow bench notebooks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ install: $(BIN)/.installed
 
 run: install
 	$(BIN)/python -m experiments.fit --model gamma_pstn --data mnist30
+
+lint: install
+	$(BIN)/ruff check .
 
 test: install
 	$(BIN)/python -m pytest

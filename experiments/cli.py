@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from .config import write_atomic
+from inference.runs import write_atomic
 
 
 def with_options(options: list):

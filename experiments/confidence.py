@@ -29,10 +29,10 @@ from pathlib import Path
 
 import click
 
+from inference.runs import write_atomic
 from pyro_pstn.data import SUBSET_SIZES
 
 from .cli import CommaList
-from .config import write_atomic
 from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, _fmt, fitted_at, run_path
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).

@@ -8,8 +8,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
-from pyro_pstn.data import (UCR_PREFIX, DataError, DataSpec, dataset_ndim, is_dataset_name, is_path, load_dataset,
-                            parse_dataset_name, unknown_dataset)
+from pyro_pstn.data import (
+    UCR_PREFIX,
+    DataError,
+    DataSpec,
+    dataset_ndim,
+    is_dataset_name,
+    is_path,
+    load_dataset,
+    parse_dataset_name,
+    unknown_dataset,
+)
 from pyro_pstn.models import MODEL_NAMES, check_layout_family
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
@@ -212,10 +221,3 @@ def read_config(cls, path: str | os.PathLike):
     except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path} cannot be read as a {cls.__name__} ({type(err).__name__}: {err}): the file is "
                          "corrupt or was edited by hand. Restore it, or delete the run directory and fit again") from None
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -24,17 +24,17 @@ import torch
 
 from inference import distributed
 from inference.distributed import DistributedTrainer
-from inference.engine import CHECKPOINT, ELBOS, Trainer, atomic_save, read_checkpoint
+from inference.engine import CHECKPOINT, ELBOS, Trainer, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict, predict_at_mean
+from inference.runs import save_atomic, write_atomic
 from inference.schedules import ANNEALING
-from pyro_pstn.data import (DataError, DataSpec, DataSplits, dataset_names, is_dataset_name, load_dataset,
-                            unknown_dataset)
+from pyro_pstn.data import DataError, DataSpec, DataSplits, dataset_names, is_dataset_name, load_dataset, unknown_dataset
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import CPAB_FAMILIES, LAYOUTS, TimeAffine
 
 from .cli import CommaList
-from .config import FILLS, FitConfig, config_from_dict, read_config, write_atomic
+from .config import FILLS, FitConfig, config_from_dict, read_config
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
@@ -223,7 +223,7 @@ def run_fit_stack(
         member_trainer.history = trainer.member_histories[r]
         state = member_trainer.state_dict()
         del state["optimizer"]  # the stack's Adam state lives in stack_dir
-        atomic_save(state, run_dir / CHECKPOINT)
+        save_atomic(state, run_dir / CHECKPOINT)
         results.append(finish_run(member, config, data, trainer.member_histories[r], trainer.epoch, trainer.step,
                                   trainer.device, run_dir, wall))
     return results

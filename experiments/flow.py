@@ -37,6 +37,7 @@ from inference.invariance import relative_rotation_error, rotation_ranges, trans
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
+from inference.runs import write_atomic
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
@@ -44,7 +45,7 @@ from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
 from .cli import cached_record, fail, run_options, single_process_only, with_options
-from .config import read_config, write_atomic
+from .config import read_config
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"

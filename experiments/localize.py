@@ -38,15 +38,15 @@ from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
 from inference.predictive import predict
+from inference.runs import write_atomic
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
-from pyro_pstn.models import CNN, STN, GammaPSTN, PSTN
+from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN
 from pyro_pstn.nets import Frozen, large_localizer, mnist_cnn_classifier
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
 from .cli import CommaList, cached_record, fail, run_options, single_process_only, with_options
-from .config import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "localize"

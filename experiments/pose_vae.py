@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import torch
 from inference.engine import CHECKPOINT, OPTIMIZERS, TrainConfig, Trainer, read_checkpoint
 from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
+from inference.runs import save_atomic, write_atomic
 from inference.schedules import TemperatureSchedule
 from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS, LatentVAE, build_pose_vae
@@ -39,9 +39,8 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import (CommaList, cached_record, fail, run_options, shard_done, shard_option, single_process_only,
-                  with_options)
-from .config import read_config, write_atomic
+from .cli import CommaList, cached_record, fail, run_options, shard_done, shard_option, single_process_only, with_options
+from .config import read_config
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "pose_vae"
@@ -194,9 +193,7 @@ def aligner_for(config: PoseVAEConfig, sets: dict[str, ImageSet], run_root: Path
         aligner.load_state_dict(torch.load(path, map_location="cpu"))
         return aligner.to(config.device).eval()
     aligner = fit_aligner(sets["train"], sets["train_augmented"], device=config.device, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(aligner.state_dict(), path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
+    save_atomic(aligner.state_dict(), path)
     return aligner
 
 

@@ -24,14 +24,15 @@ from pathlib import Path
 
 import click
 
+from inference.runs import write_atomic
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
 
+from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only, with_options
+from .config import DEFAULT_LR, FitConfig, config_from_dict
+
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
-
-from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only, with_options
-from .config import DEFAULT_LR, FitConfig, config_from_dict, write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 #: The sizes of the papers' MNIST-subset tables; the aggregated table always lists all of them.

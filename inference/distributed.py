@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from .engine import Trainer, atomic_save, read_checkpoint
+from .engine import Trainer, read_checkpoint
+from .runs import save_atomic
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class DistributedTrainer(Trainer):
     def save_checkpoint(self, path) -> None:
         state = self.state_dict()
         if self.rank == 0:
-            atomic_save(state, Path(path))
+            save_atomic(state, path)
 
     def load_checkpoint(self, path) -> None:
         """Rank 0 reads the checkpoint and sends it to every rank (no shared file system needed)."""

@@ -25,6 +25,7 @@ from .batchnorm import recompute_batch_norm
 from .loading import batches, check_dataset
 from .metrics import classification_metrics
 from .predictive import predict
+from .runs import save_atomic
 from .schedules import AnnealingSchedule
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -144,13 +145,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not a checkpoint of this library (no 'model' state in it): delete its run "
                          "directory and fit again")
     return state
-
-
-def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file and rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -433,7 +427,7 @@ class Trainer:
                 hook.load_state_dict(hook_state)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        atomic_save(self.state_dict(), Path(path))
+        save_atomic(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         self.restore(read_checkpoint(path), path)

@@ -8,6 +8,8 @@ import torch
 
 from pyro_pstn.transforms import TransformFamily, param_names
 
+from .runs import atomic
+
 
 def import_arviz():
     """``arviz``, imported without the multi-line FutureWarning banner about its coming 1.0
@@ -44,9 +46,7 @@ def to_inference_data(
 
 
 def save_inference_data(idata, path: str | os.PathLike) -> None:
-    tmp = f"{path}.tmp"
-    idata.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    atomic(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def load_inference_data(path: str | os.PathLike):

@@ -23,7 +23,7 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models.stacked import Stacked
 
 from .batchnorm import batch_norm_layers
-from .engine import ELBOS, EpochRecord, History, Trainer, TrainConfig, epoch_order, model_kl_weight, validate
+from .engine import ELBOS, EpochRecord, History, TrainConfig, Trainer, epoch_order, model_kl_weight, validate
 from .loading import as_image_set, check_dataset
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.

@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch.utils.data import Dataset, TensorDataset
 
-from inference.engine import Trainer, TrainConfig
+from inference.engine import TrainConfig, Trainer
 from inference.latents import encode
 from inference.plots import augmentation_grid
 from inference.predictive import posterior_draws, predict
-from pyro_pstn.data import (DataError, DataSpec, dataset_names, load_dataset, register_dataset,
-                            splits_from_arrays)
+from pyro_pstn.data import DataError, DataSpec, dataset_names, load_dataset, register_dataset, splits_from_arrays
 from pyro_pstn.models import build_model, build_pose_vae
 from pyro_pstn.nets import count_parameters
 from pyro_pstn.transforms import CPAB_FAMILIES, LAYOUTS, get_layout, register_family, warp

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from inference.batchnorm import batch_norm_layers, recompute_batch_norm
-from inference.engine import Trainer, TrainConfig
+from inference.engine import TrainConfig, Trainer
 from pyro_pstn.data import DataSpec, ImageSet
 from pyro_pstn.models import build_model
-
 
 #: The spec of the series below: one channel of 64 steps, 3 classes.
 SERIES = DataSpec((1, 64), 3)

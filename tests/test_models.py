@@ -4,13 +4,12 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
 
-from pyro_pstn.models import MODEL_NAMES, build_model, check_images, draw
-from pyro_pstn.priors import GammaPrior, NormalPrior
-from pyro_pstn.models import GammaPSTN
+from pyro_pstn.models import MODEL_NAMES, GammaPSTN, build_model, check_images, draw
 from pyro_pstn.nets import mnist_pstn_localizer, mnist_stn_classifier
+from pyro_pstn.priors import GammaPrior, NormalPrior
 
 B, K = 6, 10
 

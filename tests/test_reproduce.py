@@ -381,7 +381,6 @@ def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, 
     """Issue 16: experiments.confidence reads the grid's checkpoints (nothing trained), measures each
     at μ(x) and with S draws on the validation split, keeps per-run files and reads them back."""
     from experiments.confidence import main as confidence
-
     from experiments.fit import main as fit
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))

@@ -10,10 +10,31 @@ from .download import download
 from .files import load_image_folder, load_npz, splits_from_arrays
 from .idx import parse_idx, read_idx, write_idx
 from .mario_iggy import MARIO_IGGY_CLASSES, RotatedImageSet, load_sprites, mario_iggy
-from .registry import (MARIO_IGGY_SETS, MNIST_DIGITS, UCR_PREFIX, DatasetEntry, dataset_names,
-                       dataset_ndim, is_dataset_name, is_path, is_ucr, load_dataset, register_dataset, unknown_dataset)
-from .types import (MNIST_SPEC, DataError, DataSpec, DataSplits, ImageSet, LoadOptions, background_value, resolve_data_root,
-                    stratified_split)
+from .registry import (
+                       MARIO_IGGY_SETS,
+                       MNIST_DIGITS,
+                       UCR_PREFIX,
+                       DatasetEntry,
+                       dataset_names,
+                       dataset_ndim,
+                       is_dataset_name,
+                       is_path,
+                       is_ucr,
+                       load_dataset,
+                       register_dataset,
+                       unknown_dataset,
+)
+from .types import (
+                       MNIST_SPEC,
+                       DataError,
+                       DataSpec,
+                       DataSplits,
+                       ImageSet,
+                       LoadOptions,
+                       background_value,
+                       resolve_data_root,
+                       stratified_split,
+)
 
 __all__ = [
     "MARIO_IGGY_CLASSES", "MARIO_IGGY_SETS", "MNIST_DIGITS", "MNIST_SPEC", "SUBSET_SIZES", "UCR_PREFIX",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .types import DataError, DataSplits, DataSpec, ImageSet, stratified_split
+from .types import DataError, DataSpec, DataSplits, ImageSet, stratified_split
 
 #: Share of each class held out as test (when the file has no test set) and as validation.
 TEST_FRACTION = 0.2

@@ -18,17 +18,24 @@ import torch.nn as nn
 
 from ..data.types import MNIST_SPEC, DataSpec
 from ..flows import ConditionalTransformFlow
-from ..nets import (SimpleConv, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_classifier, mnist_stn_localizer,
-                    ucr_classifier, ucr_localizer)
+from ..nets import (
+    SimpleConv,
+    mnist_cnn_classifier,
+    mnist_pstn_localizer,
+    mnist_stn_classifier,
+    mnist_stn_localizer,
+    ucr_classifier,
+    ucr_localizer,
+)
 from ..priors import GammaPrior, NormalPrior
 from ..transforms import LIE_LAYOUTS, TransformFamily, check_layout_family
-
-FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
 from .base import TransformClassifier, check_images, check_labels, draw, kl_weight_per_dimension
 from .classifiers import CNN, STN
 from .flow_pstn import AugmentationWarmup, FlowPSTN
-from .pose_vae import POSE_VAE_MODELS, DTVAE, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
+from .pose_vae import DTVAE, POSE_VAE_MODELS, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
 from .pstn import DA, PSTN, GammaPSTN
+
+FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
 
 MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN, "flow_pstn": FlowPSTN}
 MODEL_NAMES = tuple(MODELS)

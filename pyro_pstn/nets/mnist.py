@@ -24,7 +24,6 @@ from ..transforms import AffineLayout, apply_flat, get_layout
 from .heads import identity_init
 from .members import Stackable, apply_members, conv2d, linear
 
-
 #: Largest side of the feature map that the heads of spec-sized networks see: 4 × 4, what the
 #: papers' networks see on 28 × 28 images, so larger images keep the papers' head sizes.
 MAX_FEATURE_SIDE = 4

@@ -1,10 +1,9 @@
 """Differentiable spatial transformations T_θ (no Pyro in here)."""
 from .cpab import CPAB
+from .family import TransformFamily, check_theta, is_invertible, param_names, spatial_dims
 from .layout import EXP_LIMIT, THETA_LIMIT, AffineLayout
 from .lie import GENERATORS, LIE_LAYOUTS, compose, rotation_angle
-from .family import TransformFamily, check_theta, is_invertible, param_names, spatial_dims
-from .registry import (CPAB_FAMILIES, LAYOUTS, SERIES_FAMILIES, USER_FAMILIES, check_layout_family, get_layout,
-                       register_family)
+from .registry import CPAB_FAMILIES, LAYOUTS, SERIES_FAMILIES, USER_FAMILIES, check_layout_family, get_layout, register_family
 from .time_affine import TimeAffine
 from .tps import ThinPlateSpline
 from .warp import apply_flat, has_inverse, warp

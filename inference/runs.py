@@ -1,0 +1,127 @@
+"""What every run directory shares: atomic writes, a lock per run, and a run's identity.
+
+* :func:`atomic` is the one way a file of a run (config, checkpoint, metrics, posterior, result
+  record, table) is written: to a temporary file beside it, then renamed over it, so a reader
+  (or a run killed mid-write) sees the old file or the new one, never half of one.
+* :func:`locked` holds a run directory (or a sweep's result file) for one process: a second
+  ``fit --resume`` of the same run, or a second sweep reaching a run that the first is training,
+  is told so (or waits), and never trains it twice or deletes it.
+* :func:`config_diff` says which settings of a stored config differ from a requested one, so a
+  resume with changed flags, or a result file of another config, is refused by name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+class RunInUse(ValueError):
+    """A run directory or result file is held by another process."""
+
+
+def atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic`)."""
+    atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | os.PathLike, record) -> None:
+    """``record`` as indented JSON with a final newline, atomically."""
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically: a reader sees the old checkpoint or the new one."""
+    import torch
+
+    atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of a run directory or result file: a hidden file beside it (so the directory
+    itself can be created, removed or renamed while it is held)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> Iterator[None]:
+    """Hold ``path`` (a run directory or result file) for this process.
+
+    With ``wait`` the call blocks until the process holding it lets go (a sweep waiting for a run
+    that another sweep is training); otherwise it raises :class:`RunInUse` at once. The lock is the
+    operating system's (``flock``), so a killed process never leaves a stale one behind.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    file = lock_path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise RunInUse(f"{path} is in use by process {holder}: a second process would train the same {what} "
+                           "twice. Wait for that one to finish (or stop it), then run this command again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor lets go of the lock
+
+
+def config_diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
+    """The settings that differ between two configs (nested dicts), as ``name: stored → requested``."""
+    out = []
+    for key in sorted(set(stored) | set(requested), key=str):
+        a, b = stored.get(key, "(unset)"), requested.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out
+
+
+def check_same_config(where: str | os.PathLike, stored: dict, requested: dict, remedy: str) -> None:
+    """Raise a ValueError naming every setting in which the run at ``where`` (``stored``) differs
+    from ``requested``: a changed option never silently reuses an earlier run's numbers."""
+    diff = config_diff(stored, requested)
+    if diff:
+        raise ValueError(f"{where} holds a run of another config ({'; '.join(diff)}). {remedy}")
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a folder this process can write in (creating nothing), or a ValueError that says
+    what is in the way: a file of that name, a file above it, or a folder without write access."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{option} {path}: {probe} is a file, not a folder. Pass another {option}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {probe} is not writable by this user. Pass a folder you can write in")
+    return path
