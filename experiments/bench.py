@@ -33,6 +33,8 @@ from inference.engine import TrainConfig, Trainer
 from pyro_pstn.data import DataSpec
 from pyro_pstn.models import GammaPSTN, build_model
 
+from .cli import CommaList, SafeCommand, device_option
+
 
 def plain_torch_loss(model: GammaPSTN, kl_weight: float):
     """The loss of the Pyro ELBO for the Gamma P-STN, written directly in PyTorch."""
@@ -227,33 +229,33 @@ def measure_threads(threads=(1, 2), batch_sizes=(8, 256), steps: int = 100, devi
     return "\n".join(lines)
 
 
-@click.command()
-@click.option("--batch-sizes", default="8,256", help="Comma-separated batch sizes.")
+@click.command(cls=SafeCommand)
+@click.option("--batch-sizes", type=CommaList(int, min=1), default="8,256", help="Comma-separated batch sizes.")
 @click.option("--steps", type=click.IntRange(min=10), default=None,
               help="Timed steps per variant (default: 200; 50 with --stack).")
 @click.option("--stack", is_flag=True, help="Per-member step time of stacked runs against one single run.")
-@click.option("--members", default="1,5,25,40", help="With --stack: the stack sizes R.")
+@click.option("--members", type=CommaList(int, min=1), default="1,5,25,40", help="With --stack: the stack sizes R.")
 @click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
               help="With --stack: the model stacked.")
 @click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
 @click.option("--ucr", is_flag=True, help="One training step of the UCR models (batch 16; S = 1 and 10).")
-@click.option("--threads", default=None, help="Step time at these numbers of torch threads, e.g. 1,2.")
-@click.option("--device", default="cpu")
-def main(batch_sizes: str, steps: int | None, stack: bool, members: str, model: str, warps: bool, ucr: bool,
-         threads: str | None, device: str):
+@click.option("--threads", type=CommaList(int, min=1), default=None,
+              help="Step time at these numbers of torch threads, e.g. 1,2.")
+@device_option()
+def main(batch_sizes: list[int], steps: int | None, stack: bool, members: list[int], model: str, warps: bool, ucr: bool,
+         threads: list[int] | None, device: str):
     """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
     --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
     if threads:
-        counts = tuple(int(n) for n in threads.split(","))
-        click.echo(measure_threads(counts, tuple(int(b) for b in batch_sizes.split(",")), steps or 100, device))
+        click.echo(measure_threads(tuple(threads), tuple(batch_sizes), steps or 100, device))
     elif warps:
         click.echo(measure_warps(steps or 30, device))
     elif ucr:
         click.echo(measure_ucr_step(steps or 5, device))
     elif stack:
-        click.echo(measure_stack([int(r) for r in members.split(",")], steps or 50, device=device, model=model))
+        click.echo(measure_stack(members, steps or 50, device=device, model=model))
     else:
-        click.echo(measure([int(b) for b in batch_sizes.split(",")], steps or 200, device))
+        click.echo(measure(batch_sizes, steps or 200, device))
 
 
 if __name__ == "__main__":

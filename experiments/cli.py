@@ -1,15 +1,88 @@
-"""Small helpers the experiment commands share (click is the CLI library of every command)."""
+"""Small helpers the experiment commands share (click is the CLI library of every command).
+
+Every command is a :class:`SafeCommand` (groups: :class:`SafeGroup`): bad input, a data or run
+file that cannot be used, a folder that cannot be written and a run in use by another process all
+end in one ``error:`` line and exit status 2, never a traceback; Ctrl-C ends with status 130 and
+says how to go on.
+"""
 from __future__ import annotations
 
 import json
+import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from inference.runs import write_atomic
+from inference.runs import check_same_config, identity, locked, write_json
+
+from .config import config_from_dict
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _os_message(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
+class SafeCommand(click.Command):
+    """A click command whose expected failures exit 2 with a one-line message (see the module)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", CONTEXT)
+        super().__init__(*args, **kwargs)
+        if self.short_help is None and self.help:  # click would cut it at the first '.', as in 'Fig.'
+            self.short_help = self.help.strip().split("\n\n")[0].replace("\n", " ")
+
+    def invoke(self, ctx):
+        from pyro_pstn.data import DataError
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, DataError) as err:
+            fail(str(err))
+        except OSError as err:  # a folder that is a file, read-only, full, or gone
+            fail(_os_message(err))
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: run the same command again to resume (finished runs are kept, and "
+                       "interrupted ones continue from their last checkpoint)", err=True)
+            sys.exit(130)
+
+
+class SafeGroup(click.Group):
+    """A click group whose sub-commands are :class:`SafeCommand`s."""
+
+    command_class = SafeCommand
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", CONTEXT)
+        super().__init__(*args, **kwargs)
+
+
+def writable_dir(ctx, param, value):
+    """Click callback: a folder option must be a folder this user can write in (or create)."""
+    from inference.runs import check_output_dir
+
+    if value is None:
+        return value
+    try:
+        check_output_dir(value, f"--{param.name.replace('_', '-')}")
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+    return value
+
+
+class FloatRange(click.FloatRange):
+    """click's FloatRange, refusing ``nan`` and ``inf`` (click lets ``nan`` through any bound)."""
+
+    def convert(self, value, param, ctx):
+        converted = super().convert(value, param, ctx)
+        if not math.isfinite(converted):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return converted
 
 
 def with_options(options: list):
@@ -68,6 +141,8 @@ class CommaList(click.ParamType):
                 v = self.item(text)
             except ValueError:
                 self.fail(f"{text!r} is not a{'n integer' if self.item is int else ' number'}", param, ctx)
+            if isinstance(v, float) and not math.isfinite(v):
+                self.fail(f"{text!r} is not a finite number", param, ctx)
             if self.choices is not None and v not in self.choices:
                 self.fail(f"{text!r} is not one of {', '.join(map(str, self.choices))}", param, ctx)
             if self.min is not None and (v < self.min or (self.min_open and v == self.min)):
@@ -81,22 +156,34 @@ def run_options(results: str, runs: str, data_help: str) -> list:
     return [
         device_option(),
         click.option("--data-root", default=None, help=data_help),
-        click.option("--results-dir", type=click.Path(file_okay=False), default=results, show_default=True),
-        click.option("--run-root", type=click.Path(file_okay=False), default=runs, show_default=True),
+        click.option("--results-dir", type=click.Path(file_okay=False), default=results, show_default=True,
+                     callback=writable_dir),
+        click.option("--run-root", type=click.Path(file_okay=False), default=runs, show_default=True,
+                     callback=writable_dir),
         click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
     ]
 
 
-def cached_record(path: Path, name: str, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
-    """The result record at ``path``, calling ``fit()`` first (and writing its record atomically)
-    if it is missing: what makes every study resumable run by run."""
-    if not path.exists():
-        click.echo(f"fitting {name}")
+def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
+    """The result record of ``config`` (a config dataclass with a ``name``) at ``path``, calling
+    ``fit()`` first (and writing its record atomically) if it is missing: what makes every study
+    resumable run by run. The record is held while it is fitted (a second process waits for it,
+    then reads it), and a record of another config is refused, naming what differs."""
+    path = Path(path)
+    with locked(path, wait=True):
+        if path.exists():
+            stored = json.loads(path.read_text()).get("config")
+            if isinstance(stored, dict):
+                stored = asdict(config_from_dict(type(config), stored))  # fields added since: their defaults
+                check_same_config(path, identity(stored), identity(asdict(config)),
+                                  "Pass another --results-dir for runs of other settings, or delete the file to "
+                                  "fit it again")
+            return json.loads(path.read_text())
+        click.echo(f"fitting {config.name}")
         record = fit()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(record, indent=2) + "\n")
+        write_json(path, record)
         click.echo(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
-    return json.loads(path.read_text())
+        return record
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import click
 
-from inference.runs import write_atomic
+from inference.runs import write_json, write_result
 from pyro_pstn.data import SUBSET_SIZES
 
-from .cli import CommaList
+from .cli import CommaList, SafeCommand, writable_dir
 from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, _fmt, fitted_at, run_path
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
@@ -240,16 +240,16 @@ def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[
     return lines, table, curves
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=SafeCommand)
 @click.option("--size", type=click.Choice([str(s) for s in SUBSET_SIZES]), default="1000",
               help="The grids' subset size whose checkpoints are re-evaluated.")
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="100,1000",
               help="Subset sizes of the test-set comparison (from the mnist_subsets result files).")
 @click.option("--samples", type=CommaList(int), default="1,3,10", help="Numbers S of posterior draws to average.")
 @click.option("--images", type=click.IntRange(min=1), default=2000, help="Validation images per run (the first N).")
-@click.option("--run-root", type=click.Path(file_okay=False), default="runs/grid",
+@click.option("--run-root", callback=writable_dir, type=click.Path(file_okay=False), default="runs/grid",
               help="Where `reproduce grid` left its run directories (with their checkpoints).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS))
+@click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS))
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def main(size, sizes, samples, images, run_root, results_dir, data_root, progress):
@@ -287,7 +287,7 @@ def main(size, sizes, samples, images, run_root, results_dir, data_root, progres
             except ValueError as err:
                 raise click.UsageError(f"{run_dir}: {err}") from None
             record["fold"] = int(path.stem.rsplit("fold", 1)[1])
-            write_atomic(out, json.dumps(record, indent=2) + "\n")
+            write_json(out, record)
         evaluations.setdefault(key, []).append(record)
 
     lines = [
@@ -333,8 +333,8 @@ def main(size, sizes, samples, images, run_root, results_dir, data_root, progres
               f"in total (the sum over runs) on {os.cpu_count()}-core x86_64 CPUs; each run's machine is in its "
               "file under `confidence/runs/`."]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / f"confidence_mnist{size}.md", text)
-    write_atomic(results / f"confidence_mnist{size}.json", json.dumps(table, indent=2) + "\n")
+    write_result(results / f"confidence_mnist{size}.md", text)
+    write_result(results / f"confidence_mnist{size}.json", json.dumps(table, indent=2) + "\n")
     click.echo(text)
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.engine import TrainConfig
+from inference.runs import identity
 from pyro_pstn.data import (
     UCR_PREFIX,
     DataError,
@@ -168,10 +169,8 @@ class FitConfig:
 
     def identity(self) -> dict:
         """What makes two configs the same run: all fields but those recorded about the data and
-        the machine (the spec, the data's source, the number of threads)."""
-        fields = asdict(self)
-        fields.pop("spec"), fields.pop("data_source"), fields["train"].pop("threads")
-        return fields
+        the machine (:func:`inference.runs.identity`)."""
+        return identity(asdict(self))
 
     @classmethod
     def with_defaults(cls, model: str = "gamma_pstn", data: str = "mnist30", train: dict | None = None, **kwargs):
@@ -218,6 +217,8 @@ def read_config(cls, path: str | os.PathLike):
         raise ValueError(f"{path} does not exist: is {path.parent} a run directory?")
     try:
         return config_from_dict(cls, json.loads(path.read_text()))
+    except PermissionError:
+        raise ValueError(f"{path}: permission denied; make it readable (chmod u+r) and try again") from None
     except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path} cannot be read as a {cls.__name__} ({type(err).__name__}: {err}): the file is "
                          "corrupt or was edited by hand. Restore it, or delete the run directory and fit again") from None

@@ -15,25 +15,27 @@ import json
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 import pyro
 import torch
+from click.core import ParameterSource
 
 from inference import distributed
 from inference.distributed import DistributedTrainer
 from inference.engine import CHECKPOINT, ELBOS, Trainer, read_checkpoint
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict, predict_at_mean
-from inference.runs import save_atomic, write_atomic
+from inference.runs import check_same_config, locked, save_atomic, write_atomic
 from inference.schedules import ANNEALING
-from pyro_pstn.data import DataError, DataSpec, DataSplits, dataset_names, is_dataset_name, load_dataset, unknown_dataset
+from pyro_pstn.data import DataSpec, DataSplits, dataset_names, is_dataset_name, load_dataset, unknown_dataset
 from pyro_pstn.models import MODEL_NAMES, TransformClassifier, build_model
 from pyro_pstn.transforms import CPAB_FAMILIES, LAYOUTS, TimeAffine
 
-from .cli import CommaList
+from .cli import CommaList, FloatRange, SafeCommand, device_option, writable_dir
 from .config import FILLS, FitConfig, config_from_dict, read_config
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
@@ -120,6 +122,10 @@ def run_fit(
 ) -> dict:
     """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``.
 
+    The run directory is held (:func:`inference.runs.locked`) while the run trains: a second
+    process given the same directory is refused, never trains it twice. ``resume`` continues from
+    the last checkpoint, or, for a run stopped before its first checkpoint, starts it again.
+
     In a process group started by torchrun (:mod:`inference.distributed`) every process calls it;
     the fit is data-parallel, rank 0 writes the run directory and returns the metrics, the other
     ranks return None.
@@ -129,17 +135,21 @@ def run_fit(
     data, model = build(config, download)  # everything that can fail on bad input happens first
     trainer = (DistributedTrainer if distributed.active() else Trainer)(model, config.train)
     main_process = getattr(trainer, "rank", 0) == 0
-    if resume:
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
-    elif main_process:
-        run_dir.mkdir(parents=True, exist_ok=False)
-        write_atomic(run_dir / CONFIG_FILE, config.to_json())
-    wall = time.perf_counter()
-    history = trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
-    if not main_process:
-        return None
-    return finish_run(trainer.model, config, data, history, trainer.epoch, trainer.step, trainer.device, run_dir,
-                      time.perf_counter() - wall, processes=getattr(trainer, "world_size", 1))
+    with locked(run_dir) if main_process else nullcontext():
+        if resume and (run_dir / CHECKPOINT).is_file():
+            trainer.load_checkpoint(run_dir / CHECKPOINT)
+        elif main_process and not resume:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                raise ValueError(f"run directory {run_dir} already exists: pick another --run-name, or --resume it") from None
+            write_atomic(run_dir / CONFIG_FILE, config.to_json())
+        wall = time.perf_counter()
+        history = trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
+        if not main_process:
+            return None
+        return finish_run(trainer.model, config, data, history, trainer.epoch, trainer.step, trainer.device, run_dir,
+                          time.perf_counter() - wall, processes=getattr(trainer, "world_size", 1))
 
 
 def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, history, epoch: int, step: int,
@@ -160,6 +170,7 @@ def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, 
             "train_seconds": history.train_seconds,
             "wall_seconds_this_process": wall_seconds,
             "final_train_loss": history.records[-1].loss,
+            "diverged": history.divergence(data.spec.num_classes if model.classifies else None),
             "validation": asdict(last_val) if last_val else None,
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(device),
@@ -203,15 +214,19 @@ def run_fit_stack(
         built.append(build(config, download))
     datas, models = zip(*built)
     trainer = StackTrainer(Stacked.from_models(list(models)), [c.train for c in configs])
-    if resume:
-        trainer.load_checkpoint(stack_dir / CHECKPOINT)
-    else:
-        stack_dir.mkdir(parents=True, exist_ok=False)
-        write_atomic(stack_dir / STACK_FILE, json.dumps({"configs": [asdict(c) for c in configs],
-                                                          "run_dirs": [str(d) for d in run_dirs]}, indent=2))
-    wall = time.perf_counter()
-    trainer.fit([d.train for d in datas], [d.val for d in datas], run_dir=stack_dir, progress=progress,
-                on_epoch_end=on_epoch_end)
+    with locked(stack_dir, what="stack"):
+        if resume and (stack_dir / CHECKPOINT).is_file():
+            trainer.load_checkpoint(stack_dir / CHECKPOINT)
+        elif not resume:
+            try:
+                stack_dir.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                raise ValueError(f"stack directory {stack_dir} already exists: --resume it") from None
+            write_atomic(stack_dir / STACK_FILE, json.dumps({"configs": [asdict(c) for c in configs],
+                                                              "run_dirs": [str(d) for d in run_dirs]}, indent=2))
+        wall = time.perf_counter()
+        trainer.fit([d.train for d in datas], [d.val for d in datas], run_dir=stack_dir, progress=progress,
+                    on_epoch_end=on_epoch_end)
     wall = (time.perf_counter() - wall) / len(configs)
     results = []
     for r, (config, data, run_dir) in enumerate(zip(configs, datas, run_dirs)):
@@ -288,7 +303,7 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=SafeCommand)
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
 @click.option("--data", type=DataName(), default="mnist30",
               help=f"{', '.join(dataset_names())}; ucr/<Name> (a UCR series data set under <data root>/UCR); or a "
@@ -301,12 +316,12 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
               help="Several seeds at once, as one stacked fit; overrides --seed (with --folds: every pair).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 600 (MNIST), 200 (UCR).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 8 (MNIST), 16 (UCR).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: per model.")
-@click.option("--localizer-lr-mult", type=click.FloatRange(min=0), default=0.1)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Coupled L2, as torch Adam. Default: 0.01 (MNIST), 0 (UCR).")
-@click.option("--kl-weight", type=click.FloatRange(min=0), default=None, help="Authors' per-dimension w (flow_pstn: the entropy weight α). Default: per model and subset.")
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=None, help="Default: per model.")
+@click.option("--localizer-lr-mult", type=FloatRange(min=0), default=0.1)
+@click.option("--weight-decay", type=FloatRange(min=0), default=None, help="Coupled L2, as torch Adam. Default: 0.01 (MNIST), 0 (UCR).")
+@click.option("--kl-weight", type=FloatRange(min=0), default=None, help="Authors' per-dimension w (flow_pstn: the entropy weight α). Default: per model and subset.")
 @click.option("--annealing", type=click.Choice(ANNEALING), default="constant")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, help="For --annealing linear.")
+@click.option("--warmup-epochs", type=FloatRange(min=0), default=0.0, help="For --annealing linear.")
 @click.option("--elbo", type=click.Choice(tuple(ELBOS)), default="trace")
 @click.option("--train-samples", type=click.IntRange(min=1), default=None, help="S at training time. Default: 1 (MNIST), 10 (UCR, models that sample θ).")
 @click.option("--test-samples", type=click.IntRange(min=1), default=10)
@@ -315,14 +330,14 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
                    "diffeomorphism); series (ucr/<Name>): cpab1d (9-dof diffeomorphism of the time axis) or "
                    "time_affine (its shift and scale). Default: similarity for images, cpab1d for series; "
                    "lie_similarity for flow_pstn.")
-@click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
+@click.option("--prior-scale", type=FloatRange(min=0, min_open=True), default=None, help="σ_p (pstn) or σ_DA (da).")
 @click.option("--fill", type=click.Choice(FILLS), default="background",
               help="What warps put outside the input: the data's background (an empty pixel after normalisation) "
                    "or zero in normalised units (the authors' code).")
 @click.option("--precise-bn/--running-bn", default=True,
               help="After the last epoch, recompute batch-norm statistics over the training split (default), or "
                    "keep the running averages of training. No effect on networks without batch norm.")
-@click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads while fitting. Default: 1, chosen for steps as small as the papers' "
                    "(python -m experiments.bench --threads measures a step at 1 and 2 threads).")
@@ -332,7 +347,7 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
 @click.option("--evaluate-on", type=click.Choice(("test", "val")), default="test",
               help="'val' for model selection: metrics on the validation split, the test set untouched.")
-@click.option("--out-dir", type=click.Path(file_okay=False), default="runs")
+@click.option("--out-dir", callback=writable_dir, type=click.Path(file_okay=False), default="runs")
 @click.option("--run-name", default=None, help="Default: MODEL-DATA-foldK-seedS-TIMESTAMP.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Continue the interrupted run in this directory (its config.json is used).")
@@ -346,6 +361,8 @@ def main(**opts):
     over the N processes (torch DDP: gloo on CPU, NCCL with one GPU per process on CUDA); --batch-size
     is each process's batch.
     """
+    ctx = click.get_current_context()
+    given = {name for name in opts if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
     group, finished = None, False
     try:
         if distributed.launched_by_torchrun():
@@ -353,79 +370,119 @@ def main(**opts):
                 raise click.UsageError("--folds / --seeds fit a stack in one process; under torchrun fit one run")
             group = distributed.join_process_group(opts["device"])
             opts["device"] = group.device
-        _main(group, opts)
+        metrics = _main(group, opts, given)
         finished = True
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
     finally:
         distributed.leave_process_group(synchronize=finished)  # no barrier after an error: others may not arrive
+    diverged = [m["diverged"] for m in metrics if m.get("diverged")]
+    if diverged:
+        click.echo(f"warning: the fit diverged ({diverged[0]}): its numbers mean nothing. Lower --lr, or look for "
+                   "bad data", err=True)
+        sys.exit(1)
 
 
-def _main(group, opts):
+#: The options that set a field of the run's config (``train.`` ones: of its TrainConfig).
+OPTION_FIELD = {
+    "model": "model", "data": "data", "fold": "fold", "layout": "layout", "prior_scale": "prior_scale",
+    "fill": "fill", "test_samples": "test_samples", "val_size": "val_size", "test_size": "test_size",
+    "evaluate_on": "evaluate_on", "seed": "train.seed", "epochs": "train.epochs", "batch_size": "train.batch_size",
+    "lr": "train.lr", "localizer_lr_mult": "train.localizer_lr_mult", "weight_decay": "train.weight_decay",
+    "kl_weight": "train.kl_weight", "annealing": "train.annealing", "warmup_epochs": "train.warmup_epochs",
+    "elbo": "train.elbo", "train_samples": "train.num_particles", "precise_bn": "train.precise_bn",
+    "val_every": "train.val_every", "device": "train.device", "threads": "train.threads",
+}
+#: Options a resumed run may take anew: where and how it runs, not what it computes.
+RESUME_MAY_CHANGE = ("device", "threads")
+
+
+def check_resume_options(run_dir: Path, stored: dict, opts: dict, given: set[str]) -> None:
+    """Refuse a ``--resume`` given options that differ from the run's config, naming each one."""
+    if given & {"folds", "seeds"}:
+        raise ValueError("--folds / --seeds start a new stacked fit; --resume continues the run as it was configured")
+    requested, field_of = {}, {}
+    for option in sorted(given & set(OPTION_FIELD) - set(RESUME_MAY_CHANGE)):
+        *parent, key = OPTION_FIELD[option].split(".")
+        stored_value = stored["train"][key] if parent else stored[key]
+        requested[OPTION_FIELD[option]], field_of[OPTION_FIELD[option]] = opts[option], stored_value
+    check_same_config(run_dir, field_of, requested,
+                      "--resume continues a run as it was configured: leave these options out, or fit a new run")
+
+
+def _new_configs(opts: dict) -> list[FitConfig]:
+    """The configs of a new fit: one, or one per (fold, seed) of a stack."""
+    train = {key.removeprefix("train."): opts[option] for option, key in OPTION_FIELD.items()
+             if key.startswith("train.") and opts[option] is not None}
+    members = [(fold, seed) for fold in (opts["folds"] or [opts["fold"]]) for seed in (opts["seeds"] or [opts["seed"]])]
+    return [
+        FitConfig.with_defaults(
+            opts["model"], opts["data"], {**train, "seed": seed}, fold=fold, layout=opts["layout"],
+            prior_scale=opts["prior_scale"], fill=opts["fill"], test_samples=opts["test_samples"], val_size=opts["val_size"],
+            test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
+        )
+        for fold, seed in members
+    ]
+
+
+def _main(group, opts, given: set[str]) -> list[dict]:
+    """Fit (or resume) what the options say; the metrics of each run this process evaluated."""
+    resume = bool(opts["resume_dir"])
+    if resume:
+        run_dir = Path(opts["resume_dir"])
+        if (run_dir / STACK_FILE).is_file():
+            if group is not None:
+                raise click.UsageError(f"{run_dir} is a stack: resume it in one process, without torchrun")
+            configs, member_dirs = read_stack(run_dir)
+            check_resume_options(run_dir, asdict(configs[0]), opts, given - {"fold", "seed"})
+            return _fit_stack(configs, member_dirs, run_dir, opts, resume=True)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ValueError(f"{run_dir} holds no {CONFIG_FILE}: it is not a run directory of experiments.fit")
+        config = read_config(FitConfig, run_dir / CONFIG_FILE)
+        check_resume_options(run_dir, asdict(config), opts, given)
+        for option in given & set(RESUME_MAY_CHANGE):
+            setattr(config.train, option, opts[option])
+        if group is not None:
+            config.train.device = group.device
+        if not (run_dir / CHECKPOINT).is_file():
+            click.echo(f"{run_dir} stopped before its first checkpoint: fitting it from the start", err=True)
+    else:
+        configs = _new_configs(opts)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if group is not None:
+            stamp = group.broadcast(stamp)  # every process names the same run directory
+        names = [opts["run_name"] if opts["run_name"] and len(configs) == 1 else
+                 f"{c.model}-{c.data_label}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
+        run_dirs = [Path(opts["out_dir"]) / name for name in names]
+        stack_dir = Path(opts["out_dir"]) / f"{opts['run_name'] or configs[0].model + '-' + configs[0].data_label}-stack-{stamp}"
+        for d in run_dirs + ([stack_dir] if len(configs) > 1 else []):
+            if d.exists():
+                state = "" if (d / CHECKPOINT).is_file() else " (it has no checkpoint yet: --resume starts it again)"
+                raise click.UsageError(f"run directory {d} already exists{state}; pick another --run-name or --resume it")
+        if len(configs) > 1:
+            return _fit_stack(configs, run_dirs, stack_dir, opts)
+        config, run_dir = configs[0], run_dirs[0]
+        if group is not None:
+            group.barrier()  # every process has checked the name before rank 0 creates it
     try:
-        if opts["resume_dir"]:
-            run_dir = Path(opts["resume_dir"])
-            if (run_dir / STACK_FILE).is_file():
-                if group is not None:
-                    raise click.UsageError(f"{run_dir} is a stack: resume it in one process, without torchrun")
-                configs, member_dirs = read_stack(run_dir)
-                _echo_stack(run_fit_stack(configs, member_dirs, run_dir, resume=True, progress=opts["progress"]),
-                            member_dirs)
-                return
-            if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
-                raise click.UsageError(f"{run_dir} holds no {CONFIG_FILE} and {CHECKPOINT} to resume from")
-            config = read_config(FitConfig, run_dir / CONFIG_FILE)
-            if group is not None:
-                config.train.device = group.device
-        else:
-            train = {
-                "localizer_lr_mult": opts["localizer_lr_mult"], "annealing": opts["annealing"],
-                "warmup_epochs": opts["warmup_epochs"], "elbo": opts["elbo"], "val_every": opts["val_every"],
-                "seed": opts["seed"], "device": opts["device"], "precise_bn": opts["precise_bn"],
-                "threads": opts["threads"],
-            }
-            given = {"lr": "lr", "kl_weight": "kl_weight", "epochs": "epochs", "batch_size": "batch_size",
-                     "weight_decay": "weight_decay", "num_particles": "train_samples"}
-            train.update({key: opts[option] for key, option in given.items() if opts[option] is not None})
-            members = [(fold, seed) for fold in (opts["folds"] or [opts["fold"]]) for seed in (opts["seeds"] or [opts["seed"]])]
-            configs = [
-                FitConfig.with_defaults(
-                    opts["model"], opts["data"], {**train, "seed": seed}, fold=fold, layout=opts["layout"],
-                    prior_scale=opts["prior_scale"], fill=opts["fill"], test_samples=opts["test_samples"], val_size=opts["val_size"],
-                    test_size=opts["test_size"], data_root=opts["data_root"], evaluate_on=opts["evaluate_on"],
-                )
-                for fold, seed in members
-            ]
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            if group is not None:
-                stamp = group.broadcast(stamp)  # every process names the same run directory
-            names = [opts["run_name"] if opts["run_name"] and len(configs) == 1 else
-                     f"{c.model}-{c.data_label}-fold{c.fold}-seed{c.train.seed}-{stamp}" for c in configs]
-            run_dirs = [Path(opts["out_dir"]) / name for name in names]
-            stack_dir = Path(opts["out_dir"]) / f"{opts['run_name'] or configs[0].model + '-' + configs[0].data_label}-stack-{stamp}"
-            for d in run_dirs + ([stack_dir] if len(configs) > 1 else []):
-                if d.exists():
-                    raise click.UsageError(f"run directory {d} already exists; pick another --run-name or --resume it")
-            if len(configs) > 1:
-                _echo_stack(run_fit_stack(configs, run_dirs, stack_dir, download=opts["download"],
-                                          progress=opts["progress"]), run_dirs)
-                return
-            config, run_dir = configs[0], run_dirs[0]
-            if group is not None:
-                group.barrier()  # every process has checked the name before rank 0 creates it
-        metrics = run_fit(config, run_dir, resume=bool(opts["resume_dir"]), download=opts["download"], progress=opts["progress"])
-    except (DataError, ValueError) as err:
-        raise click.UsageError(str(err)) from None
+        metrics = run_fit(config, run_dir, resume=resume, download=opts["download"], progress=opts["progress"])
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; continue with: python -m experiments.fit --resume {run_dir}", err=True)
         sys.exit(130)
-    if metrics is not None:  # rank 0 (or a single process)
-        click.echo(summary_table(metrics, run_dir))
+    if metrics is None:  # a rank other than 0
+        return []
+    click.echo(summary_table(metrics, run_dir))
+    return [metrics]
 
 
-def _echo_stack(results: list[dict], run_dirs) -> None:
+def _fit_stack(configs: list[FitConfig], run_dirs, stack_dir: Path, opts: dict, resume: bool = False) -> list[dict]:
+    try:
+        results = run_fit_stack(configs, run_dirs, stack_dir, resume=resume, download=opts["download"],
+                                progress=opts["progress"])
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; continue with: python -m experiments.fit --resume {stack_dir}", err=True)
+        sys.exit(130)
     for metrics, run_dir in zip(results, run_dirs):
         click.echo(summary_table(metrics, Path(run_dir)) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import click
 from pyro_pstn.models import MODEL_NAMES
 
 from .bench import measure
+from .cli import SafeCommand, writable_dir
 
 RESULTS = Path(__file__).parent / "results"
 #: Published MNIST30 test accuracies (%, mean ± std over 5 folds), for comparison only.
@@ -49,11 +50,11 @@ def fit_once(model: str, fold: int, seed: int, out_dir: str) -> tuple[float, dic
     return wall, metrics
 
 
-@click.command()
+@click.command(cls=SafeCommand)
 @click.option("--fold", type=click.IntRange(0, 4), default=0)
 @click.option("--seeds", default="42", help="Comma-separated seeds (42 is the default of experiments.fit).")
 @click.option("--models", default=",".join(MODEL_NAMES))
-@click.option("--out-dir", default="runs/fit_mnist30")
+@click.option("--out-dir", callback=writable_dir, default="runs/fit_mnist30")
 @click.option("--bench-steps", type=click.IntRange(min=10), default=300)
 @click.option("--reuse-runs", is_flag=True, help="Keep the fits recorded in fit_mnist30.json; only re-run the bench.")
 def main(fold: int, seeds: str, models: str, out_dir: str, bench_steps: int, reuse_runs: bool):

@@ -37,14 +37,14 @@ from inference.invariance import relative_rotation_error, rotation_ranges, trans
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from inference.runs import write_atomic
+from inference.runs import open_run, write_atomic, write_result
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
-from .cli import cached_record, fail, run_options, single_process_only, with_options
+from .cli import FloatRange, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
 from .config import read_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -140,7 +140,13 @@ def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN
                      kl_weight=config.alpha)
     if config.classifier_from is not None:
         state = read_checkpoint(Path(config.classifier_from) / CHECKPOINT)["model"]
-        model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")})
+        try:
+            model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items()
+                                              if k.startswith("classifier.")})
+        except RuntimeError as err:  # another network: a run of experiments.fit, or another width
+            raise ValueError(f"--classifier-from {config.classifier_from}: its classifier does not fit this model's "
+                             f"SimpleConv(width {config.classifier_width}) ({str(err).splitlines()[0]}). Pass a run "
+                             "directory of experiments.flow with the same --classifier-width") from None
         model.classifier.requires_grad_(False)
     return model
 
@@ -175,8 +181,6 @@ def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = N
     run_dir = Path(run_root) / config.name
     data = load_data(config)
     model = build_model(config, data.train.images.shape[1], data.num_classes)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
     pid = None
     if config.entropy_target is not None:
         pid = PIDController(config.entropy_target, config.pid_kp, config.pid_ki, config.pid_kd,
@@ -186,8 +190,7 @@ def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = N
                                weight_decay=0.0, kl_weight=config.alpha, val_every=max(1, config.epochs // 5),
                                checkpoint_every=5, seed=config.seed, device=config.device)
     trainer = Trainer(model, train_config, step_hooks=(AugmentationWarmup(config.no_aug_until), controller))
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    open_run(run_dir, asdict(config), trainer)
     trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
     log = np.array([(s, a, np.nan if h is None else h) for s, a, h in controller.log])
     write_atomic(run_dir / CONTROL_LOG, "step,alpha,entropy\n" + "\n".join(f"{int(s)},{a:.6g},{h:.6g}" for s, a, h in log) + "\n")
@@ -220,7 +223,7 @@ def result_path(results: Path, config: FlowConfig) -> Path:
 
 def ensure_run(config: FlowConfig, results: Path, run_root: Path, progress) -> dict:
     """The run's record, fitting it first if its result JSON is missing."""
-    return cached_record(result_path(results, config), config.name, lambda: run_one(config, run_root, progress),
+    return cached_record(result_path(results, config), config, lambda: run_one(config, run_root, progress),
                          lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
 
 
@@ -244,7 +247,7 @@ def _checked(fn, *args, **kwargs):
         fail(str(err))
 
 
-@click.group()
+@click.group(cls=SafeGroup)
 def main():
     """Flow-conditioned transformations (paper 004)."""
     single_process_only("experiments.flow")
@@ -256,11 +259,11 @@ def main():
 @click.option("--flow-layers", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--base", type=click.Choice(BASES), default="gaussian", show_default=True)
 @click.option("--components", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Entropy weight α (start value under PID).")
-@click.option("--entropy-target", type=float, default=2.0, show_default=True, help="Nats; pass --fixed-alpha to turn the PID off.")
+@click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="Entropy weight α (start value under PID).")
+@click.option("--entropy-target", type=FloatRange(), default=2.0, show_default=True, help="Nats; pass --fixed-alpha to turn the PID off.")
 @click.option("--fixed-alpha", is_flag=True, help="Keep α fixed (no PID controller).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--no-aug-until", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--classifier-from", default=None, help="Run directory whose classifier is loaded and frozen.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -304,8 +307,8 @@ def _invariance_configs(epochs, classifier_width, train_size, device, data_root,
 
 
 @main.command()
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Fixed entropy weight α (Mario-Iggy).")
-@click.option("--mnist-alpha", type=click.FloatRange(min=0), default=0.3, show_default=True,
+@click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="Fixed entropy weight α (Mario-Iggy).")
+@click.option("--mnist-alpha", type=FloatRange(min=0), default=0.3, show_default=True,
               help="Fixed α of the MNIST 0/1/5/6/9 run (the authors' λ for that script, anchors §2.8).")
 @common_options
 def invariance(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
@@ -378,15 +381,15 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
                out / "invariance_mnist01569.png", "rotation t (degrees)", "MNIST 0/1/5/6/9: t ~ g(T | x)",
                bins=np.linspace(-180, 180, 73))
     lines += ["", "![Mario-Iggy](invariance_mario_iggy90.png)", "![MNIST](invariance_mnist01569.png)", ""]
-    write_atomic(out / "invariance.md", "\n".join(lines))
+    write_result(out / "invariance.md", "\n".join(lines))
     click.echo("\n".join(lines))
 
 
 @main.command()
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.002, show_default=True, help="Fixed α (A.3.8: 0.002).")
+@click.option("--alpha", type=FloatRange(min=0), default=0.002, show_default=True, help="Fixed α (A.3.8: 0.002).")
 @click.option("--components", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--flow-layers", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--invariance-alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
+@click.option("--invariance-alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
 @common_options
 def discover(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
              components, flow_layers, invariance_alpha):
@@ -425,7 +428,7 @@ def discover(epochs, classifier_width, train_size, device, data_root, results_di
     lines += ["", f"Correlation of b and d over the samples: {corr:.3f} (a rotation family gives −1). Test accuracy with "
               f"the learned augmentations: {record['test']['accuracy']:.4f}.", "",
               "![relative error](discovery_error.png)", ""]
-    write_atomic(out / "discovery.md", "\n".join(lines))
+    write_result(out / "discovery.md", "\n".join(lines))
     click.echo("\n".join(lines))
 
 
@@ -439,10 +442,10 @@ def _mode_shares(poses: torch.Tensor, num_modes: int, half_width: float) -> torc
 
 
 @main.command()
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Fixed α of the mixture run (A.3: 0.5).")
+@click.option("--alpha", type=FloatRange(min=0), default=0.5, show_default=True, help="Fixed α of the mixture run (A.3: 0.5).")
 @click.option("--components", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--flow-layers", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--classifier-alpha", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--classifier-alpha", type=FloatRange(min=0), default=0.1, show_default=True,
               help="Fixed α of the Gaussian-base run whose classifier is then frozen.")
 @common_options
 def modes(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha, components,
@@ -496,14 +499,14 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
              f"0° and ±{spacing:.0f}° there can also come from images that each sit on one mode, so the per-image "
              "mode counts are those of the table.", "",
              "![modes](modes_mario_iggy3.png)", ""]
-    write_atomic(out / "modes.md", "\n".join(lines))
+    write_result(out / "modes.md", "\n".join(lines))
     click.echo("\n".join(lines))
 
 
 @main.command()
-@click.option("--entropy-target", type=float, default=0.0, show_default=True,
+@click.option("--entropy-target", type=FloatRange(), default=0.0, show_default=True,
               help="Nats of g over the rotation coefficient; 0 = the entropy of a uniform over ±90°.")
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
+@click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
 @common_options
 def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha):
     """A.3.3: α set every step by the PI controller to hold the entropy of g, beside a fixed α."""
@@ -544,14 +547,14 @@ def pid(epochs, classifier_width, train_size, device, data_root, results_dir, ru
              "augmented poses within ±90° | training |", "|---|---|---|---|---|---|---|", *rows, "", *notes,
              *([""] if notes else []),
              "![alpha](pid_alpha.png)", "![entropy](pid_entropy.png)", ""]
-    write_atomic(out / "pid.md", "\n".join(lines))
+    write_result(out / "pid.md", "\n".join(lines))
     click.echo("\n".join(lines))
 
 
 @main.command()
-@click.option("--alpha", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Fixed α of the Mario-Iggy ±45° model.")
+@click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="Fixed α of the Mario-Iggy ±45° model.")
 @click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--step", type=FloatRange(min=0, min_open=True), default=0.1, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True)
 @common_options
 def align(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
@@ -598,7 +601,7 @@ def align(epochs, classifier_width, train_size, device, data_root, results_dir, 
              "| extra rotation | accuracy without alignment | accuracy with mean-shift | median \\|pose\\| before | "
              "median \\|pose\\| after |", "|---|---|---|---|---|", *rows, "",
              "![alignment](alignment.png)", ""]
-    write_atomic(out / "alignment.md", "\n".join(lines))
+    write_result(out / "alignment.md", "\n".join(lines))
     click.echo("\n".join(lines))
 
 

@@ -38,7 +38,7 @@ from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
 from inference.predictive import predict
-from inference.runs import write_atomic
+from inference.runs import open_run, write_result
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN
@@ -46,7 +46,7 @@ from pyro_pstn.nets import Frozen, large_localizer, mnist_cnn_classifier
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import CommaList, cached_record, fail, run_options, single_process_only, with_options
+from .cli import CommaList, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "localize"
@@ -94,10 +94,7 @@ def pretrain(config: PretrainConfig, run_root: Path, progress=None) -> dict:
                                          weight_decay=0.0, val_every=config.epochs, seed=config.seed,
                                          device=config.device))
     run_dir = run_root / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    open_run(run_dir, asdict(config), trainer)
     trainer.fit(train, data.val, run_dir=run_dir, progress=progress)
     test = classification_metrics(predict(model.cpu(), data.test.images, 1), data.test.labels)
     return {"name": config.name, "config": asdict(config), "test": test, "paper_test_accuracy":
@@ -200,10 +197,7 @@ def _fit_in(run_dir: Path, config: LocalizerTraining, model, samples: int, kl_we
                                          num_particles=samples, kl_weight=kl_weight,
                                          val_every=max(1, config.epochs // 5), checkpoint_every=1, seed=config.seed,
                                          device=config.device))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    open_run(run_dir, asdict(config), trainer)
     trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
     model.cpu()
     return trainer
@@ -309,7 +303,7 @@ def result_path(results: Path, name: str) -> Path:
 _COMMON = run_options(str(RESULTS), str(RUNS), "Folder with MNIST/ and FashionMNIST/ (default $PYRO_PSTN_DATA).")
 
 
-@click.group()
+@click.group(cls=SafeGroup)
 def main():
     """Localization with frozen classifiers (paper 001 §5.1)."""
     single_process_only("experiments.localize")
@@ -324,7 +318,7 @@ def pretrain_command(data, epochs, train_size, device, data_root, results_dir, r
     """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
     try:
         config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
-        record = cached_record(result_path(Path(results_dir), config.name), config.name,
+        record = cached_record(result_path(Path(results_dir), config.name), config,
                                lambda: pretrain(config, Path(run_root), progress),
                                lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
     except (ValueError, DataError) as err:
@@ -351,7 +345,7 @@ def fit_command(model, data, epochs, classifier, seed, train_size, test_size, va
         config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
                                 train_size=train_size, test_size=test_size, val_size=val_size, device=device,
                                 data_root=data_root)
-        record = cached_record(result_path(Path(results_dir), config.name), config.name,
+        record = cached_record(result_path(Path(results_dir), config.name), config,
                                lambda: run_localize(config, Path(run_root), progress),
                                lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
     except (ValueError, DataError) as err:
@@ -402,7 +396,7 @@ def _study_command(data_name: str):
                                  f"{study['base']}` first")
             configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
                                       device=device, data_root=data_root) for m in models for seed in seeds]
-            records = [cached_record(result_path(results, c.name), c.name,
+            records = [cached_record(result_path(results, c.name), c,
                                      lambda c=c: run_localize(c, run_root, progress),
                                      lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
                        for c in configs]
@@ -502,7 +496,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
     if records:
         lines += ["", _time_note(records)]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / f"localization_{data_name}.md", text)
+    write_result(results / f"localization_{data_name}.md", text)
     return text
 
 
@@ -597,7 +591,7 @@ def failure_mode(depths, seeds, models, epochs, train_size, test_size, device, d
     configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,
                              train_size=train_size, test_size=test_size) for m in models for d in depths for s in seeds]
     try:
-        records = [cached_record(result_path(results, c.name), c.name, lambda c=c: run_failure(c, run_root, progress),
+        records = [cached_record(result_path(results, c.name), c, lambda c=c: run_failure(c, run_root, progress),
                                  lambda r: f"accuracy {r['test']['accuracy']:.4f}") for c in configs]
     except (ValueError, DataError) as err:
         fail(str(err))
@@ -666,7 +660,7 @@ def write_failure(results: Path, configs, records) -> str:
             lines += ["", f"![{key}](localization/failure_mode_{key}.png)"]
     lines += ["", _time_note(records)]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / "localization_failure_mode.md", text)
+    write_result(results / "localization_failure_mode.md", text)
     return text
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from .cli import SafeCommand, writable_dir
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 RUN_ROOT = Path("runs") / "notebooks"
@@ -92,9 +94,9 @@ def _fit_localize_run(run_root: Path, data_root) -> Path:
 
     localize_root = Path("runs") / "localize"
     pre = PretrainConfig(data="mnist", data_root=data_root)
-    cached_record(result_path(RESULTS, pre.name), pre.name, lambda: pretrain(pre, localize_root), lambda r: "done")
+    cached_record(result_path(RESULTS, pre.name), pre, lambda: pretrain(pre, localize_root), lambda r: "done")
     config = LocalizeConfig(model="gamma_pstn", epochs=10, data_root=data_root)
-    cached_record(result_path(RESULTS, config.name), config.name, lambda: run_localize(config, localize_root),
+    cached_record(result_path(RESULTS, config.name), config, lambda: run_localize(config, localize_root),
                   lambda r: "done")
     return localize_root / config.name
 
@@ -103,9 +105,9 @@ RUNS = {"01_inspect_posteriors": _fit_posterior_run, "02_pose_vae": _fit_pose_va
         "03_flow_invariance": _fit_flow_run, "04_localization": _fit_localize_run}
 
 
-@click.command()
+@click.command(cls=SafeCommand)
 @click.option("--only", type=click.Choice(tuple(RUNS)), multiple=True, help="Only these notebooks (default: all).")
-@click.option("--run-root", type=click.Path(file_okay=False), default=str(RUN_ROOT), show_default=True,
+@click.option("--run-root", callback=writable_dir, type=click.Path(file_okay=False), default=str(RUN_ROOT), show_default=True,
               help="Where the notebooks' runs go (relative to the repository).")
 @click.option("--data-root", default=None, help="Default: $PYRO_PSTN_DATA.")
 def main(only, run_root, data_root):

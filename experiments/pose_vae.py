@@ -30,7 +30,7 @@ import torch
 from inference.engine import CHECKPOINT, OPTIMIZERS, TrainConfig, Trainer, read_checkpoint
 from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
-from inference.runs import save_atomic, write_atomic
+from inference.runs import open_run, save_atomic, write_result
 from inference.schedules import TemperatureSchedule
 from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS, LatentVAE, build_pose_vae
@@ -39,7 +39,18 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import CommaList, cached_record, fail, run_options, shard_done, shard_option, single_process_only, with_options
+from .cli import (
+    CommaList,
+    FloatRange,
+    SafeGroup,
+    cached_record,
+    fail,
+    run_options,
+    shard_done,
+    shard_option,
+    single_process_only,
+    with_options,
+)
 from .config import read_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -213,8 +224,6 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
         train = aligned(aligner, train)
         tests = {name: aligned(aligner, data) for name, data in tests.items()}
     model = build_model(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, localizer_lr_mult=1.0,
         weight_decay=config.weight_decay, optimizer=config.optimizer,
@@ -222,8 +231,7 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
     )
     hooks = (TemperatureSchedule(),) if config.model == "cat_vae" else ()
     trainer = Trainer(model, train_config, step_hooks=hooks)
-    if (run_dir / CHECKPOINT).exists():
-        trainer.load_checkpoint(run_dir / CHECKPOINT)
+    open_run(run_dir, asdict(config), trainer)
     trainer.fit(train, run_dir=run_dir, progress=progress)
     model.eval()
     device = trainer.device
@@ -274,7 +282,7 @@ def result_path(results: Path, config: PoseVAEConfig) -> Path:
 def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress) -> list[dict]:
     """Fit every config without a result JSON (one after another) and return all records."""
     return [
-        cached_record(result_path(results, config), config.name, lambda: run_one(config, run_root, progress),
+        cached_record(result_path(results, config), config, lambda: run_one(config, run_root, progress),
                       lambda r: f"test reconstruction {r['test']['base']['reconstruction']:.2f}, "
                                 f"probe {r['probe_accuracy']}")
         for config in configs
@@ -291,7 +299,7 @@ _COMMON = [
 common_options = with_options(_COMMON)
 
 
-@click.group()
+@click.group(cls=SafeGroup)
 def main():
     """Pose-latent VAEs (002) and transformation-invariant VAEs (003)."""
     single_process_only("experiments.pose_vae")
@@ -307,15 +315,15 @@ def main():
 @click.option("--train-on", type=click.Choice(["base", "augmented"]), default="base", show_default=True)
 @click.option("--aligner/--no-aligner", default=False, help="003: an STN in front of the VAE.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--kl-weight", type=FloatRange(min=0), default=1.0, show_default=True,
               help="β on the KL (1 = the ELBO).")
 @click.option("--architecture", type=click.Choice(ARCHITECTURES), default="dense", show_default=True,
               help="dense: 002's 2 × 256 nets; conv: 003's PyTorch-VAE convolutions.")
 @click.option("--loss", type=click.Choice(VAE_LOSSES), default="bernoulli", show_default=True,
               help="bernoulli: 002's ELBO; mse: 003's MSE + 0.001·KL (a Gaussian likelihood).")
 @click.option("--optimizer", type=click.Choice(tuple(OPTIMIZERS)), default="adam", show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--weight-decay", type=FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N training images.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N test images.")
@@ -471,7 +479,7 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
         t = r["test"]["base"]
         lines.append(f"- [{config.name}](samples/{config.name}.png): test ELBO {t['elbo']:.2f}, "
                      f"reconstruction {t['reconstruction']:.2f}")
-    write_atomic(out / "study002.md", "\n".join(lines) + "\n")
+    write_result(out / "study002.md", "\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
 
@@ -593,7 +601,7 @@ def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, p
                   "then load from `runs/pose_vae/`."]
     out = results / "pose_vae"
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "study003.md", "\n".join(lines) + "\n")
+    write_result(out / "study003.md", "\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
 

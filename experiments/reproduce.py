@@ -10,6 +10,7 @@ into ``experiments/results/mnist_subsets.md`` (+ ``.json``) beside the papers' p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -19,17 +20,33 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
+import torch
 
-from inference.runs import write_atomic
+from inference.engine import CHECKPOINT, read_checkpoint
+from inference.runs import check_same_config, locked, write_json, write_result
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
+from pyro_pstn.models.stacked import STACKABLE_MODELS
 
-from .cli import CommaList, Shard, device_option, shard_done, shard_option, single_process_only, with_options
+from .cli import (
+    CommaList,
+    FloatRange,
+    SafeGroup,
+    Shard,
+    device_option,
+    shard_done,
+    shard_option,
+    single_process_only,
+    with_options,
+    writable_dir,
+)
 from .config import DEFAULT_LR, FitConfig, config_from_dict
+from .fit import CONFIG_FILE, STACK_FILE, evaluate_precise_bn, run_fit, run_fit_stack
 
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
@@ -119,6 +136,54 @@ def selected_value(results: Path, model: str, size: int) -> float:
     return float(summary["best_accuracy"])
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: ``model`` on ``data`` (an MNIST subset size, or a name such as
+    ``ucr/FaceAll``) and ``fold``, with ``train`` / ``options`` overriding the authors' defaults
+    (:class:`TrainConfig` / :class:`FitConfig` fields). Its result file marks it finished; its run
+    directory (checkpoints, figures) lies under ``run_root``, named after the result file."""
+
+    model: str
+    data: int | str
+    fold: int
+    result_file: Path
+    run_root: str
+    train: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def data_name(self) -> str:
+        return self.data if isinstance(self.data, str) else f"mnist{self.data}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run_root) / Path(self.result_file).stem
+
+    def config(self, threads: int | None = None) -> FitConfig:
+        return FitConfig.with_defaults(self.model, self.data_name, train={**self.train, "threads": threads},
+                                       fold=self.fold, **self.options)
+
+    def finished(self) -> bool:
+        """Whether the result file holds this run. A result of another config is never taken for it:
+        the sweep refuses, naming the settings that differ (a smoke run with ``--epochs 1`` into the
+        committed results, say)."""
+        path = Path(self.result_file)
+        if not path.exists():
+            return False
+        try:
+            stored = config_from_dict(FitConfig, json.loads(path.read_text())["config"]).identity()
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} cannot be read as a run's result ({type(err).__name__}: {err}): restore it, or "
+                             "delete it to fit the run again") from None
+        check_same_config(path, stored, self.config().identity(),
+                          "A sweep writes into --results-dir (default: the committed results): pass another "
+                          "--results-dir for runs of other settings, or delete the file to fit it again")
+        return True
+
+    def record(self) -> dict:
+        return json.loads(Path(self.result_file).read_text())
+
+
 def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) -> bool:
     """Whether ``run_dir`` holds an interrupted run of exactly ``configs`` (one, or a stack's) with
     a readable checkpoint.
@@ -126,12 +191,9 @@ def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) ->
     A sweep's run directory is named after its result file(s), so a run whose worker was killed
     (``kill -9``, the end of a session) is found again by the next sweep: it resumes from its last
     checkpoint. A leftover that cannot be resumed (killed before its first checkpoint, or of
-    another config) is removed, and the run starts afresh.
+    another config) is removed, and the run starts afresh. Called with the run's result files held
+    (:func:`inference.runs.locked`), so no other sweep is training in it.
     """
-    from inference.engine import CHECKPOINT, read_checkpoint
-
-    from .fit import CONFIG_FILE, STACK_FILE
-
     if not run_dir.exists():
         return False
     config_file = STACK_FILE if stacked else CONFIG_FILE
@@ -148,27 +210,24 @@ def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) ->
     return False
 
 
-def _run_one(
-    model: str, size: int, fold: int, result_file: Path, run_root: str, train: dict, options: dict, threads: int
-) -> dict:
-    """Fit one (model, size, fold) in a worker process and keep its metrics as a small JSON.
+def _run_one(run: Run, threads: int) -> dict:
+    """Fit one run in a worker process and keep its metrics as a small JSON.
 
-    ``train`` and ``options`` override :class:`TrainConfig` / :class:`FitConfig` defaults. The
-    result file is written atomically at the very end: a killed worker leaves none, and the
-    next sweep resumes the run from its checkpoint (:func:`resumable`).
+    The result file is written atomically at the very end: a killed worker leaves none, and the
+    next sweep resumes the run from its checkpoint (:func:`resumable`). The result file is held
+    while the run trains: a second sweep that reaches it waits, then takes its result.
     """
-    import torch
-
-    from .fit import run_fit
-
-    torch.set_num_threads(threads)
-    config = FitConfig.with_defaults(model, _data_name(size), train={**train, "threads": threads}, fold=fold, **options)
-    run_dir = Path(run_root) / Path(result_file).stem
-    resume = resumable(run_dir, [config])
-    before = _seconds_before(run_dir, stacked=False)[0] if resume else 0.0
-    start = time.perf_counter()
-    metrics = run_fit(config, run_dir, resume=resume, progress=False)
-    return _write_record(result_file, config, metrics, before + time.perf_counter() - start, threads, resumed=resume)
+    with locked(run.result_file, wait=True):
+        if Path(run.result_file).exists():  # another sweep finished it while this one waited
+            return run.record()
+        torch.set_num_threads(threads)
+        config = run.config(threads)
+        resume = resumable(run.run_dir, [config])
+        before = _seconds_before(run.run_dir, stacked=False)[0] if resume else 0.0
+        start = time.perf_counter()
+        metrics = run_fit(config, run.run_dir, resume=resume, progress=False)
+        return _write_record(run.result_file, config, metrics, before + time.perf_counter() - start, threads,
+                             resumed=resume)
 
 
 def _seconds_before(run_dir: Path, stacked: bool) -> list[float]:
@@ -176,16 +235,9 @@ def _seconds_before(run_dir: Path, stacked: bool) -> list[float]:
     from its checkpoint's history, so a run resumed across sessions reports its whole wall time
     (less the validations and checkpoint writes of the earlier segments, and any epochs trained
     after the last checkpoint, which are lost)."""
-    from inference.engine import CHECKPOINT, read_checkpoint
-
     state = read_checkpoint(run_dir / CHECKPOINT)
     histories = state["member_histories"] if stacked else [state["history"]]
     return [float(h["train_seconds"]) for h in histories]
-
-
-def _data_name(size: int | str) -> str:
-    """A job's data set: an MNIST subset size, or a name such as ``ucr/FaceAll``."""
-    return size if isinstance(size, str) else f"mnist{size}"
 
 
 def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seconds: float, threads: int,
@@ -215,84 +267,85 @@ def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seco
         "stacked": stacked,  # runs in the fit this one was a member of (1: alone)
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    Path(result_file).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(result_file, json.dumps(record, indent=2) + "\n")
+    if metrics.get("diverged"):
+        record["diverged"] = metrics["diverged"]
+    write_json(result_file, record)
     return record
 
 
 def _stack_dir(run_root: str, result_files: list[Path]) -> Path:
     """A stack's own directory, named after its members' result files (so a rerun finds it again)."""
-    import hashlib
-
     stems = [Path(f).stem for f in result_files]
     digest = hashlib.sha1("\n".join(stems).encode()).hexdigest()[:8]
     return Path(run_root) / f"stack{len(stems)}-{stems[0]}-{digest}"
 
 
-def _run_stack(jobs: list[tuple], threads: int) -> list[dict]:
-    """Fit the jobs (one model and size; folds, seeds, w or σ_p may differ) as one stack in a worker
-    process; each member leaves the result JSON and run directory of a single run (:func:`_run_one`)."""
-    import torch
-
-    from .fit import run_fit_stack
-
-    torch.set_num_threads(threads)
-    configs = [FitConfig.with_defaults(model, _data_name(size), train={**train, "threads": threads}, fold=fold,
-                                       **options)
-               for model, size, fold, _, _, train, options in jobs]
-    result_files, run_root = [job[3] for job in jobs], jobs[0][4]
-    stack_dir = _stack_dir(run_root, result_files)
-    resume = resumable(stack_dir, configs, stacked=True)
-    run_dirs = [Path(run_root) / Path(f).stem for f in result_files]
-    for run_dir in run_dirs:  # a member's leftover from an earlier single run or stack
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-    before = _seconds_before(stack_dir, stacked=True) if resume else [0.0] * len(jobs)  # already 1/R shares
-    start = time.perf_counter()
-    metrics = run_fit_stack(configs, run_dirs, stack_dir, resume=resume, progress=False)
-    share = (time.perf_counter() - start) / len(jobs)
-    return [_write_record(f, c, m, b + share, threads, resumed=resume, stacked=len(jobs))
-            for f, c, m, b in zip(result_files, configs, metrics, before)]
+def _run_stack(runs: list[Run], threads: int) -> list[dict]:
+    """Fit the runs (one model and size; folds, seeds, w or σ_p may differ) as one stack in a worker
+    process; each member leaves the result JSON and run directory of a single run (:func:`_run_one`).
+    Every member's result file is held (in one order, so two sweeps cannot wait on each other);
+    members another sweep finished meanwhile are not fitted again."""
+    with ExitStack() as held:
+        for run in sorted(runs, key=lambda r: str(r.result_file)):
+            held.enter_context(locked(run.result_file, wait=True))
+        done = {id(run): run.record() for run in runs if Path(run.result_file).exists()}
+        todo = [run for run in runs if id(run) not in done]
+        if len(todo) == 1:
+            done[id(todo[0])] = _run_one(todo[0], threads)
+        elif todo:
+            torch.set_num_threads(threads)
+            configs = [run.config(threads) for run in todo]
+            stack_dir = _stack_dir(todo[0].run_root, [run.result_file for run in todo])
+            resume = resumable(stack_dir, configs, stacked=True)
+            for run in todo:  # a member's leftover from an earlier single run or stack
+                if run.run_dir.exists():
+                    shutil.rmtree(run.run_dir)
+            before = _seconds_before(stack_dir, stacked=True) if resume else [0.0] * len(todo)  # already 1/R shares
+            start = time.perf_counter()
+            metrics = run_fit_stack(configs, [run.run_dir for run in todo], stack_dir, resume=resume, progress=False)
+            share = (time.perf_counter() - start) / len(todo)
+            for run, c, m, b in zip(todo, configs, metrics, before):
+                done[id(run)] = _write_record(run.result_file, c, m, b + share, threads, resumed=resume,
+                                              stacked=len(todo))
+        return [done[id(run)] for run in runs]
 
 
 #: What the members of one stack may differ in, besides the fold (TrainConfig / FitConfig fields).
 STACK_VARIES = {"train": ("kl_weight", "seed"), "options": ("prior_scale", "gamma_concentration", "gamma_rate")}
 
 
-def stacks(jobs: list[tuple], stack: int) -> list[list[tuple]]:
-    """The jobs in groups of at most ``stack`` that can train as one stack: one model and size, and
+def stacks(runs: list[Run], stack: int) -> list[list[Run]]:
+    """The runs in groups of at most ``stack`` that can train as one stack: one model and size, and
     the same settings but for fold, seed, w and prior (their order kept). Models without a member
     layout (``flow_pstn``) run alone."""
-    from pyro_pstn.models.stacked import STACKABLE_MODELS
-
-    groups: dict[str, list[tuple]] = {}
-    for job in jobs:
-        model, size, _, _, run_root, train, options = job
-        if model not in STACKABLE_MODELS or isinstance(size, str):  # series networks have no member layout
-            groups[f"alone {len(groups)}"] = [job]
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.model not in STACKABLE_MODELS or isinstance(run.data, str):  # series networks have no member layout
+            groups[f"alone {len(groups)}"] = [run]
             continue
-        key = json.dumps([model, size, run_root, {k: v for k, v in train.items() if k not in STACK_VARIES["train"]},
-                          {k: v for k, v in options.items() if k not in STACK_VARIES["options"]}], sort_keys=True)
-        groups.setdefault(key, []).append(job)
+        key = json.dumps([run.model, run.data, run.run_root,
+                          {k: v for k, v in run.train.items() if k not in STACK_VARIES["train"]},
+                          {k: v for k, v in run.options.items() if k not in STACK_VARIES["options"]}], sort_keys=True)
+        groups.setdefault(key, []).append(run)
     return [group[i : i + stack] for group in groups.values() for i in range(0, len(group), stack)]
 
 
-def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None, stack: int = 1) -> list[dict]:
-    """Run every job in ``workers`` processes, ``stack`` runs at a time as one stacked fit where they
+def _run_pool(runs: list[Run], workers: int, threads: int | None = None, stack: int = 1) -> list[dict]:
+    """Run every run in ``workers`` processes, ``stack`` runs at a time as one stacked fit where they
     can be (:func:`stacks`; ``_run_one`` for a run alone); report as they finish.
 
     ``threads`` (torch threads per worker) defaults to sharing the cores evenly; pass fewer to leave
     cores free for other work while a long sweep runs.
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    groups = stacks(jobs, stack)
-    click.echo(f"{len(jobs)} runs to do as {len(groups)} fit(s) ({workers} worker(s), {threads} thread(s) each)")
+    groups = stacks(runs, stack)
+    click.echo(f"{len(runs)} runs to do as {len(groups)} fit(s) ({workers} worker(s), {threads} thread(s) each)")
     records = []
     # spawn, not fork: forking a process whose torch thread pool is running can hang the child
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_run_stack, group, threads) if len(group) > 1
-                       else pool.submit(_run_one, *group[0], threads=threads) for group in groups]
+                       else pool.submit(_run_one, group[0], threads) for group in groups]
             for future in as_completed(futures):
                 done = future.result()
                 for r in done if isinstance(done, list) else [done]:
@@ -301,6 +354,8 @@ def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None, stack
                     click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, "
                                f"{r['wall_seconds']:.0f} s" + (f" (a 1/{r['stacked']} share of a stack)"
                                                               if r["stacked"] > 1 else ""))
+                    if r.get("diverged"):
+                        click.echo(f"warning: {r['result_file']} diverged: {r['diverged']}", err=True)
     except BrokenProcessPool:
         raise click.ClickException(
             f"a worker process died in the middle of a run (killed, or out of memory); {len(records)} run(s) finished "
@@ -309,16 +364,17 @@ def _run_pool(jobs: list[tuple], workers: int, threads: int | None = None, stack
     return records
 
 
-def sweep(jobs: list[tuple], shard: Shard, workers: int, threads: int | None = None, stack: int = 1,
+def sweep(runs: list[Run], shard: Shard, workers: int, threads: int | None = None, stack: int = 1,
           aggregate_only: bool = False) -> bool:
-    """Run the unfinished jobs of ``shard`` of the sweep's full, ordered run list (a job's result
-    file, ``job[3]``, marks it finished); returns whether this call should write the table (not
-    when it is one shard of several)."""
-    todo = [job for job in shard.select(jobs) if not Path(job[3]).exists()]
-    if todo and not aggregate_only:
+    """Run the unfinished runs of ``shard`` of the sweep's full, ordered run list (:meth:`Run.finished`);
+    returns whether this call should write the table (not when it is one shard of several)."""
+    if aggregate_only:
+        return True
+    todo = [run for run in shard.select(runs) if not run.finished()]
+    if todo:
         _run_pool(todo, workers, threads, stack)
-    if shard.partial and not aggregate_only:
-        shard_done(shard, sum(Path(job[3]).exists() for job in jobs), len(jobs))
+    if shard.partial:
+        shard_done(shard, sum(Path(run.result_file).exists() for run in runs), len(runs))
         return False
     return True
 
@@ -451,12 +507,12 @@ def aggregate(results: Path, sizes=(), models=()) -> str:
     machines = sorted({r["machine"] for r in records})
     lines += ["Machines of the runs above:", ""] + [f"- {m}" for m in machines]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / "mnist_subsets.md", text)
-    write_atomic(results / "mnist_subsets.json", json.dumps(table, indent=2) + "\n")
+    write_result(results / "mnist_subsets.md", text)
+    write_result(results / "mnist_subsets.json", json.dumps(table, indent=2) + "\n")
     return text
 
 
-@click.group()
+@click.group(cls=SafeGroup)
 def main():
     """Reproduce the papers' tables."""
     single_process_only("experiments.reproduce")
@@ -477,8 +533,8 @@ def sweep_options(run_root: str, stacks: str):
         click.option("--stack", type=click.IntRange(min=1), default=1,
                      help=f"Train up to this many runs ({stacks}) as one stacked fit."),
         shard_option(),
-        click.option("--run-root", default=run_root, help="Where the (uncommitted) run directories go."),
-        click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
+        click.option("--run-root", callback=writable_dir, default=run_root, help="Where the (uncommitted) run directories go."),
+        click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
         click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs."),
     ])
 
@@ -518,7 +574,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
                 row, value = model + SELECTED, selected_value(results, model, size)
                 job_train, job_options = _at_value(train, SELECTED_PARAM[model], value, options)
                 rows.append(row)
-            jobs += [(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
+            jobs += [Run(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate(results, sizes, rows))
 
@@ -528,7 +584,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100")
 @click.option("--stacked-dir", type=click.Path(file_okay=False), default=str(RESULTS / "stacked"), show_default=True,
               help="Results of `mnist_subsets --stack R --results-dir DIR` for the same sizes.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 def stacked_vs_single(sizes, stacked_dir, results_dir):
     """Stacked runs beside the single runs of the same configs: do they agree within the fold spread?"""
     results, stacked_results = Path(results_dir), Path(stacked_dir)
@@ -569,7 +625,7 @@ def stacked_vs_single(sizes, stacked_dir, results_dir):
                 f"{a['ece']['mean']:.4f} | {b['ece']['mean']:.4f} |")
     lines += ["", f"{sum(verdicts)} of {len(verdicts)} rows agree within one fold std."]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / "stacked_vs_single.md", text)
+    write_result(results / "stacked_vs_single.md", text)
     click.echo(text)
 
 
@@ -636,8 +692,8 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
                "best_ece": best_ece, "values": {f"{v:g}": ms for v, ms in rows}}
     text = "\n".join(lines) + "\n"
     stem = f"grid_{param}_{model}_mnist{size}"
-    write_atomic(results / f"{stem}.md", text)
-    write_atomic(results / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
+    write_result(results / f"{stem}.md", text)
+    write_result(results / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
     return text
 
 
@@ -661,7 +717,7 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, sha
     jobs = []
     for value in grid_values:
         path_train, options = _at_value(train, param, value, {"evaluate_on": "val", "val_size": None})
-        jobs += [(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
+        jobs += [Run(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
                  for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         # every value run for this grid file, from this call or another (two calls with --values
@@ -710,7 +766,7 @@ def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_
             train, options = ABLATION_FACTORS[factor]
             train = {**train, "device": device, **({"epochs": epochs} if epochs else {})}
             options = {**options, **({"test_size": test_size} if test_size else {})}
-            jobs += [("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
+            jobs += [Run("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
                      for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate_ablation(results, sizes))
@@ -813,8 +869,8 @@ def aggregate_ablation(results: Path, sizes) -> str:
                   "in total (the sum over runs; a stack member's is its 1/R share).", "", "Machines of the runs above:", ""]
         lines += [f"- {m}" for m in sorted({r["machine"] for r in records.values()})]
     text = "\n".join(lines) + "\n"
-    write_atomic(results / "ablation_gamma_pstn.md", text)
-    write_atomic(results / "ablation_gamma_pstn.json", json.dumps(table, indent=2) + "\n")
+    write_result(results / "ablation_gamma_pstn.md", text)
+    write_result(results / "ablation_gamma_pstn.json", json.dumps(table, indent=2) + "\n")
     return text
 
 
@@ -836,8 +892,8 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
 @device_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1)
 @shard_option()
-@click.option("--run-root", default="runs/calibration")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--run-root", callback=writable_dir, default="runs/calibration")
+@click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and plots from the finished runs.")
 def calibration(size, folds, prior_scales, device, workers, shard, run_root, results_dir, epochs, aggregate_only):
@@ -859,7 +915,7 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
            for v in prior_scales},
     }
     jobs = [
-        (model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
+        Run(model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
         for stem, model, t, options in variants.values() for fold in folds
     ]
     if not sweep(jobs, shard, workers, aggregate_only=aggregate_only):
@@ -895,7 +951,7 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
     if sigma:
         calibration_curves(sigma, results / f"calibration_sigma_p_mnist{size}.png", f"MNIST{size}: Gaussian P-STN by σ_p")
     lines += ["", f"![reliability](calibration_mnist{size}.png)", f"![σ_p](calibration_sigma_p_mnist{size}.png)"]
-    write_atomic(results / f"calibration_mnist{size}.md", "\n".join(lines) + "\n")
+    write_result(results / f"calibration_mnist{size}.md", "\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
 
@@ -995,14 +1051,14 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
 @click.option("--workers", type=click.IntRange(min=1), default=1)
 @THREADS
 @shard_option()
-@click.option("--run-root", default="runs/ucr")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option("--run-root", callback=writable_dir, default="runs/ucr")
+@click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
-@click.option("--kl-weight", type=click.FloatRange(min=0), default=None,
+@click.option("--kl-weight", type=FloatRange(min=0), default=None,
               help="Skip the selection of gamma_pstn's w: fit its repetitions at this w (e.g. the authors' 1e-4 on "
                    "FaceAll). They go to ucr/fixed/, beside (not over) the selected runs, and the table lists them "
                    "under the selected row, paired with it and with our CNN.")
-@click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--prior-scale", type=FloatRange(min=0, min_open=True), default=None,
               help="As --kl-weight, for pstn's σ_p.")
 @click.option("--recompute-bn", is_flag=True,
               help="Train nothing: evaluate again, with precise BN (batch-norm statistics recomputed over the training "
@@ -1061,9 +1117,6 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     (not over) the ones it was fitted with."""
     from tqdm.auto import tqdm
 
-    from inference.engine import CHECKPOINT
-
-    from .fit import CONFIG_FILE, evaluate_precise_bn
 
     todo, missing = [], []
     for path in _ucr_records(results, datasets, models):
@@ -1088,7 +1141,7 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
         record["precise_bn"] = {name: metrics[name], f"{name}_at_mean": metrics.get(f"{name}_at_mean"),
                                 "seconds": time.perf_counter() - start,
                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_atomic(path, json.dumps(record, indent=2) + "\n")
+        write_json(path, record)
         click.echo(f"{path.name}: {name} accuracy {record[name]['accuracy']:.4f} with running BN averages, "
                    f"{metrics[name]['accuracy']:.4f} with precise BN")
 
@@ -1142,7 +1195,7 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
         data = f"ucr/{name}"
 
         def repetitions_of(model, kind, tag, job_train, options):
-            return [(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
+            return [Run(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
                      {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
 
         for model in models:
@@ -1154,7 +1207,7 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
                 final += repetitions_of(model, "fixed", f"{param}{fixed[param]:g}-",
                                         *_at_value(train, param, fixed[param]))
                 continue
-            select += [(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
+            select += [Run(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
                         *_at_value(train, param, v, {"evaluate_on": "val"})) for v in values]
             value = _ucr_selected(results, model, name)
             if value is None:
@@ -1343,8 +1396,8 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                   f"{'; '.join(sorted({r['machine'] for r in records}))}."]
     text = "\n".join(lines) + "\n"
     (results / "ucr").mkdir(parents=True, exist_ok=True)
-    write_atomic(results / "ucr.md", text)
-    write_atomic(results / "ucr.json", json.dumps(summary, indent=2) + "\n")
+    write_result(results / "ucr.md", text)
+    write_result(results / "ucr.json", json.dumps(summary, indent=2) + "\n")
     return text
 
 

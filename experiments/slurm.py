@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from .cli import SafeCommand, fail
+
 #: The commands whose sweeps take --shard: module of experiments → its sweep subcommands.
 SHARDED = {"reproduce": ("mnist_subsets", "grid", "calibration", "ucr"), "pose_vae": ("study002", "study003")}
 
@@ -36,7 +38,7 @@ def _check(command: tuple[str, ...]) -> list[str]:
     return list(command)
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=SafeCommand)
 @click.option("--shards", type=click.IntRange(min=1), required=True, help="Array tasks (n of --shard i/n).")
 @click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), default="slurm",
               help="slurm: submit to SLURM; local/debug: run the same jobs here (tests, dry runs).")
@@ -69,10 +71,18 @@ def main(shards, cluster, partition, gpus, cpus, timeout_min, parallel, log_dir,
         final = executor.submit(run_command, argv)
         click.echo(f"submitted the table job {final.job_id} (after {array_id} succeeds); logs in {log_dir}")
     if wait if wait is not None else cluster != "slurm":
-        for task in tasks:
-            task.result()  # raises (and the command fails) if a task failed; its log is in --log-dir
+        for i, task in enumerate(tasks):
+            try:
+                task.result()
+            except Exception as err:  # submitit's FailedJobError or the task's own exception
+                fail(f"array task {i} (job {task.job_id}) failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}. "
+                     f"Its log is under {log_dir}; the other tasks' finished runs are kept, and the same command "
+                     "resumes the sweep")
         if cluster != "slurm":
-            run_command(argv)
+            try:
+                run_command(argv)
+            except subprocess.CalledProcessError as err:
+                fail(f"the table job (python -m experiments.{' '.join(argv)}) failed with exit status {err.returncode}")
         click.echo("every task has finished")
 
 

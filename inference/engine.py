@@ -110,6 +110,10 @@ def choose_threads(config: TrainConfig) -> int:
     return config.threads if config.threads is not None else 1
 
 
+#: How many times worse than its start (or than a uniform guess) a fit must end to count as diverged.
+DIVERGED_RATIO = 10.0
+
+
 @dataclass
 class EpochRecord:
     epoch: int
@@ -130,6 +134,24 @@ class History:
     def last_validation(self) -> EpochRecord | None:
         return next((r for r in reversed(self.records) if r.val_loss is not None), None)
 
+    def divergence(self, num_classes: int | None = None) -> str | None:
+        """Why the fit looks diverged, or None. Non-finite losses stop a fit as they happen; this
+        catches the finite explosions: the last epoch's loss at least ``DIVERGED_RATIO`` × the first
+        epoch's, or (classifiers of ``num_classes``) a validation NLL at least ``DIVERGED_RATIO`` ×
+        that of a uniform guess, log K."""
+        if not self.records:
+            return None
+        first, last = self.records[0].loss, self.records[-1].loss
+        if first > 0 and last >= DIVERGED_RATIO * first and last > 1:
+            return f"the training loss grew from {first:.4g} in epoch 1 to {last:.4g} in epoch {self.records[-1].epoch}"
+        val = self.last_validation()
+        if num_classes and val is not None and val.val_nll is not None:
+            uniform = math.log(num_classes)
+            if val.val_nll >= DIVERGED_RATIO * uniform:
+                return (f"the validation NLL is {val.val_nll:.4g}, {val.val_nll / uniform:.0f}× that of a uniform guess "
+                        f"over {num_classes} classes (log K = {uniform:.3f})")
+        return None
+
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The state a :class:`Trainer` saved at ``path``, or a ValueError that names the file and what to do."""
@@ -138,6 +160,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} does not exist: nothing to resume or load; fit the run first")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+    except PermissionError:
+        raise ValueError(f"{path}: permission denied; make it readable (chmod u+r) and try again") from None
     except Exception as err:  # a damaged file raises anything from EOFError to UnpicklingError or ValueError
         raise ValueError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {err}): the file is truncated "
                          f"or corrupt. Delete its run directory and fit again, or restore {path.name}") from None

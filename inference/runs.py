@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -57,10 +59,11 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
 
 
 def lock_path(path: str | os.PathLike) -> Path:
-    """The lock file of a run directory or result file: a hidden file beside it (so the directory
-    itself can be created, removed or renamed while it is held)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.lock")
+    """The lock file of a run directory or result file: in this machine's temporary folder, named
+    by a digest of the absolute path (so the results and run folders stay clean, and one file
+    reached by two relative paths has one lock)."""
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / "pyro-pstn-locks" / f"{Path(path).name[:60]}-{digest}.lock"
 
 
 @contextmanager
@@ -75,7 +78,7 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
         yield
         return
     file = lock_path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file.parent.mkdir(parents=True, exist_ok=True, mode=0o1777)
     fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -89,6 +92,38 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
         yield
     finally:
         os.close(fd)  # closing the descriptor lets go of the lock
+
+
+#: Config fields that say where or how a run ran, not what it computes: left out of its identity.
+MACHINE_FIELDS = frozenset({"device", "threads", "data_root", "spec", "data_source"})
+
+
+def identity(config: dict) -> dict:
+    """A config (nested dicts) without its :data:`MACHINE_FIELDS`: two runs of one identity are
+    the same run, wherever they ran."""
+    return {k: identity(v) if isinstance(v, dict) else v for k, v in config.items() if k not in MACHINE_FIELDS}
+
+
+def open_run(run_dir: str | os.PathLike, config: dict, trainer=None) -> bool:
+    """Make ``run_dir`` the directory of a run of ``config`` (its ``config.json``), and resume
+    ``trainer`` from the checkpoint there if there is one (returns whether it did). A directory that
+    holds a run of another config is refused, naming the settings that differ."""
+    run_dir = Path(run_dir)
+    stored_file = run_dir / "config.json"
+    if stored_file.is_file():
+        try:
+            stored = json.loads(stored_file.read_text())
+        except ValueError:
+            stored = None  # written before this run could start: rewritten below
+        if isinstance(stored, dict):
+            check_same_config(run_dir, identity(stored), identity(config),
+                              "Pass another --run-root, or delete that run directory to fit this config there")
+    write_json(stored_file, config)
+    checkpoint = run_dir / "checkpoint.pt"
+    if trainer is not None and checkpoint.is_file():
+        trainer.load_checkpoint(checkpoint)
+        return True
+    return False
 
 
 def config_diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -125,3 +160,36 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: {probe} is not writable by this user. Pass a folder you can write in")
     return path
+
+
+def measured(text: str) -> int:
+    """How many numbers a result file holds: the numeric leaves of a JSON file, or the table cells
+    of a markdown file that hold a number."""
+    try:
+        return _numbers(json.loads(text))
+    except ValueError:
+        return sum(any(ch.isdigit() for ch in cell) for line in text.splitlines() if line.lstrip().startswith("|")
+                   for cell in line.strip().strip("|").split("|"))
+
+
+def _numbers(value) -> int:
+    if isinstance(value, dict):
+        return sum(_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_numbers(v) for v in value)
+    return int(isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def write_result(path: str | os.PathLike, text: str) -> None:
+    """Write a result table (markdown or JSON) atomically, unless it would replace one that holds
+    more numbers: a command run with fewer finished runs (or none) never erases what an earlier
+    one measured. It refuses and says how to go on."""
+    path = Path(path)
+    if path.is_file():
+        before, after = measured(path.read_text()), measured(text)
+        if after < before:
+            raise ValueError(f"{path} holds {before} measured numbers and this command would replace it with {after}: "
+                             "fewer runs have results here than when it was written (another --run-root or "
+                             "--results-dir, or unfinished runs?). Finish the runs, or delete the file first to "
+                             "write the smaller table")
+    write_atomic(path, text)

@@ -43,6 +43,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod a+r) or point the data root "
+                        "elsewhere") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a data file; remove it or point the data root elsewhere") from None
     except (OSError, EOFError) as err:
         raise DataError(f"{path}: cannot decompress ({err}); the file is corrupt, delete it and re-download") from None
     return parse_idx(raw, str(path))

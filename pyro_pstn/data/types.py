@@ -113,9 +113,21 @@ class DataSpec:
 MNIST_SPEC = DataSpec((1, 28, 28), 10, (0.1307,), (0.3081,))
 
 
+#: Where the data root is looked for when neither ``--data-root`` nor ``$PYRO_PSTN_DATA`` names it,
+#: in this order: ``./data``, then this checkout's ``data/`` and the ``shared/data`` beside it.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+DATA_ROOT_CANDIDATES = (Path("data"), _CHECKOUT / "data", _CHECKOUT.parent / "shared" / "data")
+
+
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``data_root`` if given, else ``$PYRO_PSTN_DATA``, else ``./data``."""
-    return Path(data_root if data_root is not None else os.environ.get("PYRO_PSTN_DATA", "data"))
+    """The data root, found the same way by every command, notebook and the Python API:
+    ``data_root`` if given, else ``$PYRO_PSTN_DATA``, else the first of
+    :data:`DATA_ROOT_CANDIDATES` that exists (``./data`` if none does)."""
+    if data_root is not None:
+        return Path(data_root)
+    if os.environ.get("PYRO_PSTN_DATA"):
+        return Path(os.environ["PYRO_PSTN_DATA"])
+    return next((p for p in DATA_ROOT_CANDIDATES if p.is_dir()), DATA_ROOT_CANDIDATES[0])
 
 
 @dataclass(frozen=True)

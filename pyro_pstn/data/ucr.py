@@ -142,10 +142,15 @@ def load_ucr_files(train_file: Path, test_file: Path | None, name: str, seed: in
         test_note = test_file.name
     else:
         x_test, y_test = x_train[:0], []
-    classes = label_map(y_train, y_test)
+    classes = label_map(y_train)
     if len(classes) < 2:
         raise DataError(f"{train_file}: every series has the label {next(iter(classes))!r}; classification needs "
                         "at least two classes")
+    unseen = sorted(set(y_test) - set(classes))
+    if unseen:
+        raise DataError(f"{test_file}: test label(s) {', '.join(map(repr, unseen[:5]))} never occur in {train_file.name}: "
+                        "a classifier cannot predict a class it was not trained on. Remove those series, or add "
+                        "training series of those classes")
     y_train = np.array([classes[v] for v in y_train])
     y_test = np.array([classes[v] for v in y_test], dtype=np.int64)
     if test_file is None:

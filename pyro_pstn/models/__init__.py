@@ -36,6 +36,7 @@ from .pose_vae import DTVAE, POSE_VAE_MODELS, TVAE, VAE, CatVAE, LatentVAE, buil
 from .pstn import DA, PSTN, GammaPSTN
 
 FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
+MIN_SERIES_LENGTH = 10  # cpab1d's cells: a shorter series has less than one value per cell
 
 MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN, "flow_pstn": FlowPSTN}
 MODEL_NAMES = tuple(MODELS)
@@ -83,6 +84,9 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     if not isinstance(spec, DataSpec):
         raise ValueError(f"spec must be a pyro_pstn.data.DataSpec (e.g. data.spec), got {type(spec).__name__}")
+    if spec.ndim == 1 and spec.shape[-1] < MIN_SERIES_LENGTH:
+        raise ValueError(f"series of {spec.shape[-1]} values are too short to warp in time: the models need at least "
+                         f"{MIN_SERIES_LENGTH} (one per cell of cpab1d's tessellation)")
     layout_ = check_layout_family(layout or default_layout(name, spec), spec.ndim)
     common = dict(fill=spec.fill if fill is None else fill, align_corners=align_corners, spec=spec)
     nets = _Networks(spec, layout_, spread_init, classifier, localizer)
