@@ -28,12 +28,17 @@ import time
 from pathlib import Path
 
 import click
+import torch
 
+from inference.localization import posterior_variance
+from inference.metrics import classification_metrics, reliability_bins
+from inference.predictive import predict, predict_at_mean
 from inference.runs import write_json, write_result
-from pyro_pstn.data import SUBSET_SIZES
+from pyro_pstn.data import SUBSET_SIZES, load_dataset
 
 from .cli import CommaList, SafeCommand, writable_dir
 from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, _fmt, fitted_at, run_path
+from .runs import load_run
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
 TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@val")
@@ -172,16 +177,8 @@ def _flip(table: dict, size: int) -> str:
 def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data_root: str | None) -> dict:
     """Validation metrics of one grid run at μ(x) and with each S of ``samples``, and the mean
     posterior scale (σ(x) of the Gaussian; the Student-t scale sqrt(β(x)/α0) of the Gamma P-STN)."""
-    import torch
-
-    from inference.localization import posterior_variance
-    from inference.metrics import classification_metrics, reliability_bins
-    from inference.predictive import predict, predict_at_mean
-    from pyro_pstn.data import load_dataset
-
-    from .fit import load_run
-
-    config, model, _ = load_run(run_dir)
+    run = load_run(run_dir)
+    config, model = run.config, run.model
     data = load_dataset(config.data, data_root, config.fold, config.val_size, config.test_size)
     x, y = data.val.images[:images], data.val.labels[:images]
 

@@ -26,7 +26,7 @@ from click.core import ParameterSource
 
 from inference import distributed
 from inference.distributed import DistributedTrainer
-from inference.engine import CHECKPOINT, ELBOS, Trainer, read_checkpoint
+from inference.engine import CHECKPOINT, ELBOS, Trainer
 from inference.metrics import classification_metrics, reliability_bins
 from inference.predictive import posterior_draws, predict, predict_at_mean
 from inference.runs import check_same_config, locked, save_atomic, write_atomic
@@ -253,36 +253,6 @@ def read_stack(stack_dir: str | Path) -> tuple[list[FitConfig], list[str]]:
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ValueError(f"{path} cannot be read as a stack's description ({type(err).__name__}: {err}): restore it, "
                          "or delete the stack's directory and fit again") from None
-
-
-def load_run(run_dir: str | Path):
-    """(config, fitted model on CPU, metrics) of a finished run directory, e.g. for a notebook."""
-    run_dir = Path(run_dir)
-    config = read_config(FitConfig, run_dir / CONFIG_FILE)
-    config.train.device = "cpu"
-    state = read_checkpoint(run_dir / CHECKPOINT)["model"]
-    model = model_from_config(config, config.data_spec())
-    model.load_state_dict(state)
-    model.eval()
-    metrics_path = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    return config, model, metrics
-
-
-def evaluate_precise_bn(run_dir: str | Path) -> dict | None:
-    """A finished run evaluated again as :func:`evaluate` does (no figures, the run directory left as
-    it is), with its networks' batch-norm statistics first recomputed over its training split
-    (precise BN, :mod:`inference.batchnorm`); None when its networks have no batch norm.
-
-    For runs fitted with ``precise_bn=False`` (every run before it existed): their eval-mode
-    networks used the running averages of training.
-    """
-    config, model, _ = load_run(run_dir)
-    data = load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size)
-    pyro.set_rng_seed(config.train.seed)  # the draws of θ below and in evaluate
-    if not Trainer(model, config.train).recompute_batch_norm(data.train):
-        return None
-    return evaluate(model.eval(), data, config, None)
 
 
 def summary_table(metrics: dict, run_dir: Path) -> str:

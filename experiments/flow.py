@@ -37,7 +37,7 @@ from inference.invariance import relative_rotation_error, rotation_ranges, trans
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from inference.runs import open_run, write_atomic, write_result
+from inference.runs import open_run, restore, write_atomic, write_result
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
@@ -45,7 +45,6 @@ from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
 from .cli import FloatRange, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
-from .config import read_config
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"
@@ -151,19 +150,14 @@ def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN
     return model
 
 
-def load_run(run_dir: str | Path) -> tuple[FlowConfig, FlowPSTN, DataSplits]:
-    """(config, fitted model on CPU in eval mode, its data) of a run directory written by :func:`run_one`."""
-    run_dir = Path(run_dir)
-    for needed in (CONFIG_FILE, CHECKPOINT):
-        if not (run_dir / needed).exists():
-            raise FileNotFoundError(f"{run_dir / needed} is missing: fit the run first (python -m experiments.flow fit ...)")
-    config = read_config(FlowConfig, run_dir / CONFIG_FILE)
-    config.device = "cpu"
+def _fitted(run_root: Path, config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
+    """(fitted model on CPU in eval mode, its data) of the study run of ``config`` under ``run_root``
+    (as :func:`experiments.runs.load_run` opens it; that module imports this one)."""
+    run_dir = Path(run_root) / config.name
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ValueError(f"{run_dir / CHECKPOINT} is missing: fit the run first (python -m experiments.flow fit ...)")
     data = load_data(config)
-    model = build_model(config, data.test.images.shape[1], data.num_classes)
-    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
-    model.eval()
-    return config, model, data
+    return restore(build_model(config, data.test.images.shape[1], data.num_classes), run_dir / CHECKPOINT), data
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -328,7 +322,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
              "(MNIST) epochs with a width-32 classifier, a conditional-uniform base and PID control; ours is what this "
              "2-core CPU allowed, as stated in the command.", ""]
     mario_cfg = configs["mario_iggy90"]
-    _, mario_model, mario_data = load_run(run_root / mario_cfg.name)
+    mario_model, mario_data = _fitted(run_root, mario_cfg)
     torch.manual_seed(0)  # the draws of g behind the tables and figures: the same file on every rebuild
     poses = augmented_poses(mario_model, mario_data.test)
     names = {0: "Mario", 1: "Mario inverted", 2: "Iggy", 3: "Iggy inverted"}
@@ -358,7 +352,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
               "by all images, as Augerino's, gives 0)."]
     r = records["mnist01569"]
     cfg = configs["mnist01569"]
-    _, mnist_model, mnist_data = load_run(run_root / cfg.name)
+    mnist_model, mnist_data = _fitted(run_root, cfg)
     from inference.invariance import rotation_degrees
 
     torch.manual_seed(0)
@@ -402,7 +396,7 @@ def discover(epochs, classifier_width, train_size, device, data_root, results_di
                       classifier_width=classifier_width, classifier_from=str(run_root / base.name), train_size=train_size,
                       device=device, data_root=data_root)
     record = _checked(ensure_run, config, results, run_root, progress)
-    _, model, data = load_run(run_root / config.name)
+    model, data = _fitted(run_root, config)
     layout = model.layout
     theta = transformation_samples(model, data.test.images, 100).flatten(0, 1)
     learned = relative_rotation_error(layout.matrix(theta))
@@ -464,7 +458,7 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
     rows, hist = [], {}
     for label, config in (("Gaussian base", unimodal), (f"mixture base ({components} components)", mixture)):
         record = json.loads(result_path(results, config).read_text())
-        _, model, data = load_run(run_root / config.name)
+        model, data = _fitted(run_root, config)
         torch.manual_seed(0)
         poses = augmented_poses(model, data.test)  # [S, N], from the class's upright pose
         shares = _mode_shares(poses, int(num_modes), half_width)  # [N, k]
@@ -516,7 +510,7 @@ def pid(epochs, classifier_width, train_size, device, data_root, results_dir, ru
     rows, alphas, entropies, notes = [], {}, {}, []
     for label, config in (("α fixed", fixed), (f"PID, target {entropy_target:g} nats", controlled)):
         record = _checked(ensure_run, config, results, run_root, progress)
-        _, model, data = load_run(run_root / config.name)
+        model, data = _fitted(run_root, config)
         torch.manual_seed(0)
         poses = augmented_poses(model, data.test)
         inside = float((poses.abs() <= 90.0).double().mean())
@@ -565,7 +559,7 @@ def align(epochs, classifier_width, train_size, device, data_root, results_dir, 
                       epochs=epochs, classifier_width=classifier_width, train_size=train_size, device=device,
                       data_root=data_root)
     record = _checked(ensure_run, config, results, run_root, progress)
-    _, model, data = load_run(run_root / config.name)
+    model, data = _fitted(run_root, config)
     test = data.test
     rows, series = [], {"without alignment": ([], []), "with mean-shift": ([], [])}
     canonical = upright_pose(test)

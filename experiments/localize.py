@@ -47,6 +47,7 @@ from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
 from .cli import CommaList, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
+from .papers import PAPER_001_LOCALIZATION, PAPER_001_PRETRAINED
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "localize"
@@ -54,7 +55,6 @@ CONFIG_FILE = "config.json"
 LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
 #: The base data set whose upright images each localization set transforms.
 BASE_OF = {name: base for name, (base, _) in LOCALIZATION_SETS.items()}
-PAPER_001_PRETRAINED = {"mnist": 0.994, "fashion_mnist": 0.9063}
 
 
 # ---- the frozen classifier -----------------------------------------------------------------------
@@ -253,24 +253,6 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def load_localize_run(run_dir: str | Path, data_root=None, test_size: int | None = None):
-    """(config, fitted model on CPU in eval mode, its data) of a run directory written by ``fit``
-    (the frozen classifier's weights are part of the checkpoint), e.g. for a notebook."""
-    run_dir = Path(run_dir)
-    for needed in (CONFIG_FILE, CHECKPOINT):
-        if not (run_dir / needed).exists():
-            raise FileNotFoundError(f"{run_dir / needed} is missing: is {run_dir} a run directory of "
-                                    "`python -m experiments.localize fit`?")
-    config = LocalizeConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
-    config.device = "cpu"
-    model = build_localizing_model(config, mnist_cnn_classifier())
-    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
-    model.eval()
-    size = test_size if test_size is not None else config.test_size
-    data = load_localization(config.data, data_root or config.data_root, val_size=1, test_size=size, train_size=1)
-    return config, model, data
-
-
 def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root=None,
                     test_size=None) -> dict:
     """The frozen classifier alone on the transformed test set (001: 41.2 % on rotated MNIST)."""
@@ -360,7 +342,7 @@ STUDIES = {
         setup="every MNIST test image rotated by θ_true ~ U(−π, π) (fixed by a seed); the localizer is the authors' "
               "`large_loc` for one rotation angle",
         baseline="frozen CNN alone on the rotated test images",
-        paper={"cnn": (0.412, None), "stn": (0.7613, 0.76), "gamma_pstn": (0.8298, 0.59)},
+        paper=PAPER_001_LOCALIZATION["rotated_mnist"],
         coordinates={"angle": 0}, localizer_lr_mult=1.0),
     "placed_fashion_mnist": dict(
         title="random-placement Fashion-MNIST (paper 001 §5.1.2)", command="placement", base="fashion_mnist",
@@ -368,7 +350,7 @@ STUDIES = {
               "(θ_true = [0, 0.5, tx, ty], fixed by a seed); the localizer is the authors' 7 × 7 one for 96 × 96 "
               "inputs, and the frozen 28 × 28 classifier reads a 28 × 28 crop resampled from the canvas",
         baseline="frozen CNN alone on the upright, unplaced Fashion-MNIST test images",
-        paper={"cnn": (0.9063, None), "stn": (0.8441, None), "gamma_pstn": (0.8499, None)},
+        paper=PAPER_001_LOCALIZATION["placed_fashion_mnist"],
         coordinates={"tx": 2, "ty": 3}, localizer_lr_mult=0.1),
 }
 

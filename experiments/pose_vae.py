@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 import torch
 
-from inference.engine import CHECKPOINT, OPTIMIZERS, TrainConfig, Trainer, read_checkpoint
+from inference.engine import OPTIMIZERS, TrainConfig, Trainer
 from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
 from inference.runs import open_run, save_atomic, write_result
@@ -51,7 +51,7 @@ from .cli import (
     single_process_only,
     with_options,
 )
-from .config import read_config
+from .papers import PAPER_002_TABLE1, PAPER_003_TABLE1
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "pose_vae"
@@ -260,21 +260,6 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
     }
 
 
-def load_run(run_dir: str | Path) -> tuple[PoseVAEConfig, LatentVAE]:
-    """(config, fitted model on CPU in eval mode) of a run directory written by :func:`run_one`."""
-    run_dir = Path(run_dir)
-    for needed in (CONFIG_FILE, CHECKPOINT):
-        if not (run_dir / needed).exists():
-            raise FileNotFoundError(f"{run_dir / needed} is missing: is {run_dir} a pose-VAE run directory "
-                                    "(python -m experiments.pose_vae fit ...)?")
-    config = read_config(PoseVAEConfig, run_dir / CONFIG_FILE)
-    config.device = "cpu"
-    model = build_model(config)
-    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
-    model.eval()
-    return config, model
-
-
 def result_path(results: Path, config: PoseVAEConfig) -> Path:
     return results / "pose_vae" / "runs" / f"{config.name}.json"
 
@@ -341,11 +326,6 @@ def fit(results_dir, run_root, progress, **options):
 
 # ---- 002: Fig. 5, Table 1, sample grids ---------------------------------------------------------
 
-#: 002 Table 1 (linear SVM test accuracy, %), for comparison only.
-PAPER_002_TABLE1 = {
-    ("pca", 8): 75.51, ("vae", 8): 87.99, ("tvae-affine", 8): 88.39, ("tvae-tps", 8): 88.65, ("dtvae-affine", 8): 93.87,
-    ("pca", 20): 86.52, ("vae", 20): 86.45, ("tvae-affine", 20): 90.51, ("tvae-tps", 20): 94.48, ("dtvae-affine", 20): 94.17,
-}
 STUDY002_Z = (8, 20, 32)
 STUDY002_MODELS = {  # label → (model, transform)
     "vae": ("vae", "affine"),
@@ -485,16 +465,6 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
 
 # ---- 003: Table 1 ------------------------------------------------------------------------------
 
-#: 003 Table 1: (train on, model, STN) → (accuracy base, accuracy augmented, test loss base, aug).
-PAPER_003_TABLE1 = {
-    ("base", "vae", False): (0.779, 0.6463, 0.2389, 0.4427), ("base", "vae", True): (0.7478, 0.6093, 0.1826, 0.2244),
-    ("augmented", "vae", False): (0.7713, 0.7133, 0.2574, 0.2808),
-    ("augmented", "vae", True): (0.757, 0.6384, 0.1889, 0.2045),
-    ("base", "cat_vae", False): (0.8564, 0.7452, 7.107, 13.0395),
-    ("base", "cat_vae", True): (0.8515, 0.7492, 5.2893, 6.5253),
-    ("augmented", "cat_vae", False): (0.851, 0.7635, 7.6776, 8.6028),
-    ("augmented", "cat_vae", True): (0.851, 0.7504, 5.4501, 5.9202),
-}
 
 
 def _row003(key: tuple) -> str:

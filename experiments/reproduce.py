@@ -46,7 +46,9 @@ from .cli import (
     writable_dir,
 )
 from .config import DEFAULT_LR, FitConfig, config_from_dict
-from .fit import CONFIG_FILE, STACK_FILE, evaluate_precise_bn, run_fit, run_fit_stack
+from .fit import CONFIG_FILE, STACK_FILE, run_fit, run_fit_stack
+from .papers import PAPER_000_TABLE_1, PAPER_001_ECE, PAPER_001_TABLE_2, PAPER_UCR
+from .runs import evaluate_precise_bn
 
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
@@ -55,31 +57,8 @@ RESULTS = Path(__file__).parent / "results"
 #: The sizes of the papers' MNIST-subset tables; the aggregated table always lists all of them.
 TABLE_SIZES = (30, 100, 1000, 3000, 10000)
 
-#: Published test accuracies (mean, std over 5 folds, as fractions). For comparison only.
-PAPER_000_TABLE_1 = {  # Schwöbel et al. 2020, Table 1 (Gaussian P-STN, affine)
-    "cnn": {10: (0.5151, 0.0381), 30: (0.7002, 0.0441), 100: (0.8690, 0.0163), 1000: (0.9583, 0.0031),
-            3000: (0.9746, 0.0016), 10000: (0.9796, 0.0001)},
-    "stn": {10: (0.5172, 0.0527), 30: (0.6375, 0.0413), 100: (0.8110, 0.0131), 1000: (0.9348, 0.0123),
-            3000: (0.9634, 0.0092), 10000: (0.9761, 0.0047)},
-    "pstn": {10: (0.5572, 0.0634), 30: (0.7606, 0.0476), 100: (0.9191, 0.0077), 1000: (0.9747, 0.0035),
-             3000: (0.9787, 0.0013), 10000: (0.9829, 0.0025)},
-}
-PAPER_000_TABLE_1.update({  # the same table's diffeomorphic (CPAB) rows
-    "stn-cpab": {10: (0.5204, 0.0590), 30: (0.6945, 0.0315), 100: (0.8707, 0.0139), 1000: (0.9578, 0.0048),
-                 3000: (0.9730, 0.0037), 10000: (0.9791, 0.0022)},
-    "pstn-cpab": {10: (0.5728, 0.0858), 30: (0.7865, 0.0399), 100: (0.9344, 0.0013), 1000: (0.9729, 0.0040),
-                  3000: (0.9795, 0.0015), 10000: (0.9816, 0.0016)},
-})
 #: Transformation families a table row may use instead of the authors' similarity (``--layout``).
 ROW_LAYOUTS = ("cpab", "affine", "tps")
-PAPER_001_TABLE_2 = {  # Schwöbel et al. UAI 2022, Table 2 (Gamma P-STN)
-    "cnn": {30: (0.7012, 0.0246), 100: (0.8729, 0.0058), 1000: (0.9580, 0.0033), 3000: (0.9748, 0.0021),
-            10000: (0.9782, 0.0034)},
-    "stn": {30: (0.6926, 0.0453), 100: (0.8216, 0.0230), 1000: (0.9205, 0.0058), 3000: (0.9471, 0.0022),
-            10000: (0.9696, 0.0020)},
-    "gamma_pstn": {30: (0.8100, 0.0392), 100: (0.9270, 0.0074), 1000: (0.9662, 0.0058), 3000: (0.9733, 0.0017),
-                   10000: (0.9763, 0.0023)},
-}
 
 
 def _shown(path: Path) -> str:
@@ -874,10 +853,6 @@ def aggregate_ablation(results: Path, sizes) -> str:
     return text
 
 
-#: Paper 001 §5.3, MNIST100: ECE mean ± std over 5 folds (for comparison only).
-PAPER_001_ECE = {"cnn": "0.0743 ± 0.0094", "stn": "0.1160 ± 0.0205",
-                 "gamma_pstn at accuracy-optimal w": "0.0567 ± 0.0065 (w = 3e-4)",
-                 "gamma_pstn at ECE-optimal w": "0.0271 ± 0.0088 (w = 1e-4)"}
 
 
 def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
@@ -963,15 +938,6 @@ UCR_MODELS = ("cnn", "stn", "pstn", "gamma_pstn")
 #: The validation grids of σ_p (Gaussian P-STN) and w (Gamma P-STN), around the authors' values.
 UCR_GRIDS = {model: (SELECTED_PARAM[model], values)
              for model, values in {"pstn": (0.05, 0.1, 0.2, 0.6), "gamma_pstn": (0.0, 1e-5, 1e-4, 1e-3)}.items()}
-#: Published test accuracies (mean, std over 5 repetitions). 000 Table 3: CNN, STN, Gaussian P-STN;
-#: 001 Table 3: CNN, STN, Gamma P-STN. For comparison only.
-PAPER_UCR = {
-    "000": {"FaceAll": {"cnn": (0.7969, 0.0189), "stn": (0.8014, 0.0320), "pstn": (0.8186, 0.0194)},
-            "PhalangesOutlinesCorrect": {"cnn": (0.7953, 0.0181), "stn": (0.8093, 0.0208), "pstn": (0.8245, 0.0166)}},
-    "001": {"FaceAll": {"cnn": (0.8083, 0.0062), "stn": (0.8228, 0.0042), "gamma_pstn": (0.8431, 0.0075)},
-            "PhalangesOutlinesCorrect": {"cnn": (0.7988, 0.0132), "stn": (0.8226, 0.0098),
-                                         "gamma_pstn": (0.8166, 0.0059)}},
-}
 
 
 def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
@@ -1112,7 +1078,7 @@ def _fitted_config(config: dict) -> dict:
 
 def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
-    is evaluated again with precise BN (:func:`experiments.fit.evaluate_precise_bn`) from its
+    is evaluated again with precise BN (:func:`experiments.runs.evaluate_precise_bn`) from its
     checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
     (not over) the ones it was fitted with."""
     from tqdm.auto import tqdm

@@ -163,33 +163,31 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
 
 
 def measured(text: str) -> int:
-    """How many numbers a result file holds: the numeric leaves of a JSON file, or the table cells
-    of a markdown file that hold a number."""
-    try:
-        return _numbers(json.loads(text))
-    except ValueError:
-        return sum(any(ch.isdigit() for ch in cell) for line in text.splitlines() if line.lstrip().startswith("|")
-                   for cell in line.strip().strip("|").split("|"))
-
-
-def _numbers(value) -> int:
-    if isinstance(value, dict):
-        return sum(_numbers(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_numbers(v) for v in value)
-    return int(isinstance(value, (int, float)) and not isinstance(value, bool))
+    """How many results a markdown result file holds: its table rows with no "not run" in them."""
+    rows = [line for line in text.splitlines() if line.lstrip().startswith("|") and not set(line) <= set("|-: ")]
+    return sum("not run" not in line for line in rows)
 
 
 def write_result(path: str | os.PathLike, text: str) -> None:
-    """Write a result table (markdown or JSON) atomically, unless it would replace one that holds
-    more numbers: a command run with fewer finished runs (or none) never erases what an earlier
-    one measured. It refuses and says how to go on."""
+    """Write a result table atomically, unless it is a markdown table that would replace one with more
+    measured rows: a command run with fewer finished runs (or none) never erases what an earlier one
+    measured; it refuses and says how to go on. (A table's JSON summary is written after its markdown,
+    by the same call, so the markdown's check guards both.)"""
     path = Path(path)
-    if path.is_file():
+    if path.suffix == ".md" and path.is_file():
         before, after = measured(path.read_text()), measured(text)
         if after < before:
-            raise ValueError(f"{path} holds {before} measured numbers and this command would replace it with {after}: "
+            raise ValueError(f"{path} holds {before} results (measured table rows) and this command would "
+                             f"replace it with {after}: "
                              "fewer runs have results here than when it was written (another --run-root or "
                              "--results-dir, or unfinished runs?). Finish the runs, or delete the file first to "
                              "write the smaller table")
     write_atomic(path, text)
+
+
+def restore(model, checkpoint: str | os.PathLike):
+    """``model`` with the fitted parameters of a run's ``checkpoint.pt``, in eval mode."""
+    from .engine import read_checkpoint  # engine imports this module
+
+    model.load_state_dict(read_checkpoint(checkpoint)["model"])
+    return model.eval()

@@ -166,7 +166,8 @@ def test_the_papers_networks_keep_their_counts_and_other_specs_get_sized_network
 
 @pytest.mark.parametrize("model", FIVE)
 def test_fit_command_on_an_npz_of_colour_images_with_7_classes(tmp_path, model):
-    from experiments.fit import load_run, main
+    from experiments.fit import main
+    from experiments.runs import load_run
 
     path = _npz(tmp_path)
     result = CliRunner().invoke(main, ["--model", model, "--data", str(path), "--epochs", "2", "--test-samples", "2",
@@ -180,7 +181,7 @@ def test_fit_command_on_an_npz_of_colour_images_with_7_classes(tmp_path, model):
     assert config["train"]["threads"] is None and "1 torch threads" in metrics["machine"]
     assert (run / "reliability.png").is_file()
     assert (run / "posterior.nc").is_file() == (model != "cnn")
-    _, loaded, _ = load_run(run)
+    loaded = load_run(run).model
     assert loaded.spec == load_dataset(str(path)).spec
 
 

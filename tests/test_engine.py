@@ -96,7 +96,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_r
 def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_directories(tmp_path, data_root):
     """Issue 12: a stacked checkpoint resumes to the same results as an uninterrupted stack, and each
     member leaves the files, metrics keys and loadable run directory that a single run leaves."""
-    from experiments.fit import load_run, run_fit_stack
+    from experiments.fit import run_fit_stack
+    from experiments.runs import load_run
 
     configs = [
         FitConfig.with_defaults("gamma_pstn", "mnist30", fold=fold, data_root=str(data_root), test_size=200,
@@ -117,5 +118,6 @@ def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_d
     single = run_fit(configs[0], tmp_path / "single", progress=False)
     assert set(single) == set(straight[0]) and set(single["validation"]) == set(straight[0]["validation"])
     assert sorted(p.name for p in (tmp_path / "single").iterdir()) == sorted(p.name for p in members[0].iterdir())
-    config, model, metrics = load_run(members[1])
+    member = load_run(members[1])
+    config, metrics = member.config, member.metrics
     assert config.fold == 1 and config.train.kl_weight == 0.0 and metrics["test"] == resumed[1]["test"]

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from experiments.runs import load_run
 from inference.alignment import mean_shift_align, warp_by_matrix
 from inference.control import EntropyController, PIDController
 from inference.engine import TrainConfig, Trainer, model_kl_weight
@@ -358,7 +359,8 @@ def test_flow_cli_fits_on_mario_iggy_and_logs_the_controller(data_root, tmp_path
     log = np.loadtxt(tmp_path / "runs" / name / "control.csv", delimiter=",", skiprows=1)
     assert log.shape == (4, 3)  # 2 epochs × 2 steps, one row per step
     assert np.isnan(log[:3, 2]).all() and np.isfinite(log[3, 2])  # no entropy during the warm-up epoch
-    config, model, data = cli.load_run(tmp_path / "runs" / name)
+    run = load_run(tmp_path / "runs" / name)
+    config, model, data = run.config, run.model, run.data
     assert config.entropy_target == 0.5 and model.layout.name == "lie_rotation" and len(data.test) == 600
 
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from pyro import poutine
 
 from experiments import pose_vae as cli
+from experiments.runs import load_run
 from inference.engine import TrainConfig, Trainer
 from inference.latents import elbo_terms, linear_probe, pose_draws
 from inference.schedules import TemperatureSchedule
@@ -217,7 +218,9 @@ def test_cli_fits_a_tps_tvae_on_real_mnist(data_root, tmp_path):
     assert out["test"]["base"]["reconstruction"] < 0 and out["test"]["base"]["elbo"] < out["test"]["base"]["reconstruction"]
     assert 0.1 < out["probe_accuracy"]["base"] <= 1.0
     assert (tmp_path / "runs" / out["name"] / "samples.png").stat().st_size > 1000
-    config, model = cli.load_run(tmp_path / "runs" / out["name"])  # what the notebook opens
+    run = load_run(tmp_path / "runs" / out["name"])  # what the notebook opens
+    config, model = run.config, run.model
+    assert run.kind == "pose_vae"
     assert config.transform == "tps" and config.test_size == 200 and not model.training
     assert pose_draws(model, _images(3), num_samples=7).shape == (7, 3, 18)
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 import psutil
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -177,7 +178,7 @@ def test_stacked_sweeps_leave_the_result_files_of_single_runs(tmp_path, data_roo
 def test_the_ablation_moves_one_factor_per_row_and_reports_paired_differences(tmp_path, data_root, monkeypatch):
     """Issue 16: each factor's runs carry exactly its change from our defaults (and build the model
     that says), the folds of a factor stack, and Δ is the per-fold difference from ``ours``."""
-    from experiments.fit import load_run
+    from experiments.runs import load_run
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     result = _invoke("ablation", "--sizes", 30, "--factors", "ours,authors", "--folds", "0,1", "--epochs", 1,
@@ -190,8 +191,8 @@ def test_the_ablation_moves_one_factor_per_row_and_reports_paired_differences(tm
     settings = {k: (r["config"]["layout"], r["config"]["fill"], r["config"]["train"]["elbo"]) for k, r in rec.items()}
     assert settings["ours0"] == ("similarity", "background", "trace")
     assert settings["authors1"] == ("uai_similarity", "zero", "meanfield")
-    _, model, _ = load_run(tmp_path / "runs" / "authors-gamma_pstn-mnist30-fold0")
-    _, ours, _ = load_run(tmp_path / "runs" / "ours-gamma_pstn-mnist30-fold0")
+    model = load_run(tmp_path / "runs" / "authors-gamma_pstn-mnist30-fold0").model
+    ours = load_run(tmp_path / "runs" / "ours-gamma_pstn-mnist30-fold0").model
     assert model.fill == 0.0 and model.layout.name == "uai_similarity" and ours.fill < -0.4
     table = json.loads((tmp_path / "ablation_gamma_pstn.json").read_text())
     deltas = [rec[f"authors{f}"]["test"]["nll"] - rec[f"ours{f}"]["test"]["nll"] for f in (0, 1)]
@@ -345,8 +346,12 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     assert "| cnn | — | 2 | running |" in table and "| 2 | precise |" in table
     from experiments.reproduce import aggregate_ucr
 
-    (tmp_path / "ucr_FaceAll.md").write_text("# FaceAll: a reading\n")
-    text = aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
+    with pytest.raises(ValueError, match="would replace it with"):  # a table of other models drops measured rows
+        aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ucr_FaceAll.md").write_text("# FaceAll: a reading\n")
+    text = aggregate_ucr(other, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
     assert text.count("What we measured about why: [ucr_FaceAll.md](ucr_FaceAll.md).") == 1  # FaceAll's only
     assert "0.8431 ± 0.0075" in text and "0.7969 ± 0.0189" in text  # 001 and 000 Table 3, FaceAll
     # the papers' data sets stay in the table, not run, with the command that runs them
@@ -435,7 +440,7 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
     _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
     assert stale.exists()  # --aggregate-only removes nothing
     _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
-    assert not stale.exists() and final[0][3] == stale and final[0][6]["prior_scale"] == values[2]
+    assert not stale.exists() and final[0].result_file == stale and final[0].options["prior_scale"] == values[2]
     # once every selection run is evaluated again with precise BN (--recompute-bn), those metrics select
     for k, value in enumerate(values):
         path = ucr_path(tmp_path, "select", "pstn", "GunPoint", f"{param}{value:g}")
@@ -456,10 +461,10 @@ def test_ucr_at_a_fixed_value_skips_the_selection_and_pairs_with_the_selected_ro
     assert refused.exit_code == 2 and "--kl-weight fixes gamma_pstn's w; add gamma_pstn to --models" in refused.output
     select, final, waiting = _ucr_jobs(tmp_path, ["FaceAll"], ["gamma_pstn", "pstn"], 2, {}, "runs",
                                        refit_stale=True, fixed={"kl_weight": 1e-5})
-    assert {job[0] for job in select} == {"pstn"} and waiting == ["pstn on FaceAll"]  # σ_p is still selected
-    assert [job[3].name for job in final] == ["gamma_pstn-FaceAll-kl_weight1e-05-rep0.json",
+    assert {run.model for run in select} == {"pstn"} and waiting == ["pstn on FaceAll"]  # σ_p is still selected
+    assert [run.result_file.name for run in final] == ["gamma_pstn-FaceAll-kl_weight1e-05-rep0.json",
                                               "gamma_pstn-FaceAll-kl_weight1e-05-rep1.json"]
-    assert final[1][3].parent.name == "fixed" and final[1][5] == {"kl_weight": 1e-5, "seed": 43}
+    assert final[1].result_file.parent.name == "fixed" and final[1].train == {"kl_weight": 1e-5, "seed": 43}
 
     def record(model, k, accuracy, kl_weight=0.0, precise=True):
         return {"fold": k, "config": {"prior_scale": 0.1, "train": {"kl_weight": kl_weight, "precise_bn": precise}},

@@ -77,7 +77,8 @@ def test_the_authors_ucr_networks_have_their_parameter_counts():
 
 
 def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
-    from experiments.fit import load_run, main
+    from experiments.fit import main
+    from experiments.runs import load_run
 
     # the command names the 1-D family, as a user copying it from the papers would
     args = ["--model", "gamma_pstn", "--data", "ucr/ItalyPowerDemand", "--layout", "cpab1d", "--epochs", "2",
@@ -91,7 +92,8 @@ def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
     config = json.loads((run / "config.json").read_text())
     assert config["layout"] == "cpab1d" and config["train"]["batch_size"] == 16 and config["train"]["weight_decay"] == 0
     assert config["train"]["kl_weight"] == 1e-4
-    _, model, metrics = load_run(run)
+    loaded = load_run(run)
+    model, metrics = loaded.model, loaded.metrics
     assert model.event_dim == 2 and metrics["n_test"] == 100 and metrics["theta_posterior_std"] > 0
     bad = CliRunner().invoke(main, ["--data", "ucr", "--out-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "ucr/<Name>" in bad.output

@@ -1,0 +1,131 @@
+"""One way to open any run directory, whichever command made it::
+
+    from experiments.runs import load_run
+    run = load_run("runs/gamma_pstn-mnist30-fold0-seed42-20261207-101500")
+    run.config, run.model, run.data, run.metrics
+
+A run directory holds ``config.json`` and ``checkpoint.pt``; the config's fields say which kind of
+run it is (a classifier of ``experiments.fit``, a pose VAE, a flow_pstn study run, a localizer in
+front of a frozen classifier, or that pretrained classifier). The model comes back on the CPU in
+eval mode, its data on first use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch.nn as nn
+
+from inference.engine import CHECKPOINT, Trainer
+from inference.runs import restore
+from pyro_pstn.data import load_dataset
+from pyro_pstn.data.localization import load_localization
+from pyro_pstn.models import CNN
+from pyro_pstn.nets import mnist_cnn_classifier
+
+from . import flow, localize, pose_vae
+from .config import FitConfig, read_config
+from .fit import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """A kind of run directory: its config class, the untrained model of a config, the data it was
+    fitted on, and the command that makes one."""
+
+    config: type
+    build: Callable[[object], nn.Module]
+    data: Callable[[object], object]
+    command: str
+
+
+def _fit_data(config: FitConfig):
+    return load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size)
+
+
+def _flow_model(config: flow.FlowConfig) -> nn.Module:
+    data = flow.load_data(config)
+    return flow.build_model(config, data.test.images.shape[1], data.num_classes)
+
+
+def _localize_data(config: localize.LocalizeConfig):
+    return load_localization(config.data, config.data_root, val_size=1, test_size=config.test_size, train_size=1)
+
+
+KINDS = {
+    "fit": RunKind(FitConfig, lambda c: model_from_config(c, c.data_spec()), _fit_data, "python -m experiments.fit"),
+    "pose_vae": RunKind(pose_vae.PoseVAEConfig, pose_vae.build_model, pose_vae.load_sets,
+                        "python -m experiments.pose_vae fit"),
+    "flow": RunKind(flow.FlowConfig, _flow_model, flow.load_data, "python -m experiments.flow fit"),
+    "localize": RunKind(localize.LocalizeConfig, lambda c: localize.build_localizing_model(c, mnist_cnn_classifier()),
+                        _localize_data, "python -m experiments.localize fit"),
+    "pretrain": RunKind(localize.PretrainConfig, lambda c: CNN(mnist_cnn_classifier()),
+                        lambda c: load_dataset(c.data, c.data_root, val_size=None, normalize=False),
+                        "python -m experiments.localize pretrain"),
+}
+
+
+def kind_of(config: dict) -> str:
+    """The kind whose config class has every key of ``config`` (the one with the fewest fields)."""
+    fits = [(len(dataclasses.fields(k.config)), name) for name, k in KINDS.items()
+            if set(config) <= {f.name for f in dataclasses.fields(k.config)}]
+    if not fits:
+        raise ValueError(f"config keys {sorted(config)[:8]}… match no kind of run ({', '.join(KINDS)})")
+    return min(fits)[1]
+
+
+@dataclass
+class Run:
+    """A fitted run: its kind, typed config, model (CPU, eval mode), metrics (None where the command
+    keeps none in the directory) and, on first use, its data."""
+
+    directory: Path
+    kind: str
+    config: object
+    model: nn.Module
+    metrics: dict | None = field(default=None, repr=False)
+
+    @cached_property
+    def data(self):
+        return KINDS[self.kind].data(self.config)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The run in ``run_dir``, whichever command fitted it, or a ValueError that says what is missing."""
+    run_dir = Path(run_dir)
+    if (run_dir / "stack.json").is_file():
+        raise ValueError(f"{run_dir} is a stack's directory: open one of its members (their directories are listed "
+                         "in its stack.json)")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ValueError(f"{run_dir} holds no {CONFIG_FILE}: not a run directory (commands: "
+                         f"{', '.join(k.command for k in KINDS.values())})")
+    name = kind_of(json.loads((run_dir / CONFIG_FILE).read_text()))
+    kind = KINDS[name]
+    config = read_config(kind.config, run_dir / CONFIG_FILE)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ValueError(f"{run_dir} has no {CHECKPOINT} yet: finish it with `{kind.command}` (or its --resume)")
+    if hasattr(config, "train"):
+        config.train.device = "cpu"
+    else:
+        config.device = "cpu"
+    model = restore(kind.build(config), run_dir / CHECKPOINT)
+    metrics_path = run_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return Run(run_dir, name, config, model, metrics)
+
+
+def evaluate_precise_bn(run_dir: str | Path) -> dict | None:
+    """A finished run of ``experiments.fit`` evaluated again as it was (no figures, the directory left
+    as it is), with its networks' batch-norm statistics first recomputed over its training split
+    (precise BN, :mod:`inference.batchnorm`); None when its networks have no batch norm. For runs
+    fitted with ``precise_bn=False``, whose eval-mode networks used the running averages of training."""
+    run = load_run(run_dir)
+    pyro.set_rng_seed(run.config.train.seed)  # the draws of θ below and in evaluate
+    if not Trainer(run.model, run.config.train).recompute_batch_norm(run.data.train):
+        return None
+    return evaluate(run.model.eval(), run.data, run.config, None)
