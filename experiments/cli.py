@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from inference.runs import check_same_config, identity, locked, write_json
-
-from .config import config_from_dict
+from inference.spec import config_from_dict
+from inference.sweep import Shard, SweepError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -46,6 +46,9 @@ class SafeCommand(click.Command):
             fail(str(err))
         except OSError as err:  # a folder that is a file, read-only, full, or gone
             fail(_os_message(err))
+        except SweepError as err:  # a worker died: not bad input, but no traceback either
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: run the same command again to resume (finished runs are kept, and "
                        "interrupted ones continue from their last checkpoint)", err=True)
@@ -186,29 +189,6 @@ def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable
         return record
 
 
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count`` of a sweep, for cluster job arrays
-    (``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``)."""
-
-    index: int = 0
-    count: int = 1
-
-    def select(self, runs: list) -> list:
-        """This shard's runs: the ``index``-th of ``count`` contiguous, near-equal blocks of the sweep's
-        deterministic run list. Blocks keep neighbouring runs (the folds of one model) together, so
-        they can still train as stacks; the shards are disjoint and together hold every run once."""
-        n = len(runs)
-        return runs[self.index * n // self.count : (self.index + 1) * n // self.count]
-
-    @property
-    def partial(self) -> bool:
-        return self.count > 1
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
 class ShardType(click.ParamType):
     name = "i/n"
 
@@ -231,12 +211,6 @@ def shard_option():
                              "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); finished runs are skipped. A shard "
                              "writes no table: run the command once more without --shard (or with --aggregate-only) "
                              "when every shard has finished.")
-
-
-def shard_done(shard: Shard, finished: int, total: int) -> None:
-    """What a shard says when its runs are done (it leaves the table to the final, unsharded call)."""
-    click.echo(f"shard {shard} done: {finished} of the sweep's {total} runs have results. When every shard has "
-               "finished, run the same command without --shard (or with --aggregate-only) to write the table.")
 
 
 def single_process_only(command: str) -> None:

@@ -53,12 +53,13 @@ def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600):
 
 
 def _fit_posterior_run(run_root: Path, data_root) -> Path:
-    from .config import FitConfig
-    from .fit import METRICS_FILE, run_fit
+    from inference.fitting import METRICS_FILE, run_fit
+
+    from .config import authors_config
 
     run_dir = run_root / "gamma_pstn-mnist30-fold0"
     if not (run_dir / METRICS_FILE).exists():
-        config = FitConfig.with_defaults("gamma_pstn", "mnist30", data_root=data_root)
+        config = authors_config("gamma_pstn", "mnist30", data_root=data_root)
         if run_dir.exists():
             import shutil
 

@@ -32,6 +32,7 @@ from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
 from inference.runs import open_run, save_atomic, write_result
 from inference.schedules import TemperatureSchedule
+from inference.sweep import shard_done
 from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS, LatentVAE, build_pose_vae
 from pyro_pstn.models.pose_vae import ARCHITECTURES, mse_noise_scale
@@ -46,7 +47,6 @@ from .cli import (
     cached_record,
     fail,
     run_options,
-    shard_done,
     shard_option,
     single_process_only,
     with_options,

@@ -10,43 +10,35 @@ into ``experiments/results/mnist_subsets.md`` (+ ``.json``) beside the papers' p
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import multiprocessing
 import os
-import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import click
-import torch
 
-from inference.engine import CHECKPOINT, read_checkpoint
-from inference.runs import check_same_config, locked, write_json, write_result
+from inference.engine import CHECKPOINT
+from inference.fitting import CONFIG_FILE
+from inference.runs import write_json, write_result
+from inference.spec import FitConfig, config_from_dict
+from inference.sweep import Run, sweep
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
-from pyro_pstn.models.stacked import STACKABLE_MODELS
 
 from .cli import (
     CommaList,
     FloatRange,
     SafeGroup,
-    Shard,
     device_option,
-    shard_done,
     shard_option,
     single_process_only,
     with_options,
     writable_dir,
 )
-from .config import DEFAULT_LR, FitConfig, config_from_dict
-from .fit import CONFIG_FILE, STACK_FILE, run_fit, run_fit_stack
+from .config import DEFAULT_LR, authors_config
 from .papers import PAPER_000_TABLE_1, PAPER_001_ECE, PAPER_001_TABLE_2, PAPER_UCR
 from .runs import evaluate_precise_bn
 
@@ -68,6 +60,14 @@ def _shown(path: Path) -> str:
 
 #: ``--folds 0,1,2``: the authors' five folds of every subset size.
 FOLDS = CommaList(int, choices=range(5))
+
+
+def _run(model: str, data: int | str, fold: int, result_file: Path, run_root: str, train: dict | None = None,
+         options: dict | None = None) -> Run:
+    """A sweep's run of ``model`` on ``data`` (an MNIST subset size, or a name such as ``ucr/FaceAll``)
+    at the authors' protocol, but for ``train`` / ``options`` (TrainConfig / FitConfig fields)."""
+    data = data if isinstance(data, str) else f"mnist{data}"
+    return Run(authors_config(model, data, train=dict(train or {}), fold=fold, **(options or {})), result_file, run_root)
 
 
 def run_path(results: Path, row: str, size: int, fold: int) -> Path:
@@ -113,249 +113,6 @@ def selected_value(results: Path, model: str, size: int) -> float:
         raise click.UsageError(f"{path.name}: the grid is unfinished, so nothing is selected yet: run `python -m "
                                f"experiments.reproduce grid --param {param} --size {size}` to finish it")
     return float(summary["best_accuracy"])
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of a sweep: ``model`` on ``data`` (an MNIST subset size, or a name such as
-    ``ucr/FaceAll``) and ``fold``, with ``train`` / ``options`` overriding the authors' defaults
-    (:class:`TrainConfig` / :class:`FitConfig` fields). Its result file marks it finished; its run
-    directory (checkpoints, figures) lies under ``run_root``, named after the result file."""
-
-    model: str
-    data: int | str
-    fold: int
-    result_file: Path
-    run_root: str
-    train: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-
-    @property
-    def data_name(self) -> str:
-        return self.data if isinstance(self.data, str) else f"mnist{self.data}"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.run_root) / Path(self.result_file).stem
-
-    def config(self, threads: int | None = None) -> FitConfig:
-        return FitConfig.with_defaults(self.model, self.data_name, train={**self.train, "threads": threads},
-                                       fold=self.fold, **self.options)
-
-    def finished(self) -> bool:
-        """Whether the result file holds this run. A result of another config is never taken for it:
-        the sweep refuses, naming the settings that differ (a smoke run with ``--epochs 1`` into the
-        committed results, say)."""
-        path = Path(self.result_file)
-        if not path.exists():
-            return False
-        try:
-            stored = config_from_dict(FitConfig, json.loads(path.read_text())["config"]).identity()
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} cannot be read as a run's result ({type(err).__name__}: {err}): restore it, or "
-                             "delete it to fit the run again") from None
-        check_same_config(path, stored, self.config().identity(),
-                          "A sweep writes into --results-dir (default: the committed results): pass another "
-                          "--results-dir for runs of other settings, or delete the file to fit it again")
-        return True
-
-    def record(self) -> dict:
-        return json.loads(Path(self.result_file).read_text())
-
-
-def resumable(run_dir: Path, configs: list[FitConfig], stacked: bool = False) -> bool:
-    """Whether ``run_dir`` holds an interrupted run of exactly ``configs`` (one, or a stack's) with
-    a readable checkpoint.
-
-    A sweep's run directory is named after its result file(s), so a run whose worker was killed
-    (``kill -9``, the end of a session) is found again by the next sweep: it resumes from its last
-    checkpoint. A leftover that cannot be resumed (killed before its first checkpoint, or of
-    another config) is removed, and the run starts afresh. Called with the run's result files held
-    (:func:`inference.runs.locked`), so no other sweep is training in it.
-    """
-    if not run_dir.exists():
-        return False
-    config_file = STACK_FILE if stacked else CONFIG_FILE
-    try:
-        stored = json.loads((run_dir / config_file).read_text())
-        stored = stored["configs"] if stacked else [stored]
-        # read back through FitConfig: a field added since the run started takes its default
-        if [config_from_dict(FitConfig, c).identity() for c in stored] == [c.identity() for c in configs]:
-            read_checkpoint(run_dir / CHECKPOINT)
-            return True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    shutil.rmtree(run_dir)
-    return False
-
-
-def _run_one(run: Run, threads: int) -> dict:
-    """Fit one run in a worker process and keep its metrics as a small JSON.
-
-    The result file is written atomically at the very end: a killed worker leaves none, and the
-    next sweep resumes the run from its checkpoint (:func:`resumable`). The result file is held
-    while the run trains: a second sweep that reaches it waits, then takes its result.
-    """
-    with locked(run.result_file, wait=True):
-        if Path(run.result_file).exists():  # another sweep finished it while this one waited
-            return run.record()
-        torch.set_num_threads(threads)
-        config = run.config(threads)
-        resume = resumable(run.run_dir, [config])
-        before = _seconds_before(run.run_dir, stacked=False)[0] if resume else 0.0
-        start = time.perf_counter()
-        metrics = run_fit(config, run.run_dir, resume=resume, progress=False)
-        return _write_record(run.result_file, config, metrics, before + time.perf_counter() - start, threads,
-                             resumed=resume)
-
-
-def _seconds_before(run_dir: Path, stacked: bool) -> list[float]:
-    """Training seconds an interrupted run (each member of a stack) had spent before it is resumed,
-    from its checkpoint's history, so a run resumed across sessions reports its whole wall time
-    (less the validations and checkpoint writes of the earlier segments, and any epochs trained
-    after the last checkpoint, which are lost)."""
-    state = read_checkpoint(run_dir / CHECKPOINT)
-    histories = state["member_histories"] if stacked else [state["history"]]
-    return [float(h["train_seconds"]) for h in histories]
-
-
-def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seconds: float, threads: int,
-                  resumed: bool, stacked: int = 1) -> dict:
-    """The run's small result JSON (what the tables are built from), written atomically."""
-    name = metrics["evaluated_on"]
-    record = {
-        "model": config.model,
-        "size": int(config.data.removeprefix("mnist")) if config.data.startswith("mnist") else None,
-        "data": config.data,
-        "fold": config.fold,
-        "result_file": Path(result_file).name,
-        "evaluated_on": name,
-        name: metrics[name],
-        "reliability": metrics["reliability"],
-        "validation": metrics["validation"],
-        "theta_posterior_std": metrics.get("theta_posterior_std"),  # None: no θ posterior (cnn); 0 for the stn
-        f"{name}_at_mean": metrics.get(f"{name}_at_mean"),  # the P-STNs' classifier at μ(x), no draws of θ
-        "train_seconds": metrics["train_seconds"],
-        "wall_seconds": wall_seconds,
-        "device": metrics["device"],
-        "machine": f"{metrics['machine']} ({os.cpu_count()} cores, {threads} torch thread(s) per run), "
-        f"torch {metrics['torch']}",
-        "data_source": metrics["data_source"],
-        "config": asdict(config),
-        "resumed": resumed,
-        "stacked": stacked,  # runs in the fit this one was a member of (1: alone)
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if metrics.get("diverged"):
-        record["diverged"] = metrics["diverged"]
-    write_json(result_file, record)
-    return record
-
-
-def _stack_dir(run_root: str, result_files: list[Path]) -> Path:
-    """A stack's own directory, named after its members' result files (so a rerun finds it again)."""
-    stems = [Path(f).stem for f in result_files]
-    digest = hashlib.sha1("\n".join(stems).encode()).hexdigest()[:8]
-    return Path(run_root) / f"stack{len(stems)}-{stems[0]}-{digest}"
-
-
-def _run_stack(runs: list[Run], threads: int) -> list[dict]:
-    """Fit the runs (one model and size; folds, seeds, w or σ_p may differ) as one stack in a worker
-    process; each member leaves the result JSON and run directory of a single run (:func:`_run_one`).
-    Every member's result file is held (in one order, so two sweeps cannot wait on each other);
-    members another sweep finished meanwhile are not fitted again."""
-    with ExitStack() as held:
-        for run in sorted(runs, key=lambda r: str(r.result_file)):
-            held.enter_context(locked(run.result_file, wait=True))
-        done = {id(run): run.record() for run in runs if Path(run.result_file).exists()}
-        todo = [run for run in runs if id(run) not in done]
-        if len(todo) == 1:
-            done[id(todo[0])] = _run_one(todo[0], threads)
-        elif todo:
-            torch.set_num_threads(threads)
-            configs = [run.config(threads) for run in todo]
-            stack_dir = _stack_dir(todo[0].run_root, [run.result_file for run in todo])
-            resume = resumable(stack_dir, configs, stacked=True)
-            for run in todo:  # a member's leftover from an earlier single run or stack
-                if run.run_dir.exists():
-                    shutil.rmtree(run.run_dir)
-            before = _seconds_before(stack_dir, stacked=True) if resume else [0.0] * len(todo)  # already 1/R shares
-            start = time.perf_counter()
-            metrics = run_fit_stack(configs, [run.run_dir for run in todo], stack_dir, resume=resume, progress=False)
-            share = (time.perf_counter() - start) / len(todo)
-            for run, c, m, b in zip(todo, configs, metrics, before):
-                done[id(run)] = _write_record(run.result_file, c, m, b + share, threads, resumed=resume,
-                                              stacked=len(todo))
-        return [done[id(run)] for run in runs]
-
-
-#: What the members of one stack may differ in, besides the fold (TrainConfig / FitConfig fields).
-STACK_VARIES = {"train": ("kl_weight", "seed"), "options": ("prior_scale", "gamma_concentration", "gamma_rate")}
-
-
-def stacks(runs: list[Run], stack: int) -> list[list[Run]]:
-    """The runs in groups of at most ``stack`` that can train as one stack: one model and size, and
-    the same settings but for fold, seed, w and prior (their order kept). Models without a member
-    layout (``flow_pstn``) run alone."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        if run.model not in STACKABLE_MODELS or isinstance(run.data, str):  # series networks have no member layout
-            groups[f"alone {len(groups)}"] = [run]
-            continue
-        key = json.dumps([run.model, run.data, run.run_root,
-                          {k: v for k, v in run.train.items() if k not in STACK_VARIES["train"]},
-                          {k: v for k, v in run.options.items() if k not in STACK_VARIES["options"]}], sort_keys=True)
-        groups.setdefault(key, []).append(run)
-    return [group[i : i + stack] for group in groups.values() for i in range(0, len(group), stack)]
-
-
-def _run_pool(runs: list[Run], workers: int, threads: int | None = None, stack: int = 1) -> list[dict]:
-    """Run every run in ``workers`` processes, ``stack`` runs at a time as one stacked fit where they
-    can be (:func:`stacks`; ``_run_one`` for a run alone); report as they finish.
-
-    ``threads`` (torch threads per worker) defaults to sharing the cores evenly; pass fewer to leave
-    cores free for other work while a long sweep runs.
-    """
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    groups = stacks(runs, stack)
-    click.echo(f"{len(runs)} runs to do as {len(groups)} fit(s) ({workers} worker(s), {threads} thread(s) each)")
-    records = []
-    # spawn, not fork: forking a process whose torch thread pool is running can hang the child
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_stack, group, threads) if len(group) > 1
-                       else pool.submit(_run_one, group[0], threads) for group in groups]
-            for future in as_completed(futures):
-                done = future.result()
-                for r in done if isinstance(done, list) else [done]:
-                    records.append(r)
-                    split = r["evaluated_on"]
-                    click.echo(f"done {r['result_file']}: {split} accuracy {r[split]['accuracy']:.4f}, "
-                               f"{r['wall_seconds']:.0f} s" + (f" (a 1/{r['stacked']} share of a stack)"
-                                                              if r["stacked"] > 1 else ""))
-                    if r.get("diverged"):
-                        click.echo(f"warning: {r['result_file']} diverged: {r['diverged']}", err=True)
-    except BrokenProcessPool:
-        raise click.ClickException(
-            f"a worker process died in the middle of a run (killed, or out of memory); {len(records)} run(s) finished "
-            "and are kept. Run the same command again: it skips finished runs and resumes interrupted ones from "
-            "their last checkpoint") from None
-    return records
-
-
-def sweep(runs: list[Run], shard: Shard, workers: int, threads: int | None = None, stack: int = 1,
-          aggregate_only: bool = False) -> bool:
-    """Run the unfinished runs of ``shard`` of the sweep's full, ordered run list (:meth:`Run.finished`);
-    returns whether this call should write the table (not when it is one shard of several)."""
-    if aggregate_only:
-        return True
-    todo = [run for run in shard.select(runs) if not run.finished()]
-    if todo:
-        _run_pool(todo, workers, threads, stack)
-    if shard.partial:
-        shard_done(shard, sum(Path(run.result_file).exists() for run in runs), len(runs))
-        return False
-    return True
 
 
 def _fmt(values: list[float]) -> str:
@@ -553,7 +310,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
                 row, value = model + SELECTED, selected_value(results, model, size)
                 job_train, job_options = _at_value(train, SELECTED_PARAM[model], value, options)
                 rows.append(row)
-            jobs += [Run(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
+            jobs += [_run(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate(results, sizes, rows))
 
@@ -696,7 +453,7 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, sha
     jobs = []
     for value in grid_values:
         path_train, options = _at_value(train, param, value, {"evaluate_on": "val", "val_size": None})
-        jobs += [Run(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
+        jobs += [_run(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
                  for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         # every value run for this grid file, from this call or another (two calls with --values
@@ -745,7 +502,7 @@ def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_
             train, options = ABLATION_FACTORS[factor]
             train = {**train, "device": device, **({"epochs": epochs} if epochs else {})}
             options = {**options, **({"test_size": test_size} if test_size else {})}
-            jobs += [Run("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
+            jobs += [_run("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
                      for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate_ablation(results, sizes))
@@ -890,7 +647,7 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
            for v in prior_scales},
     }
     jobs = [
-        Run(model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
+        _run(model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
         for stem, model, t, options in variants.values() for fold in folds
     ]
     if not sweep(jobs, shard, workers, aggregate_only=aggregate_only):
@@ -1161,7 +918,7 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
         data = f"ucr/{name}"
 
         def repetitions_of(model, kind, tag, job_train, options):
-            return [Run(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
+            return [_run(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
                      {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
 
         for model in models:
@@ -1173,7 +930,7 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
                 final += repetitions_of(model, "fixed", f"{param}{fixed[param]:g}-",
                                         *_at_value(train, param, fixed[param]))
                 continue
-            select += [Run(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
+            select += [_run(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
                         *_at_value(train, param, v, {"evaluate_on": "val"})) for v in values]
             value = _ucr_selected(results, model, name)
             if value is None:

@@ -22,15 +22,15 @@ import pyro
 import torch.nn as nn
 
 from inference.engine import CHECKPOINT, Trainer
+from inference.fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
 from inference.runs import restore
+from inference.spec import FitConfig, read_config
 from pyro_pstn.data import load_dataset
 from pyro_pstn.data.localization import load_localization
 from pyro_pstn.models import CNN
 from pyro_pstn.nets import mnist_cnn_classifier
 
 from . import flow, localize, pose_vae
-from .config import FitConfig, read_config
-from .fit import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,11 @@ def steps(out: Path, rank: int, world: int) -> None:
 def resume(out: Path, rank: int, world: int) -> None:
     import os
 
-    from experiments.config import FitConfig
-    from experiments.fit import run_fit
+    from experiments.config import authors_config
+    from inference.fitting import run_fit
 
     def config_for():
-        return FitConfig.with_defaults("gamma_pstn", "mnist30", {"epochs": 3, "val_every": 1, "checkpoint_every": 1}, fold=0, test_size=200,
+        return authors_config("gamma_pstn", "mnist30", {"epochs": 3, "val_every": 1, "checkpoint_every": 1}, fold=0, test_size=200,
                                        val_size=100, data_root=os.environ.get("PYRO_PSTN_DATA"))
 
     straight = run_fit(config_for(), out / "straight", progress=False)

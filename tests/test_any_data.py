@@ -187,11 +187,11 @@ def test_fit_command_on_an_npz_of_colour_images_with_7_classes(tmp_path, model):
 
 @pytest.mark.parametrize("model", FIVE)
 def test_python_api_fits_1x64x64_images(tmp_path, model):
-    from experiments.config import FitConfig
-    from experiments.fit import run_fit
+    from experiments.config import authors_config
+    from inference.fitting import run_fit
 
     path = _npz(tmp_path, shape=(64, 64), classes=4, n=5)
-    config = FitConfig.with_defaults(model, str(path), train={"epochs": 1}, test_samples=2, posterior_draws=10)
+    config = authors_config(model, str(path), train={"epochs": 1}, test_samples=2, posterior_draws=10)
     metrics = run_fit(config, tmp_path / "run", progress=False)
     assert metrics["n_test"] == 4 and metrics["parameters"] > 0
 

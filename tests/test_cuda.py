@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from experiments.config import FitConfig
-from experiments.fit import run_fit, run_fit_stack
+from experiments.config import authors_config
 from inference.engine import TrainConfig, Trainer
+from inference.fitting import run_fit, run_fit_stack
+from inference.spec import FitConfig
 from pyro_pstn.data import ImageSet
 from pyro_pstn.models import MODEL_NAMES, POSE_VAE_MODELS, build_pose_vae
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 def _config(model: str, data_root, **train) -> FitConfig:
-    return FitConfig.with_defaults(model, "mnist30", train={"epochs": 2, "val_every": 1, "checkpoint_every": 1,
+    return authors_config(model, "mnist30", train={"epochs": 2, "val_every": 1, "checkpoint_every": 1,
                                                              "device": "cuda", **train},
                                    data_root=str(data_root), test_size=200, val_size=100, posterior_draws=8)
 

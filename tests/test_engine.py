@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from experiments.config import FitConfig
-from experiments.fit import run_fit
+from experiments.config import authors_config
 from inference.engine import TrainConfig, Trainer
+from inference.fitting import run_fit
 from inference.schedules import AnnealingSchedule, pyro_kl_weight
 from pyro_pstn.data import ImageSet
 from pyro_pstn.models import build_model
@@ -73,7 +73,7 @@ def test_a_few_svi_steps_fit_a_tiny_problem():
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_root):
-    config = FitConfig.with_defaults(
+    config = authors_config(
         "gamma_pstn",
         "mnist30",
         train={"epochs": 4, "val_every": 1, "checkpoint_every": 1},
@@ -96,11 +96,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_r
 def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_directories(tmp_path, data_root):
     """Issue 12: a stacked checkpoint resumes to the same results as an uninterrupted stack, and each
     member leaves the files, metrics keys and loadable run directory that a single run leaves."""
-    from experiments.fit import run_fit_stack
     from experiments.runs import load_run
+    from inference.fitting import run_fit_stack
 
     configs = [
-        FitConfig.with_defaults("gamma_pstn", "mnist30", fold=fold, data_root=str(data_root), test_size=200,
+        authors_config("gamma_pstn", "mnist30", fold=fold, data_root=str(data_root), test_size=200,
                                 val_size=100, posterior_draws=20,
                                 train={"epochs": 4, "val_every": 1, "checkpoint_every": 1, "kl_weight": w})
         for fold, w in ((0, 1e-3), (1, 0.0))

@@ -383,11 +383,11 @@ def test_flow_cli_rejects_bad_input_with_exit_code_2(args, message, tmp_path):
 def test_flow_pstn_in_the_mnist_fit_pipeline_takes_a_lie_layout_and_alpha_as_is():
     from click.testing import CliRunner
 
-    from experiments.config import FLOW_ALPHA, FitConfig
+    from experiments.config import FLOW_ALPHA, authors_config
     from experiments.fit import main as fit_main
     from pyro_pstn.models import build_model
 
-    config = FitConfig.with_defaults("flow_pstn", "mnist30")
+    config = authors_config("flow_pstn", "mnist30")
     assert config.layout == "lie_similarity" and config.train.kl_weight == FLOW_ALPHA
     model = build_model("flow_pstn", layout=config.layout)
     assert model.layout.dim == 4 and model_kl_weight(model, FLOW_ALPHA) == FLOW_ALPHA

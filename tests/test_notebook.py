@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from experiments.config import FitConfig
-from experiments.fit import run_fit
+from experiments.config import authors_config
 from experiments.flow import FlowConfig
 from experiments.flow import run_one as run_flow
 from experiments.notebooks import NOTEBOOKS, RUNS, execute_notebook
 from experiments.pose_vae import PoseVAEConfig
 from experiments.pose_vae import run_one as run_pose_vae
+from inference.fitting import run_fit
 
 
 def _execute(notebook: str, run_dir) -> tuple[list, str]:
@@ -26,7 +26,7 @@ def _figures(outputs) -> int:
 
 
 def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root):
-    config = FitConfig.with_defaults(
+    config = authors_config(
         "gamma_pstn", "mnist30", train={"epochs": 2}, data_root=str(data_root), test_size=100, val_size=50
     )
     run_fit(config, tmp_path / "run", progress=False)
@@ -36,7 +36,7 @@ def test_inspect_posteriors_notebook_executes_on_a_small_run(tmp_path, data_root
 
 
 def test_inspect_posteriors_notebook_shows_time_warps_of_a_series_run(tmp_path, data_root):
-    config = FitConfig.with_defaults("pstn", "ucr/ItalyPowerDemand", train={"epochs": 2, "num_particles": 2},
+    config = authors_config("pstn", "ucr/ItalyPowerDemand", train={"epochs": 2, "num_particles": 2},
                                      data_root=str(data_root), test_size=100)
     run_fit(config, tmp_path / "run", progress=False)
     outputs, text = _execute("01_inspect_posteriors.ipynb", tmp_path / "run")

@@ -221,7 +221,7 @@ def test_an_unfinished_grid_selects_nothing(tmp_path):
 # ---- sweeps on cluster arrays (issue 15) --------------------------------------------------------
 
 def test_shards_are_disjoint_contiguous_and_cover_every_run_once():
-    from experiments.cli import Shard
+    from inference.sweep import Shard
 
     for n_runs in (0, 1, 7, 25, 40):
         runs = list(range(n_runs))
@@ -440,7 +440,7 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
     _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=False)
     assert stale.exists()  # --aggregate-only removes nothing
     _, final, _ = _ucr_jobs(tmp_path, ["GunPoint"], ["pstn"], 1, {}, "runs", refit_stale=True)
-    assert not stale.exists() and final[0].result_file == stale and final[0].options["prior_scale"] == values[2]
+    assert not stale.exists() and final[0].result_file == stale and final[0].config.prior_scale == values[2]
     # once every selection run is evaluated again with precise BN (--recompute-bn), those metrics select
     for k, value in enumerate(values):
         path = ucr_path(tmp_path, "select", "pstn", "GunPoint", f"{param}{value:g}")
@@ -461,10 +461,11 @@ def test_ucr_at_a_fixed_value_skips_the_selection_and_pairs_with_the_selected_ro
     assert refused.exit_code == 2 and "--kl-weight fixes gamma_pstn's w; add gamma_pstn to --models" in refused.output
     select, final, waiting = _ucr_jobs(tmp_path, ["FaceAll"], ["gamma_pstn", "pstn"], 2, {}, "runs",
                                        refit_stale=True, fixed={"kl_weight": 1e-5})
-    assert {run.model for run in select} == {"pstn"} and waiting == ["pstn on FaceAll"]  # σ_p is still selected
+    assert {run.config.model for run in select} == {"pstn"} and waiting == ["pstn on FaceAll"]  # σ_p is still selected
     assert [run.result_file.name for run in final] == ["gamma_pstn-FaceAll-kl_weight1e-05-rep0.json",
                                               "gamma_pstn-FaceAll-kl_weight1e-05-rep1.json"]
-    assert final[1].result_file.parent.name == "fixed" and final[1].train == {"kl_weight": 1e-5, "seed": 43}
+    assert final[1].result_file.parent.name == "fixed"
+    assert (final[1].config.train.kl_weight, final[1].config.train.seed) == (1e-5, 43)
 
     def record(model, k, accuracy, kl_weight=0.0, precise=True):
         return {"fold": k, "config": {"prior_scale": 0.1, "train": {"kl_weight": kl_weight, "precise_bn": precise}},

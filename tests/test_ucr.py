@@ -114,10 +114,10 @@ def test_an_image_family_on_series_exits_2_and_writes_nothing(tmp_path, data_roo
 
 
 def test_series_families_are_chosen_by_name_in_a_config():
-    from experiments.config import FitConfig
+    from experiments.config import authors_config
 
     for layout in ("cpab1d", "time_affine"):
-        assert FitConfig.with_defaults("pstn", "ucr/GunPoint", layout=layout).layout == layout
-    assert FitConfig.with_defaults("pstn", "ucr/GunPoint").layout == "cpab1d"
+        assert authors_config("pstn", "ucr/GunPoint", layout=layout).layout == layout
+    assert authors_config("pstn", "ucr/GunPoint").layout == "cpab1d"
     with pytest.raises(ValueError, match="the time_affine family warps 1-D inputs, but the data are images"):
-        FitConfig.with_defaults("pstn", "mnist30", layout="time_affine")
+        authors_config("pstn", "mnist30", layout="time_affine")
