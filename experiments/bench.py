@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from inference.engine import TrainConfig, Trainer
+from inference.stacked import StackTrainer
 from pyro_pstn.data import DataSpec
 from pyro_pstn.models import GammaPSTN, build_model
+from pyro_pstn.models.stacked import Stacked
+from pyro_pstn.transforms import get_layout, warp
 
 from .cli import CommaList, SafeCommand, device_option
 
@@ -104,8 +107,6 @@ def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, devic
     """Per-member step time of a stack of R runs (StackTrainer) against one single run (Trainer), the
     engine's own train_step on both sides, batch ``batch``; steps interleave single and stacked so
     drift affects both alike; medians."""
-    from inference.stacked import StackTrainer
-    from pyro_pstn.models.stacked import Stacked
 
     pyro.settings.set(module_local_params=True)
     config = TrainConfig(kl_weight=1e-3, device=device)
@@ -145,7 +146,6 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
     """Forward + backward of the CPAB warps against ``affine_grid`` + ``grid_sample`` (issue 13):
     80 MNIST-sized images (2-D, θ ~ N(0, 0.5²)) and 160 series of length 131 (1-D, FaceAll's
     length), medians of interleaved calls."""
-    from pyro_pstn.transforms import get_layout, warp
 
     torch.manual_seed(0)
     cases = {  # name → (input, θ scale, family)
@@ -181,7 +181,6 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
 def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, num_classes: int = 14) -> str:
     """One training step of the UCR models (the authors' FCN-like networks, batch 16, cpab1d) at
     S = 1 and S = 10 training samples, on a FaceAll-shaped batch: what a UCR budget is chosen from."""
-    from pyro_pstn.models import build_model
 
     x, y = torch.randn(16, 1, length, device=device), torch.randint(0, num_classes, (16,), device=device)
     lines = [f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "

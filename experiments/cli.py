@@ -16,9 +16,12 @@ from typing import Callable
 
 import click
 
-from inference.runs import check_same_config, identity, locked, write_json
+from inference.distributed import launched_by_torchrun
+from inference.engine import resolve_device
+from inference.runs import check_output_dir, check_same_config, identity, locked, write_json
 from inference.spec import config_from_dict
 from inference.sweep import Shard, SweepError
+from pyro_pstn.data import DataError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -38,8 +41,6 @@ class SafeCommand(click.Command):
             self.short_help = self.help.strip().split("\n\n")[0].replace("\n", " ")
 
     def invoke(self, ctx):
-        from pyro_pstn.data import DataError
-
         try:
             return super().invoke(ctx)
         except (ValueError, DataError) as err:
@@ -67,7 +68,6 @@ class SafeGroup(click.Group):
 
 def writable_dir(ctx, param, value):
     """Click callback: a folder option must be a folder this user can write in (or create)."""
-    from inference.runs import check_output_dir
 
     if value is None:
         return value
@@ -108,7 +108,6 @@ def fail(message: str):
 def check_device(ctx, param, value: str) -> str:
     """Click callback: ``--device`` must name cpu, cuda or cuda:N that this torch build can use,
     checked before anything is loaded or written."""
-    from inference.engine import resolve_device
 
     try:
         resolve_device(value)
@@ -216,7 +215,6 @@ def shard_option():
 def single_process_only(command: str) -> None:
     """Refuse a torchrun launch of a command that is not data-parallel (its N copies would write the
     same files): only ``experiments.fit`` is."""
-    from inference.distributed import launched_by_torchrun
 
     if launched_by_torchrun():
         raise click.UsageError(f"{command} runs in one process: launch it with python, not torchrun (torchrun "

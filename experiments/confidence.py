@@ -29,15 +29,18 @@ from pathlib import Path
 
 import click
 import torch
+from tqdm import tqdm
 
 from inference.localization import posterior_variance
-from inference.metrics import classification_metrics, reliability_bins
+from inference.metrics import classification_metrics, pool_bins, reliability_bins
 from inference.predictive import predict, predict_at_mean
 from inference.runs import write_json, write_result
+from inference.stats import mean_std
 from pyro_pstn.data import SUBSET_SIZES, load_dataset
 
 from .cli import CommaList, SafeCommand, writable_dir
-from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, _fmt, fitted_at, run_path
+from .config import GAUSSIAN_PRIOR_SCALE
+from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, calibration_path, fitted_at, run_path
 from .runs import load_run
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
@@ -45,8 +48,6 @@ TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@v
 
 
 def _overconfidence(bins: dict) -> float:
-    from inference.metrics import pool_bins
-
     return pool_bins([bins]).overconfidence()
 
 
@@ -67,13 +68,12 @@ def _gap_row(label: str, runs: list[dict]) -> tuple[str, list[float]]:
     """A table row of test accuracy, ECE and signed gap over ``runs``, and the per-run gaps
     (from the runs that kept their reliability bins: the earliest result files did not)."""
     over = [_overconfidence(r["reliability"]) for r in runs if "reliability" in r]
-    return (f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
-            f"{_fmt([r['test']['ece'] for r in runs])} | {_fmt(over) if over else 'no bins kept'} |"), over
+    return (f"| {label} | {len(runs)} | {mean_std([r['test']['accuracy'] for r in runs])} | "
+            f"{mean_std([r['test']['ece'] for r in runs])} | {mean_std(over) if over else 'no bins kept'} |"), over
 
 
 def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
     """Markdown rows, a JSON table and pooled bins of the test-set results at ``size``."""
-    from inference.metrics import pool_bins
 
     lines = [f"### MNIST{size}, test set (10,000 images, S = 10)", "", GAP_COLUMNS[0].format("model"), GAP_COLUMNS[1]]
     table, curves = {}, {}
@@ -96,7 +96,6 @@ def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
 def calibration_study_rows(results: Path, size: int) -> tuple[list[str], dict[str, float]]:
     """The same columns for the runs of ``reproduce calibration --size`` (which kept their bins),
     and each run label's mean signed gap."""
-    from .reproduce import calibration_path
 
     stems = sorted({p.stem.rsplit("-fold", 1)[0] for p in (results / "calibration" / "runs").glob(f"mnist{size}-*.json")})
     gaps: dict[str, float] = {}
@@ -113,9 +112,35 @@ def calibration_study_rows(results: Path, size: int) -> tuple[list[str], dict[st
     return lines + [""], gaps
 
 
+def confident(gap: float, form: str = "emphasised", slightly: float = 0.0) -> str:
+    """The word for a signed calibration gap (confidence − accuracy), chosen by its sign: ``*under*confident``
+    (``form="plain"``: underconfident, ``"noun"``: underconfidence) or the same with over; with
+    ``slightly``, 'slightly' where the gap is smaller than it."""
+    prefix = "under" if gap < 0 else "over"
+    if form == "noun":
+        return f"{prefix}confidence"
+    word = f"{prefix}confident" if form == "plain" else f"*{prefix}*confident"
+    return ("slightly " if abs(gap) < slightly else "") + word
+
+
+def share(metrics: dict) -> str:
+    """How much of an ECE the signed gap accounts for."""
+    return "nearly all" if abs(metrics["overconfidence"]) >= 0.9 * metrics["ece"] else "part"
+
+
+def calibrated(at_mean: float, averaged: float) -> str:
+    """Predicting at μ(x), against the S-draw average: calibrated (under 0.02), better, or not."""
+    return "calibrated" if at_mean < 0.02 else "better calibrated" if at_mean < averaged else "no better calibrated"
+
+
+def rises(at: dict, samples: tuple[int, ...]) -> str:
+    """Whether the S-draw ECE rises with every step of S."""
+    eces = [at[f"S{k}"]["ece"] for k in samples]
+    return "rises" if all(a < b for a, b in zip(eces, eces[1:])) else "does not rise steadily"
+
+
 def findings(table: dict, size: int, samples: tuple[int, ...]) -> list[str]:
     """The measured answers, as sentences built from the tables above (so they cannot drift from them)."""
-    from .config import GAUSSIAN_PRIOR_SCALE
 
     test, grid = table["test"].get(size, {}), table["grid"].get("pstn", {})
     sigma = GAUSSIAN_PRIOR_SCALE[size]
@@ -125,16 +150,20 @@ def findings(table: dict, size: int, samples: tuple[int, ...]) -> list[str]:
     s_max = f"S{samples[-1]}"
     values = sorted(grid, key=float)
     out = ["## Findings", "",
-           f"- **Direction.** At MNIST{size} the Gaussian P-STN at the authors' σ_p = {sigma:g} is *under*confident: "
-           f"confidence − accuracy = {test['pstn']['overconfidence']:+.4f} against an ECE of {test['pstn']['ece']:.4f}, "
-           f"so nearly all of its ECE is underconfidence. The CNN is slightly *over*confident "
+           f"- **Direction.** At MNIST{size} the Gaussian P-STN at the authors' σ_p = {sigma:g} is "
+           f"{confident(test['pstn']['overconfidence'])}: confidence − accuracy = {test['pstn']['overconfidence']:+.4f} "
+           f"against an ECE of {test['pstn']['ece']:.4f}, so {share(test['pstn'])} of its ECE is "
+           f"{confident(test['pstn']['overconfidence'], 'noun')}. The CNN is "
+           f"{confident(test['cnn']['overconfidence'], slightly=0.02)} "
            f"({test['cnn']['overconfidence']:+.4f}, ECE {test['cnn']['ece']:.4f}).",
-           f"- **Not the classifier.** The same P-STNs predicting at μ(x), without drawing θ, are calibrated: validation "
+           f"- **{'Not' if at['mean']['ece'] < at[s_max]['ece'] / 2 else 'Partly'} the classifier.** The same P-STNs "
+           f"predicting at μ(x), without drawing θ, are {calibrated(at['mean']['ece'], at[s_max]['ece'])}: validation "
            f"ECE {at['mean']['ece']:.4f} (gap {at['mean']['overconfidence']:+.4f}) at accuracy "
            f"{at['mean']['accuracy']:.4f}, against ECE {at[s_max]['ece']:.4f} (gap {at[s_max]['overconfidence']:+.4f}) at "
            f"accuracy {at[s_max]['accuracy']:.4f} for the average over {samples[-1]} draws that the table reports.",
            f"- **σ_p sets it.** The learned posterior scale follows the prior (mean σ(x) = {at['posterior_scale']:.4f} at "
-           f"σ_p = {sigma:g}), and the {samples[-1]}-draw ECE grows with σ_p from "
+           f"σ_p = {sigma:g}), and the {samples[-1]}-draw ECE "
+           f"{'grows' if grid[values[-1]][s_max]['ece'] > grid[values[0]][s_max]['ece'] else 'falls'} with σ_p from "
            f"{grid[values[0]][s_max]['ece']:.4f} (σ_p = {values[0]}) to {grid[values[-1]][s_max]['ece']:.4f} "
            f"(σ_p = {values[-1]}), while the ECE at μ(x) stays between "
            f"{min(grid[v]['mean']['ece'] for v in values):.4f} and {max(grid[v]['mean']['ece'] for v in values):.4f}. "
@@ -142,7 +171,7 @@ def findings(table: dict, size: int, samples: tuple[int, ...]) -> list[str]:
            + ", ".join(f"{grid[v]['S1']['accuracy']:.4f} at {v}" for v in values if "S1" in grid[v])
            + "); averaging such confident but disagreeing predictions lowers the confidence of the average while its "
            "arg max stays right.",
-           "- **More test samples do not help.** The ECE of the average rises with S ("
+           f"- **More test samples do not help.** The ECE of the average {rises(at, samples)} with S ("
            + ", ".join(f"S = {k}: {at[f'S{k}']['ece']:.4f}" for k in samples) + f" at σ_p = {sigma:g}; rising at σ_p = "
            + ", ".join(v for v in values if all(grid[v][f"S{a}"]["ece"] < grid[v][f"S{b}"]["ece"]
                                                 for a, b in zip(samples, samples[1:]))) + "): the average converges to "
@@ -159,19 +188,26 @@ def findings(table: dict, size: int, samples: tuple[int, ...]) -> list[str]:
 
 def _flip(table: dict, size: int) -> str:
     """The CNN's and the P-STN's signed gaps at the smaller sizes against ``size``."""
-    parts = []
+    parts, smaller_cnn_worse, cnn_gaps = [], [], []
     for n, rows in sorted(table["calibration"].items()):
         if n < size and "cnn" in rows:
             pstn = {k: v for k, v in rows.items() if k.startswith("pstn")}
             parts.append(f"At MNIST{n} (calibration study) the CNN's gap is {rows['cnn']:+.4f} and the P-STN's "
                          + ", ".join(f"{v:+.4f} ({k.removeprefix('pstn-sigma')})" for k, v in pstn.items()))
+            smaller_cnn_worse.append(bool(pstn) and abs(rows["cnn"]) > min(abs(v) for v in pstn.values()))
+            cnn_gaps.append(rows["cnn"])
     if not parts:
         return ""
     test = table["test"][size]
+    cnn, pstn = test["cnn"]["overconfidence"], test["pstn"]["overconfidence"]
+    if not (all(smaller_cnn_worse) and abs(cnn) < abs(pstn)):  # no flip in these numbers: no story of one
+        return "- **Gaps at the smaller sizes.** " + "; ".join(parts) + f" (σ_p in brackets); at MNIST{size}: CNN " \
+               f"{cnn:+.4f}, P-STN {pstn:+.4f}."
     return ("- **Why the ordering flips with data.** " + "; ".join(parts) + f" (σ_p in brackets): with little data the "
-            "CNN is strongly overconfident, so an underconfident P-STN still has the smaller ECE. At "
-            f"MNIST{size} the CNN's gap has shrunk to {test['cnn']['overconfidence']:+.4f}, while the P-STN's, which σ_p "
-            f"sets, has not ({test['pstn']['overconfidence']:+.4f}): the ordering flips.")
+            f"CNN is strongly {confident(max(cnn_gaps, key=abs), 'plain')}, so "
+            f"{'an underconfident' if pstn < 0 else 'an overconfident'} P-STN still has the smaller ECE. At "
+            f"MNIST{size} the CNN's gap has shrunk to {cnn:+.4f}, while the P-STN's, which σ_p "
+            f"sets, has not ({pstn:+.4f}): the ordering flips.")
 
 
 def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data_root: str | None) -> dict:
@@ -221,11 +257,11 @@ def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[
         if m != model:
             continue
         keys = ["mean"] + [f"S{s}" for s in samples]
-        cells = [_fmt([r["posterior_scale"] for r in runs]), _fmt([r["mean"]["accuracy"] for r in runs]),
-                 _fmt([r["mean"]["ece"] for r in runs]), _fmt([r["mean"]["overconfidence"] for r in runs])]
-        cells += [_fmt([r[f"S{s}"]["accuracy"] for r in runs]) for s in samples]
-        cells += [_fmt([r[f"S{s}"]["ece"] for r in runs]) for s in samples]
-        cells.append(_fmt([r[f"S{samples[-1]}"]["overconfidence"] for r in runs]))
+        cells = [mean_std([r["posterior_scale"] for r in runs]), mean_std([r["mean"]["accuracy"] for r in runs]),
+                 mean_std([r["mean"]["ece"] for r in runs]), mean_std([r["mean"]["overconfidence"] for r in runs])]
+        cells += [mean_std([r[f"S{s}"]["accuracy"] for r in runs]) for s in samples]
+        cells += [mean_std([r[f"S{s}"]["ece"] for r in runs]) for s in samples]
+        cells.append(mean_std([r[f"S{samples[-1]}"]["overconfidence"] for r in runs]))
         lines.append(f"| {value:g} | {len(runs)} | " + " | ".join(cells) + " |")
         table[f"{value:g}"] = {k: {metric: statistics.mean(r[k][metric] for r in runs)
                                    for metric in ("accuracy", "nll", "ece", "overconfidence")} for k in keys}
@@ -251,7 +287,6 @@ def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def main(size, sizes, samples, images, run_root, results_dir, data_root, progress):
     """Measure where the P-STNs' miscalibration comes from: training, or averaging over q(θ|x)."""
-    from tqdm import tqdm
 
     from inference.plots import calibration_curves, line_plot
 

@@ -32,12 +32,12 @@ import torch
 
 from inference.alignment import mean_shift_align, warp_by_matrix
 from inference.control import EntropyController, PIDController
-from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
-from inference.invariance import relative_rotation_error, rotation_ranges, transformation_samples
+from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint, restore
+from inference.invariance import relative_rotation_error, rotation_degrees, rotation_ranges, transformation_samples
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from inference.runs import open_run, restore, write_atomic, write_result
+from inference.runs import open_run, write_atomic, write_result
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
@@ -285,7 +285,6 @@ def upright_pose(data: ImageSet) -> torch.Tensor:
 def augmented_poses(model: FlowPSTN, data: ImageSet, num_samples: int = 200) -> torch.Tensor:
     """Mario-Iggy: pose of each augmented copy relative to its class's upright / inverted pose,
     φ − 180°·[inverted] + t for t ~ g(T | x) (degrees, [S, N]). The data's range is ±r."""
-    from inference.invariance import rotation_degrees
 
     t = rotation_degrees(model.layout, transformation_samples(model, data.images, num_samples))
     return _wrap_degrees(upright_pose(data)[None] + t)
@@ -353,7 +352,6 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
     r = records["mnist01569"]
     cfg = configs["mnist01569"]
     mnist_model, mnist_data = _fitted(run_root, cfg)
-    from inference.invariance import rotation_degrees
 
     torch.manual_seed(0)
     t = rotation_degrees(mnist_model.layout, transformation_samples(mnist_model, mnist_data.test.images[:2000]))

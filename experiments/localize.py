@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,12 +38,13 @@ import torch
 from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
-from inference.predictive import predict
+from inference.predictive import posterior_draws, predict
 from inference.runs import open_run, write_result
+from inference.stats import median_mad
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN
-from pyro_pstn.nets import Frozen, large_localizer, mnist_cnn_classifier
+from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
@@ -229,7 +231,6 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
 
 def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
     """One draw of θ ~ q(θ|x) per image (``[B, D]``)."""
-    from inference.predictive import posterior_draws
 
     return posterior_draws(model, images, 1)["theta"][0]
 
@@ -398,7 +399,6 @@ placement = _study_command("placed_fashion_mnist")
 def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, pre_record: Path, configs,
                 records, data_root=None) -> str:
     """The table beside the paper, θ_true against μ(x), the spread split and (placement) the crops."""
-    import statistics
 
     from inference.plots import image_grid, overlaid_histograms, scatter_panels
 
@@ -517,7 +517,6 @@ class FailureConfig(LocalizerTraining):
 def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
     """Fit one (model, depth, seed); report test accuracy and the variance of μ(x) over the test images
     (near 0: the localizer learned the identity, the failure mode)."""
-    from pyro_pstn.nets import MLPClassifier, mnist_pstn_localizer, mnist_stn_localizer
 
     start = time.perf_counter()
     data = load_localization("rotated_mnist", config.data_root, val_size=1000, test_size=config.test_size,
@@ -550,11 +549,6 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
             "machine": _machine(config.device), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _median_mad(values: list[float]) -> tuple[float, float]:
-    import statistics
-
-    median = statistics.median(values)
-    return median, statistics.median(abs(v - median) for v in values)
 
 
 @main.command("failure_mode")
@@ -621,10 +615,10 @@ def write_failure(results: Path, configs, records) -> str:
     for model in dict.fromkeys(c.model for c in configs):
         for depth in sorted({c.depth for c in configs if c.model == model}):
             runs = [r for c, r in zip(configs, records) if c.model == model and c.depth == depth]
-            acc = _median_mad([r["test"]["accuracy"] for r in runs])
+            acc = median_mad([r["test"]["accuracy"] for r in runs])
             variances = [r["test"]["mean_transformation_variance"] for r in runs
                          if "mean_transformation_variance" in r["test"]]
-            var = _median_mad(variances) if variances else None
+            var = median_mad(variances) if variances else None
             lines.append(f"| {model} | {depth} | {len(runs)} | {acc[0]:.4f} ± {acc[1]:.4f} | "
                          + (f"{var[0]:.4f} ± {var[1]:.4f}" if var else "—") + " |")
             summary["accuracy"].setdefault(model, {})[depth] = acc

@@ -18,11 +18,21 @@ figures. The runs:
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import click
 
-from .cli import SafeCommand, writable_dir
+from inference.fitting import METRICS_FILE, run_fit
+from pyro_pstn.data import DataError
+
+from . import flow, pose_vae
+from .cli import SafeCommand, cached_record, writable_dir
+from .config import authors_config
+from .flow import CONTROL_LOG, FlowConfig
+from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize
+from .pose_vae import PoseVAEConfig
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -32,7 +42,6 @@ RUN_ROOT = Path("runs") / "notebooks"
 def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600):
     """Execute ``notebooks/<name>.ipynb`` on ``run_dir`` (cwd: the repository) and return the
     executed notebook; raises ``nbclient``'s CellExecutionError where a cell fails."""
-    import os
 
     import nbformat
     from nbclient import NotebookClient
@@ -53,45 +62,33 @@ def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600):
 
 
 def _fit_posterior_run(run_root: Path, data_root) -> Path:
-    from inference.fitting import METRICS_FILE, run_fit
-
-    from .config import authors_config
-
     run_dir = run_root / "gamma_pstn-mnist30-fold0"
     if not (run_dir / METRICS_FILE).exists():
         config = authors_config("gamma_pstn", "mnist30", data_root=data_root)
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         run_fit(config, run_dir, progress=None)
     return run_dir
 
 
 def _fit_pose_vae_run(run_root: Path, data_root) -> Path:
-    from .pose_vae import PoseVAEConfig, run_one
-
     config = PoseVAEConfig(model="tvae", transform="affine", pose_prior="diagonal", z_dim=8, epochs=5, data_root=data_root)
     if not (run_root / config.name / "samples.png").exists():
-        run_one(config, run_root, progress=None)
+        pose_vae.run_one(config, run_root, progress=None)
     return run_root / config.name
 
 
 def _fit_flow_run(run_root: Path, data_root) -> Path:
-    from .flow import CONTROL_LOG, FlowConfig, run_one
-
     config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=15,
                         train_size=4000, no_aug_until=2, entropy_target=0.0, data_root=data_root)
     if not (run_root / config.name / CONTROL_LOG).exists():
-        run_one(config, run_root, progress=None)
+        flow.run_one(config, run_root, progress=None)
     return run_root / config.name
 
 
 def _fit_localize_run(run_root: Path, data_root) -> Path:
     """The rotated-MNIST Gamma P-STN of ``localize rotated --epochs 10`` (fitted here if missing): a
     posterior over the angle, so the notebook shows draws and spreads, not only a mean."""
-    from .cli import cached_record
-    from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize
 
     localize_root = Path("runs") / "localize"
     pre = PretrainConfig(data="mnist", data_root=data_root)
@@ -114,8 +111,6 @@ RUNS = {"01_inspect_posteriors": _fit_posterior_run, "02_pose_vae": _fit_pose_va
 def main(only, run_root, data_root):
     """Fit each notebook's run if missing, execute the notebook and save it with its outputs."""
     import nbformat
-
-    from pyro_pstn.data import DataError
 
     for name in only or tuple(RUNS):
         click.echo(f"{name}: fitting its run (if missing)")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import click
 import torch
+from tqdm.auto import tqdm
 
 from inference.engine import OPTIMIZERS, TrainConfig, Trainer
 from inference.latents import elbo_terms, encode, linear_probe
@@ -172,7 +173,6 @@ def fit_aligner(base: ImageSet, augmented: ImageSet, epochs: int = 20, batch_siz
                 seed: int = 0, device: str = "cpu", progress: bool | None = None) -> Aligner:
     """003 §3.2: an STN trained with the augmented images as input and the originals as targets
     (MSE, AdamW lr 1e-3, 20 epochs)."""
-    from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     aligner = Aligner("similarity").to(device)

@@ -19,11 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+from tqdm.auto import tqdm
 
 from inference.engine import CHECKPOINT
 from inference.fitting import CONFIG_FILE
+from inference.metrics import pool_bins
 from inference.runs import write_json, write_result
 from inference.spec import FitConfig, config_from_dict
+from inference.stats import best_on_validation, differences, mean_std, paired
 from inference.sweep import Run, sweep
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
@@ -115,12 +118,6 @@ def selected_value(results: Path, model: str, size: int) -> float:
     return float(summary["best_accuracy"])
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "not run"
-    if len(values) == 1:
-        return f"{values[0]:.4f} (1 fold)"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def _paper(table: dict, model: str, size: int) -> str:
@@ -200,7 +197,7 @@ def aggregate(results: Path, sizes=(), models=()) -> str:
                 value = fitted_at(runs[0]["config"], param)
                 label = f"{base}, {PARAM_SYMBOL[param]} = {value:g} selected on validation"
             lines.append(
-                f"| {label} | {len(runs)} | {_fmt(acc)} | {_fmt(nll)} | {_fmt(ece)} | {wall} | "
+                f"| {label} | {len(runs)} | {mean_std(acc)} | {mean_std(nll)} | {mean_std(ece)} | {wall} | "
                 f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
             )
         lines += _gamma_bar(table, size)
@@ -410,8 +407,8 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
     for value, ms in rows:
         marks = " ".join(t for t, b in (("best accuracy", best_acc), ("best ECE", best_ece)) if ms and b == value)
         lines.append(
-            f"| {value:g} | {len(ms)} | {_fmt([m['accuracy'] for m in ms])} | {_fmt([m['nll'] for m in ms])} | "
-            f"{_fmt([m['ece'] for m in ms])} | {marks} |"
+            f"| {value:g} | {len(ms)} | {mean_std([m['accuracy'] for m in ms])} | {mean_std([m['nll'] for m in ms])} | "
+            f"{mean_std([m['ece'] for m in ms])} | {marks} |"
         )
     if records:
         stacked = max(r.get("stacked", 1) for r in records)
@@ -508,11 +505,6 @@ def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_
         click.echo(aggregate_ablation(results, sizes))
 
 
-def _paired(values: list[float]) -> str:
-    """Mean ± std of per-fold differences, and on how many folds the difference is positive."""
-    if len(values) < 2:
-        return f"{values[0]:+.4f} (1 fold)" if values else "—"
-    return f"{statistics.mean(values):+.4f} ± {statistics.stdev(values):.4f} ({sum(v > 0 for v in values)}/{len(values)} > 0)"
 
 
 def aggregate_ablation(results: Path, sizes) -> str:
@@ -556,7 +548,7 @@ def aggregate_ablation(results: Path, sizes) -> str:
             for key in ("accuracy", "nll", "ece"):
                 values = [r["test"][key] for r in runs.values()]
                 deltas = [runs[f]["test"][key] - base[f]["test"][key] for f in runs if base[f]] if factor != "ours" else []
-                cells += [_fmt(values), _paired(deltas) if factor != "ours" else "—"]
+                cells += [mean_std(values), differences(deltas) if factor != "ours" else "—"]
                 entry[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
                 if deltas:
                     entry[f"delta_{key}"] = {"mean": statistics.mean(deltas),
@@ -653,7 +645,6 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
     if not sweep(jobs, shard, workers, aggregate_only=aggregate_only):
         return
 
-    from inference.metrics import pool_bins
     from inference.plots import calibration_curves
 
     lines = [
@@ -675,8 +666,8 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
             continue
         curves[label] = pool_bins([r["reliability"] for r in runs])
         wall = statistics.mean(r["wall_seconds"] for r in runs)
-        lines.append(f"| {label} | {len(runs)} | {_fmt([r['test']['accuracy'] for r in runs])} | "
-                     f"{_fmt([r['test']['ece'] for r in runs])} | {PAPER_001_ECE.get(label, '—')} | {wall:.0f} |")
+        lines.append(f"| {label} | {len(runs)} | {mean_std([r['test']['accuracy'] for r in runs])} | "
+                     f"{mean_std([r['test']['ece'] for r in runs])} | {PAPER_001_ECE.get(label, '—')} | {wall:.0f} |")
     first = {k: v for k, v in curves.items() if not k.startswith("pstn")}
     sigma = {k: v for k, v in curves.items() if k.startswith("pstn")}
     calibration_curves(first, results / f"calibration_mnist{size}.png", f"MNIST{size}: CNN, STN, Gamma P-STN")
@@ -733,12 +724,9 @@ def _ucr_selected(results: Path, model: str, name: str) -> float | None:
     val, _ = _ucr_selection_metrics(results, model, name)
     if len(val) < len(UCR_GRIDS[model][1]):
         return None
-    return _best_on_validation(val)
+    return best_on_validation(val)
 
 
-def _best_on_validation(val: dict[float, dict]) -> float:
-    """The grid value whose validation metrics have the best accuracy, ties broken by the lower NLL."""
-    return max(val, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
 
 
 def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
@@ -820,6 +808,51 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
     click.echo(aggregate_ucr(results, datasets, models, repetitions, epochs, train_samples))
 
 
+#: Row labels of the paired table (the models of 000 / 001 Table 3).
+UCR_LABELS = {"cnn": "CNN", "stn": "STN", "pstn": "Gaussian P-STN", "gamma_pstn": "Gamma P-STN"}
+
+
+def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
+    """Every model against every other on UCR set ``name``, paired by repetition (each repetition gives
+    every model the same split and seed): accuracy, NLL and ECE differences with their standard errors;
+    and for the models with a posterior location, the S-draw prediction against the one at μ(x)."""
+    by_rep, at_mean = {}, {}
+    for model in models:
+        for path in sorted((results / "ucr" / "runs").glob(f"{model}-{name}-rep*.json")):
+            record = json.loads(path.read_text())
+            evaluated = as_evaluated(record, has_precise_bn(record))
+            by_rep.setdefault(model, {})[record["fold"]] = evaluated["test"]
+            if evaluated.get("test_at_mean"):
+                at_mean.setdefault(model, {})[record["fold"]] = evaluated["test_at_mean"]
+    lines = [f"## {name}: differences paired by repetition (mean, standard error, pairs)", "",
+             "| a − b | accuracy | NLL | ECE |", "|---|---|---|---|"]
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            cells = []
+            for metric in ("accuracy", "nll", "ece"):
+                pair = paired(*({k: m[metric] for k, m in by_rep.get(x, {}).items()} for x in (b, a)))
+                cells.append(f"{pair[0]:+.4f} (SE {pair[1]:.4f}, {pair[2]})" if pair else "—")
+            lines.append(f"| {UCR_LABELS.get(b, b)} − {UCR_LABELS.get(a, a)} | " + " | ".join(cells) + " |")
+    if at_mean:
+        lines += ["", "Test-time averaging, S draws of θ − the classifier at μ(x), paired by repetition:", "",
+                  "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
+        for model, means in at_mean.items():
+            cells = [paired({k: m[metric] for k, m in by_rep[model].items()},
+                            {k: m[metric] for k, m in means.items()}) for metric in ("accuracy", "nll", "ece")]
+            lines.append(f"| {UCR_LABELS.get(model, model)} | " + " | ".join(
+                f"{c[0]:+.4f} (SE {c[1]:.4f}, {c[2]})" if c else "—" for c in cells) + " |")
+    return lines
+
+
+@main.command("paired")
+@click.option("--datasets", type=CommaList(str), default="PhalangesOutlinesCorrect", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+def paired_command(datasets, results_dir):
+    """Print every model against every other on UCR sets, paired by repetition (from the result files)."""
+    for name in datasets:
+        click.echo("\n".join(paired_lines(Path(results_dir), name)) + "\n")
+
+
 def _ucr_records(results: Path, datasets, models) -> list[Path]:
     """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
     return sorted(p for kind in ("select", "runs", "fixed") for p in (results / "ucr" / kind).glob("*.json")
@@ -838,8 +871,6 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     is evaluated again with precise BN (:func:`experiments.runs.evaluate_precise_bn`) from its
     checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
     (not over) the ones it was fitted with."""
-    from tqdm.auto import tqdm
-
 
     todo, missing = [], []
     for path in _ucr_records(results, datasets, models):
@@ -882,17 +913,17 @@ def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) ->
         if runs:
             running = [r["test"]["accuracy"] for r in runs]
             precise = [r["precise_bn"]["test"] for r in runs]
-            rows.append(f"| {model} | {len(runs)} | {_fmt(running)} | {_fmt([m['accuracy'] for m in precise])} | "
-                        f"{_paired([m['accuracy'] - a for m, a in zip(precise, running)])} | "
-                        f"{_fmt([m['nll'] for m in precise])} | {_fmt([m['ece'] for m in precise])} |")
+            rows.append(f"| {model} | {len(runs)} | {mean_std(running)} | {mean_std([m['accuracy'] for m in precise])} | "
+                        f"{differences([m['accuracy'] - a for m, a in zip(precise, running)])} | "
+                        f"{mean_std([m['nll'] for m in precise])} | {mean_std([m['ece'] for m in precise])} |")
         seen = _ucr_selection_runs(results, model, name) if model in UCR_GRIDS else {}
         if seen and len(seen) == len(UCR_GRIDS[model][1]) and all("precise_bn" in r for r in seen.values()):
             param, val = UCR_GRIDS[model][0], {v: r["precise_bn"]["val"] for v, r in seen.items()}
             running = {v: r["val"] for v, r in seen.items()}
             grid = "; ".join(f"{v:g}: {running[v]['accuracy']:.4f} → {m['accuracy']:.4f}" for v, m in val.items())
             picks.append(f"- {model} selection, validation accuracy with running → precise BN by "
-                         f"{PARAM_SYMBOL[param]}: {grid}; selected {PARAM_SYMBOL[param]} = {_best_on_validation(val):g} "
-                         f"with precise BN, {_best_on_validation(running):g} with the running averages.")
+                         f"{PARAM_SYMBOL[param]}: {grid}; selected {PARAM_SYMBOL[param]} = {best_on_validation(val):g} "
+                         f"with precise BN, {best_on_validation(running):g} with the running averages.")
     if not rows and not picks:
         return []
     lines = ["", f"### {name}: running against precise BN", "",
@@ -947,12 +978,6 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
     return select, final, waiting
 
 
-def _paired_by_rep(a: dict, b: dict) -> tuple[float, float, int] | None:
-    """(mean, standard error, pairs) of a − b over the repetitions both have (``{fold: value}``)."""
-    pairs = [v - b[k] for k, v in a.items() if k in b]
-    if len(pairs) < 2:
-        return None
-    return statistics.mean(pairs), statistics.stdev(pairs) / math.sqrt(len(pairs)), len(pairs)
 
 
 def _mixed_bn(summary: dict, name: str, model: str, baseline: str) -> str:
@@ -984,15 +1009,15 @@ def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[st
             paired = []
             for row, label in ((f"cnn-{name}", "cnn"), (f"{model}-{name}", f"the selected {model}")):
                 other = summary.get(row, {})
-                if pairs := _paired_by_rep(by_rep, other.get("by_rep", {})):
+                if pairs := paired(by_rep, other.get("by_rep", {})):
                     mixed = f", not like for like: {bn} against {other['bn']} BN" if other.get("bn") != bn else ""
                     paired.append(f"− {label}: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs"
                                   f"{mixed})")
             lines.append(
                 f"- {model} at {PARAM_SYMBOL[param]} = {value:g}, fixed (`--{param.replace('_', '-')} {value:g}`), "
-                f"not selected: {len(runs)} repetitions, {bn} BN, accuracy {_fmt([m['test']['accuracy'] for m in shown])}"
-                + (f" ({_fmt(at_mean)} at μ(x))" if at_mean else "")
-                + f", NLL {_fmt([m['test']['nll'] for m in shown])}, ECE {_fmt([m['test']['ece'] for m in shown])}, "
+                f"not selected: {len(runs)} repetitions, {bn} BN, accuracy {mean_std([m['test']['accuracy'] for m in shown])}"
+                + (f" ({mean_std(at_mean)} at μ(x))" if at_mean else "")
+                + f", NLL {mean_std([m['test']['nll'] for m in shown])}, ECE {mean_std([m['test']['ece'] for m in shown])}, "
                 f"mean wall {statistics.mean(r['wall_seconds'] for r in runs):.0f} s / run"
                 + (f"; paired by repetition {'; '.join(paired)}" if paired else "") + ".")
     return [""] + lines if lines else []
@@ -1015,21 +1040,21 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
                    "below our CNN by more than two standard errors" if gap < -2 * se else
                    "within two standard errors of our CNN")
         # repetition k gives every model the same train / validation split and seed: pair them too
-        pairs = _paired_by_rep(summary[f"{model}-{name}"].get("by_rep", {}), summary[f"cnn-{name}"].get("by_rep", {}))
-        paired = (f"; paired by repetition: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs)"
+        pairs = paired(summary[f"{model}-{name}"].get("by_rep", {}), summary[f"cnn-{name}"].get("by_rep", {}))
+        by_rep = (f"; paired by repetition: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs)"
                   if pairs else "")
         published = PAPER_UCR[paper].get(name, {})
         beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
         lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
-                     f"repetitions): {verdict}{paired}{beside}{_mixed_bn(summary, name, model, 'cnn')}.")
+                     f"repetitions): {verdict}{by_rep}{beside}{_mixed_bn(summary, name, model, 'cnn')}.")
     for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
         ours = summary.get(f"{model}-{name}", {})
-        if ece := _paired_by_rep(ours.get("ece_by_rep", {}), summary.get(f"cnn-{name}", {}).get("ece_by_rep", {})):
+        if ece := paired(ours.get("ece_by_rep", {}), summary.get(f"cnn-{name}", {}).get("ece_by_rep", {})):
             lines.append(f"- {model} − cnn, ECE paired by repetition: {ece[0]:+.4f} (standard error {ece[1]:.4f}, "
                          f"{ece[2]} pairs){_mixed_bn(summary, name, model, 'cnn')}.")
         stn = summary.get(f"stn-{name}", {})
-        if acc := _paired_by_rep(ours.get("by_rep", {}), stn.get("by_rep", {})):
-            ece = _paired_by_rep(ours.get("ece_by_rep", {}), stn.get("ece_by_rep", {}))
+        if acc := paired(ours.get("by_rep", {}), stn.get("by_rep", {})):
+            ece = paired(ours.get("ece_by_rep", {}), stn.get("ece_by_rep", {}))
             published = PAPER_UCR[paper].get(name, {})
             beside = (f"; paper {paper} accuracy: {published[model][0] - published['stn'][0]:+.4f}"
                       if model in published and "stn" in published else "")
@@ -1084,17 +1109,17 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
             shown = [as_evaluated(r, precise) for r in runs]
             acc, nll, ece = ([m["test"][k] for m in shown] for k in ("accuracy", "nll", "ece"))
             # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
-            train_loss = _fmt([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
+            train_loss = mean_std([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
             spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
-            spread = _fmt(spread) if spread else "—"
+            spread = mean_std(spread) if spread else "—"
             at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
-            at_mean = _fmt(at_mean) if at_mean else "—"
+            at_mean = mean_std(at_mean) if at_mean else "—"
             wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             bn = ("precise" if precise else "running") if runs else "—"
             summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc, "bn": bn,
                                           "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)},
                                           "ece_by_rep": {r["fold"]: m["test"]["ece"] for r, m in zip(runs, shown)}}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {_fmt(acc)} | {at_mean} | {_fmt(nll)} | {_fmt(ece)} | "
+            lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {mean_std(acc)} | {at_mean} | {mean_std(nll)} | {mean_std(ece)} | "
                          f"{train_loss} | {spread} | {wall} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
                          f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")

@@ -21,9 +21,8 @@ from typing import Callable
 import pyro
 import torch.nn as nn
 
-from inference.engine import CHECKPOINT, Trainer
+from inference.engine import CHECKPOINT, Trainer, restore
 from inference.fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
-from inference.runs import restore
 from inference.spec import FitConfig, read_config
 from pyro_pstn.data import load_dataset
 from pyro_pstn.data.localization import load_localization

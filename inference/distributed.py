@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import pyro
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -155,8 +156,6 @@ class DistributedTrainer(Trainer):
         return float(total) / (count * self.world_size)
 
     def seed_rng(self) -> None:
-        import pyro
-
         pyro.set_rng_seed(self.config.seed + self.rank)
 
     def fit(self, train, val=None, run_dir=None, progress=None, on_epoch_end=None):

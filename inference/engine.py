@@ -171,6 +171,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+
+def restore(model, checkpoint: str | os.PathLike):
+    """``model`` with the fitted parameters of a run's ``checkpoint.pt``, in eval mode."""
+    model.load_state_dict(read_checkpoint(checkpoint)["model"])
+    return model.eval()
+
 @torch.no_grad()
 def validate(model, elbo, val: Dataset, batch_size: int = 500, **schedule) -> dict[str, float]:
     """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` (with the

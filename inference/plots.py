@@ -1,6 +1,7 @@
 """Figures written into a run directory (matplotlib's object API: no pyplot, no display needed)."""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -110,7 +111,6 @@ def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLi
 def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: str = "", columns: int = 10):
     """One labelled block of images per entry of ``rows`` ({label: [N, C, H, W] in [0, 1]}),
     ``columns`` images to a line: sample grids from a generative model's prior."""
-    import math
 
     lines = {label: math.ceil(len(images) / columns) for label, images in rows.items()}
     total = sum(lines.values())

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import torch
+
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
 except ImportError:  # pragma: no cover
@@ -53,7 +55,6 @@ def write_json(path: str | os.PathLike, record) -> None:
 
 def save_atomic(obj, path: str | os.PathLike) -> None:
     """``torch.save`` atomically: a reader sees the old checkpoint or the new one."""
-    import torch
 
     atomic(path, lambda tmp: torch.save(obj, tmp))
 
@@ -183,11 +184,3 @@ def write_result(path: str | os.PathLike, text: str) -> None:
                              "--results-dir, or unfinished runs?). Finish the runs, or delete the file first to "
                              "write the smaller table")
     write_atomic(path, text)
-
-
-def restore(model, checkpoint: str | os.PathLike):
-    """``model`` with the fitted parameters of a run's ``checkpoint.pt``, in eval mode."""
-    from .engine import read_checkpoint  # engine imports this module
-
-    model.load_state_dict(read_checkpoint(checkpoint)["model"])
-    return model.eval()
