@@ -21,7 +21,7 @@ import click
 from pyro_pstn.models import MODEL_NAMES
 
 from .bench import measure
-from .cli import SafeCommand, writable_dir
+from .cli import CommaList, SafeCommand, writable_dir
 from .papers import PAPER_000_TABLE_1, PAPER_001_TABLE_2
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,23 +55,23 @@ def fit_once(model: str, fold: int, seed: int, out_dir: str) -> tuple[float, dic
 
 @click.command(cls=SafeCommand)
 @click.option("--fold", type=click.IntRange(0, 4), default=0)
-@click.option("--seeds", default="42", help="Comma-separated seeds (42 is the default of experiments.fit).")
-@click.option("--models", default=",".join(MODEL_NAMES))
+@click.option("--seeds", type=CommaList(int), default="42", help="Comma-separated seeds (42 is the default of experiments.fit).")
+@click.option("--models", type=CommaList(str, choices=MODEL_NAMES), default=",".join(MODEL_NAMES))
 @click.option("--out-dir", callback=writable_dir, default="runs/fit_mnist30")
 @click.option("--bench-steps", type=click.IntRange(min=10), default=300)
 @click.option("--reuse-runs", is_flag=True, help="Keep the fits recorded in fit_mnist30.json; only re-run the bench.")
-def main(fold: int, seeds: str, models: str, out_dir: str, bench_steps: int, reuse_runs: bool):
+def main(fold: int, seeds: list[int], models: list[str], out_dir: str, bench_steps: int, reuse_runs: bool):
     if reuse_runs:
         recorded = json.loads((RESULTS / "fit_mnist30.json").read_text())
         rows = [(r["model"], r["wall_seconds"], r) for r in recorded]
         fold = recorded[0]["fold"]
         seed_list = list(dict.fromkeys(r["seed"] for r in recorded))
-        seeds, models = ",".join(map(str, seed_list)), ",".join(dict.fromkeys(r["model"] for r in recorded))
+        models = list(dict.fromkeys(r["model"] for r in recorded))
     else:
-        seed_list = [int(s) for s in seeds.split(",")]
+        seed_list = seeds
         rows = []
         for seed in seed_list:
-            for model in models.split(","):
+            for model in models:
                 wall, metrics = fit_once(model, fold, seed, out_dir)
                 rows.append((model, wall, metrics))
                 click.echo(f"{model} seed {seed}: {wall:.1f} s, accuracy {metrics['test']['accuracy']:.4f}")
@@ -80,7 +80,7 @@ def main(fold: int, seeds: str, models: str, out_dir: str, bench_steps: int, reu
     lines = [
         "# `experiments.fit` on MNIST30 with the default protocol",
         "",
-        f"Produced by `python -m experiments.fit_mnist30 --fold {fold} --seeds {seeds} --models {models}`"
+        f"Produced by `python -m experiments.fit_mnist30 --fold {fold} --seeds {','.join(map(str, seed_list))} --models {','.join(models)}`"
         + (f" on {first['finished']}" if "finished" in first else "")
         + f", on this project's 2-core development machine ({first['machine']}, torch {first['torch']}, "
         f"device {first['device']}), one run at a time, nothing else running.",
@@ -109,7 +109,7 @@ def main(fold: int, seeds: str, models: str, out_dir: str, bench_steps: int, reu
             "| model | test acc | NLL | ECE | max wall s | paper MNIST30 acc % |",
             "|---|---|---|---|---:|---|",
         ]
-        for model in models.split(","):
+        for model in models:
             runs = [(w, m) for name, w, m in rows if name == model]
 
             def stat(key):

@@ -28,6 +28,7 @@ from inference.runs import write_json, write_result
 from inference.spec import FitConfig, config_from_dict
 from inference.stats import best_on_validation, differences, mean_std, paired
 from inference.sweep import Run, sweep
+from inference.tables import Column, markdown, summarize
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
 
@@ -147,6 +148,31 @@ def _row_rank(row: str) -> tuple:
     return group, MODEL_NAMES.index(base) if base in MODEL_NAMES else len(MODEL_NAMES), row
 
 
+def _subset_label(model: str, runs: list[dict]) -> str:
+    """A row's label: the model, or for a validation-selected row the value it was selected at."""
+    base = model.removesuffix(SELECTED)
+    if model == base or not runs:
+        return model
+    param = SELECTED_PARAM[base]
+    return f"{base}, {PARAM_SYMBOL[param]} = {fitted_at(runs[0]['config'], param):g} selected on validation"
+
+
+def _subset_columns(size: int) -> list[Column]:
+    """The columns of an MNIST-subset table: ours over the folds, then the papers' published values."""
+    def metric(key):
+        return lambda model, runs: mean_std([r["test"][key] for r in runs])
+
+    return [
+        Column("model", _subset_label),
+        Column("folds", lambda model, runs: str(len(runs)), right=True),
+        Column("accuracy", metric("accuracy")), Column("NLL", metric("nll")), Column("ECE (15 bins)", metric("ece")),
+        Column("mean wall s / run", lambda model, runs: f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}"
+               if runs else "—", right=True),
+        Column("paper 000 T1 acc", lambda model, runs: _paper(PAPER_000_TABLE_1, model.removesuffix(SELECTED), size)),
+        Column("paper 001 T2 acc", lambda model, runs: _paper(PAPER_001_TABLE_2, model.removesuffix(SELECTED), size)),
+    ]
+
+
 def aggregate(results: Path, sizes=(), models=()) -> str:
     """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json.
 
@@ -175,31 +201,12 @@ def aggregate(results: Path, sizes=(), models=()) -> str:
     for size in sizes:
         # the papers' models always; others (flow_pstn) where requested or already run
         size_models = sorted({*models, *(_row(r) for r in records if r["size"] == size)}, key=_row_rank)
-        lines += [
-            f"## MNIST{size}",
-            "",
-            "| model | folds | accuracy | NLL | ECE (15 bins) | mean wall s / run | paper 000 T1 acc | paper 001 T2 acc |",
-            "|---|---:|---|---|---|---:|---|---|",
-        ]
-        for model in size_models:
-            runs = [r for r in records if _row(r) == model and r["size"] == size]
-            acc, nll, ece = ([r["test"][k] for r in runs] for k in ("accuracy", "nll", "ece"))
-            wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
-            table[f"{model}-mnist{size}"] = {
-                "folds": sorted(r["fold"] for r in runs),
-                **{k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else None} for k, v in
-                   (("accuracy", acc), ("nll", nll), ("ece", ece)) if v},
-            }
-            base = model.removesuffix(SELECTED)
-            label = model
-            if model != base and runs:
-                param = SELECTED_PARAM[base]
-                value = fitted_at(runs[0]["config"], param)
-                label = f"{base}, {PARAM_SYMBOL[param]} = {value:g} selected on validation"
-            lines.append(
-                f"| {label} | {len(runs)} | {mean_std(acc)} | {mean_std(nll)} | {mean_std(ece)} | {wall} | "
-                f"{_paper(PAPER_000_TABLE_1, base, size)} | {_paper(PAPER_001_TABLE_2, base, size)} |"
-            )
+        rows = [(model, [r for r in records if _row(r) == model and r["size"] == size]) for model in size_models]
+        for model, runs in rows:
+            table[f"{model}-mnist{size}"] = {"folds": sorted(r["fold"] for r in runs),
+                                             **{k: summarize([r["test"][k] for r in runs])
+                                                for k in ("accuracy", "nll", "ece") if runs}}
+        lines += [f"## MNIST{size}", "", *markdown(_subset_columns(size), rows)]
         lines += _gamma_bar(table, size)
         size_runs = [r for r in records if r["size"] == size]
         if size_runs:
@@ -401,15 +408,16 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
         "(10,000 images, disjoint from the fold's training images; 10 posterior samples); the test set is never used. "
         + ("The KL weight is the authors' per-dimension w." if param == "kl_weight" else "σ_p is the prior std of θ."),
         "",
-        f"| {param} | folds | val accuracy | val NLL | val ECE (15 bins) | |",
-        "|---:|---:|---|---|---|---|",
     ]
-    for value, ms in rows:
-        marks = " ".join(t for t, b in (("best accuracy", best_acc), ("best ECE", best_ece)) if ms and b == value)
-        lines.append(
-            f"| {value:g} | {len(ms)} | {mean_std([m['accuracy'] for m in ms])} | {mean_std([m['nll'] for m in ms])} | "
-            f"{mean_std([m['ece'] for m in ms])} | {marks} |"
-        )
+    columns = [
+        Column(param, lambda value, ms: f"{value:g}", right=True),
+        Column("folds", lambda value, ms: str(len(ms)), right=True),
+        *(Column(f"val {name}", lambda value, ms, k=key: mean_std([m[k] for m in ms]))
+          for name, key in (("accuracy", "accuracy"), ("NLL", "nll"), ("ECE (15 bins)", "ece"))),
+        Column("", lambda value, ms: " ".join(t for t, b in (("best accuracy", best_acc), ("best ECE", best_ece))
+                                              if ms and b == value)),
+    ]
+    lines += markdown(columns, rows)
     if records:
         stacked = max(r.get("stacked", 1) for r in records)
         lines += ["", f"Wall time of these {len(records)} runs: {sum(r['wall_seconds'] for r in records) / 3600:.1f} h "
@@ -850,6 +858,9 @@ def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
 def paired_command(datasets, results_dir):
     """Print every model against every other on UCR sets, paired by repetition (from the result files)."""
     for name in datasets:
+        if not list((Path(results_dir) / "ucr" / "runs").glob(f"*-{name}-rep*.json")):
+            raise click.BadParameter(f"no repetitions of {name!r} under {Path(results_dir) / 'ucr' / 'runs'}: run "
+                                     f"`python -m experiments.reproduce ucr --datasets {name}` first", param_hint="--datasets")
         click.echo("\n".join(paired_lines(Path(results_dir), name)) + "\n")
 
 
@@ -1006,12 +1017,12 @@ def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[st
             bn = "precise" if precise else "running"
             at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
             by_rep = {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)}
-            paired = []
+            pairings = []
             for row, label in ((f"cnn-{name}", "cnn"), (f"{model}-{name}", f"the selected {model}")):
                 other = summary.get(row, {})
                 if pairs := paired(by_rep, other.get("by_rep", {})):
                     mixed = f", not like for like: {bn} against {other['bn']} BN" if other.get("bn") != bn else ""
-                    paired.append(f"− {label}: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs"
+                    pairings.append(f"− {label}: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs"
                                   f"{mixed})")
             lines.append(
                 f"- {model} at {PARAM_SYMBOL[param]} = {value:g}, fixed (`--{param.replace('_', '-')} {value:g}`), "
@@ -1019,7 +1030,7 @@ def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[st
                 + (f" ({mean_std(at_mean)} at μ(x))" if at_mean else "")
                 + f", NLL {mean_std([m['test']['nll'] for m in shown])}, ECE {mean_std([m['test']['ece'] for m in shown])}, "
                 f"mean wall {statistics.mean(r['wall_seconds'] for r in runs):.0f} s / run"
-                + (f"; paired by repetition {'; '.join(paired)}" if paired else "") + ".")
+                + (f"; paired by repetition {'; '.join(pairings)}" if pairings else "") + ".")
     return [""] + lines if lines else []
 
 

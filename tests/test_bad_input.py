@@ -64,3 +64,49 @@ def test_bad_input_exits_2_lists_the_valid_values_and_writes_nothing(command, ar
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not any(tmp_path.iterdir())
+
+
+LOCALIZE = [
+    (["pretrain", "--data", "cifar"], "'cifar' is not one of 'mnist', 'fashion_mnist'"),
+    (["fit", "--model", "cnn"], "'cnn' is not one of 'stn', 'pstn', 'gamma_pstn'"),
+    (["rotated", "--models", "cnn"], "'cnn' is not one of stn, pstn, gamma_pstn"),
+    (["placement", "--seeds", "x"], "'x' is not an integer"),
+    (["failure_mode", "--depths", "11"], "'11' is not one of 1, 2, 3"),
+    (["failure_mode", "--device", "tpu"], "unknown device 'tpu'"),
+]
+
+
+@pytest.mark.parametrize("args, message", LOCALIZE, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_localize_bad_input_exits_2(args, message, tmp_path):
+    from experiments import localize
+
+    result = CliRunner().invoke(localize.main, [*args, "--results-dir", str(tmp_path / "results"),
+                                                "--run-root", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not any(tmp_path.iterdir())
+
+
+def _other_commands():
+    from experiments import confidence, fit_mnist30, notebooks, slurm
+
+    return [
+        (confidence.main, ["--samples", "0"], "every S must be at least 1"),
+        (confidence.main, ["--sizes", "7"], "'7' is not one of 10, 30"),
+        (fit_mnist30.main, ["--seeds", "abc"], "'abc' is not an integer"),
+        (fit_mnist30.main, ["--models", "resnet"], "'resnet' is not one of cnn, stn"),
+        (notebooks.main, ["--only", "05"], "'05' is not one of '01_inspect_posteriors'"),
+        (slurm.main, ["--shards", "2", "--", "reproduce", "nothing"], "after -- give a sweep command"),
+        (slurm.main, ["--shards", "0", "--", "reproduce", "grid"], "0 is not in the range x>=1"),
+        (reproduce.main, ["paired", "--datasets", "Nope"], "no repetitions of 'Nope'"),
+        (reproduce.main, ["ablation", "--factors", "nope"], "'nope' is not one of ours"),
+        (reproduce.main, ["stacked_vs_single", "--sizes", "7"], "'7' is not one of 10, 30"),
+    ]
+
+
+def test_every_other_command_refuses_bad_input_with_status_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command, args, message in _other_commands():
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
