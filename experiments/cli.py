@@ -7,19 +7,14 @@ says how to go on.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-from dataclasses import asdict
-from pathlib import Path
-from typing import Callable
 
 import click
 
 from inference.distributed import launched_by_torchrun
 from inference.engine import resolve_device
-from inference.runs import check_output_dir, check_same_config, identity, locked, write_json
-from inference.spec import config_from_dict
+from inference.runs import check_output_dir
 from inference.sweep import Shard, SweepError
 from pyro_pstn.data import DataError
 
@@ -164,28 +159,6 @@ def run_options(results: str, runs: str, data_help: str) -> list:
                      callback=writable_dir),
         click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
     ]
-
-
-def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
-    """The result record of ``config`` (a config dataclass with a ``name``) at ``path``, calling
-    ``fit()`` first (and writing its record atomically) if it is missing: what makes every study
-    resumable run by run. The record is held while it is fitted (a second process waits for it,
-    then reads it), and a record of another config is refused, naming what differs."""
-    path = Path(path)
-    with locked(path, wait=True):
-        if path.exists():
-            stored = json.loads(path.read_text()).get("config")
-            if isinstance(stored, dict):
-                stored = asdict(config_from_dict(type(config), stored))  # fields added since: their defaults
-                check_same_config(path, identity(stored), identity(asdict(config)),
-                                  "Pass another --results-dir for runs of other settings, or delete the file to "
-                                  "fit it again")
-            return json.loads(path.read_text())
-        click.echo(f"fitting {config.name}")
-        record = fit()
-        write_json(path, record)
-        click.echo(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
-        return record
 
 
 class ShardType(click.ParamType):

@@ -38,13 +38,14 @@ from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
 from inference.runs import open_run, write_atomic, write_result
+from inference.sweep import cached_record
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
-from .cli import FloatRange, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
+from .cli import FloatRange, SafeGroup, fail, run_options, single_process_only, with_options
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"

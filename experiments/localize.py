@@ -30,6 +30,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import click
@@ -41,6 +42,7 @@ from inference.metrics import classification_metrics
 from inference.predictive import posterior_draws, predict
 from inference.runs import open_run, write_result
 from inference.stats import median_mad
+from inference.sweep import cached_record, each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN
@@ -48,7 +50,7 @@ from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_cla
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import CommaList, SafeGroup, cached_record, fail, run_options, single_process_only, with_options
+from .cli import CommaList, SafeGroup, fail, run_options, shard_option, single_process_only, with_options
 from .papers import PAPER_001_LOCALIZATION, PAPER_001_PRETRAINED
 
 RESULTS = Path(__file__).parent / "results"
@@ -549,8 +551,6 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
             "machine": _machine(config.device), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-
-
 @main.command("failure_mode")
 @click.option("--depths", type=CommaList(int, choices=range(1, 11)), default="1,2,3,4,5", show_default=True)
 @click.option("--seeds", type=CommaList(int), default="0,1,2,3,4", show_default=True)
@@ -559,19 +559,21 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="The authors': 100.")
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
+@shard_option()
 @with_options(_COMMON)
-def failure_mode(depths, seeds, models, epochs, train_size, test_size, device, data_root, results_dir, run_root,
-                 progress):
+def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, shard, device, data_root, results_dir,
+                 run_root, progress):
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,
                              train_size=train_size, test_size=test_size) for m in models for d in depths for s in seeds]
-    try:
-        records = [cached_record(result_path(results, c.name), c, lambda c=c: run_failure(c, run_root, progress),
-                                 lambda r: f"accuracy {r['test']['accuracy']:.4f}") for c in configs]
-    except (ValueError, DataError) as err:
-        fail(str(err))
-    click.echo(write_failure(results, configs, records))
+    jobs = [(result_path(results, c.name), c, partial(run_failure, c, run_root, progress if workers == 1 else False))
+            for c in configs]
+    done = each_record(shard.select(jobs), workers, lambda r: f"accuracy {r['test']['accuracy']:.4f}")
+    if shard.partial:
+        return shard_done(shard, sum(path.exists() for path, _, _ in jobs), len(jobs))
+    click.echo(write_failure(results, configs, done))
 
 
 def _failure_findings(summary) -> list[str]:

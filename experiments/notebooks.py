@@ -25,10 +25,11 @@ from pathlib import Path
 import click
 
 from inference.fitting import METRICS_FILE, run_fit
+from inference.sweep import cached_record
 from pyro_pstn.data import DataError
 
 from . import flow, pose_vae
-from .cli import SafeCommand, cached_record, writable_dir
+from .cli import SafeCommand, writable_dir
 from .config import authors_config
 from .flow import CONTROL_LOG, FlowConfig
 from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize

@@ -22,6 +22,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import click
@@ -33,7 +34,7 @@ from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
 from inference.runs import open_run, save_atomic, write_result
 from inference.schedules import TemperatureSchedule
-from inference.sweep import shard_done
+from inference.sweep import each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS, LatentVAE, build_pose_vae
 from pyro_pstn.models.pose_vae import ARCHITECTURES, mse_noise_scale
@@ -45,7 +46,6 @@ from .cli import (
     CommaList,
     FloatRange,
     SafeGroup,
-    cached_record,
     fail,
     run_options,
     shard_option,
@@ -264,14 +264,12 @@ def result_path(results: Path, config: PoseVAEConfig) -> Path:
     return results / "pose_vae" / "runs" / f"{config.name}.json"
 
 
-def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress) -> list[dict]:
-    """Fit every config without a result JSON (one after another) and return all records."""
-    return [
-        cached_record(result_path(results, config), config, lambda: run_one(config, run_root, progress),
-                      lambda r: f"test reconstruction {r['test']['base']['reconstruction']:.2f}, "
-                                f"probe {r['probe_accuracy']}")
-        for config in configs
-    ]
+def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress, workers: int = 1) -> list[dict]:
+    """Fit every config without a result JSON (in ``workers`` processes) and return all records."""
+    jobs = [(result_path(results, c), c, partial(run_one, c, run_root, progress if workers == 1 else False))
+            for c in configs]
+    return each_record(jobs, workers, lambda r: f"test reconstruction {r['test']['base']['reconstruction']:.2f}, "
+                                                f"probe {r['probe_accuracy']}")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -367,8 +365,9 @@ def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
 @click.option("--only", type=click.Choice(["all", "sizes", "priors"]), default="all", show_default=True)
 @click.option("--aggregate-only", is_flag=True, help="Only rewrite the tables and figures from the finished runs.")
 @shard_option()
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard):
+def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard, workers):
     """002 Fig. 5 (reconstruction vs latent size), Table 1 (linear probe on z), sample grids."""
     results, run_root = Path(results_dir), Path(run_root)
     size_runs, prior_runs = study002_configs(epochs, device, data_root)
@@ -379,7 +378,7 @@ def study002(epochs, device, data_root, results_dir, run_root, progress, only, a
     todo += [c for (_, z), c in sizes if z not in (8, 20)]
     try:
         if not aggregate_only:
-            run_missing(shard.select(todo), results, run_root, progress)
+            run_missing(shard.select(todo), results, run_root, progress, workers)
     except (ValueError, DataError) as err:
         fail(str(err))
     if shard.partial and not aggregate_only:
@@ -450,12 +449,13 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
     samples.mkdir(exist_ok=True)
     grid_configs = [c for (label, z), c in size_runs.items() if z in (8, 20)] + list(prior_runs)
     for config in grid_configs:
-        src = run_root / config.name / "samples.png"
+        src, kept = run_root / config.name / "samples.png", samples / f"{config.name}.png"
         r = _load(results, config)
-        if r is None or not src.exists():
+        if r is None or not (src.exists() or kept.exists()):  # the grid kept from an earlier run counts
             lines.append(f"- {config.name}: not run")
             continue
-        (samples / f"{config.name}.png").write_bytes(src.read_bytes())
+        if src.exists():
+            kept.write_bytes(src.read_bytes())
         t = r["test"]["base"]
         lines.append(f"- [{config.name}](samples/{config.name}.png): test ELBO {t['elbo']:.2f}, "
                      f"reconstruction {t['reconstruction']:.2f}")
@@ -506,14 +506,15 @@ PROTOCOL_003 = {
 @click.option("--rows", type=CommaList(str, choices=ROWS_003), default=",".join(ROWS_003), show_default=True,
               help="Which rows of Table 1 to fit (the table lists every row run so far).")
 @shard_option()
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, shard):
+def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, shard, workers):
     """003 Table 1: VAE / categorical VAE on Fashion-MNIST, base or augmented training, ± STN."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: c for key, c in study003_configs(protocol, epochs, device, data_root).items()
                if _row003(key) in rows}
     try:
-        run_missing(shard.select(list(configs.values())), results, run_root, progress)
+        run_missing(shard.select(list(configs.values())), results, run_root, progress, workers)
     except (ValueError, DataError) as err:
         fail(str(err))
     if shard.partial:

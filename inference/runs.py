@@ -164,8 +164,10 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
 
 
 def measured(text: str) -> int:
-    """How many results a markdown result file holds: its table rows with no "not run" in them."""
-    rows = [line for line in text.splitlines() if line.lstrip().startswith("|") and not set(line) <= set("|-: ")]
+    """How many results a markdown result file holds: its table rows and list items with no "not run"
+    in them."""
+    rows = [line for line in text.splitlines()
+            if (line.lstrip().startswith("|") and not set(line) <= set("|-: ")) or line.lstrip().startswith("- ")]
     return sum("not run" not in line for line in rows)
 
 

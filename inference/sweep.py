@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,7 +30,7 @@ from pyro_pstn.models.stacked import STACKABLE_MODELS
 
 from .engine import CHECKPOINT, read_checkpoint
 from .fitting import CONFIG_FILE, STACK_FILE, run_fit, run_fit_stack
-from .runs import check_same_config, locked, write_json
+from .runs import check_same_config, identity, locked, write_json
 from .spec import FitConfig, config_from_dict
 
 
@@ -316,3 +317,49 @@ def sweep(runs: list[Run], shard: Shard, workers: int, threads: int | None = Non
         shard_done(shard, sum(Path(run.result_file).exists() for run in runs), len(runs))
         return False
     return True
+
+
+# ---- studies whose runs are not FitConfigs (pose VAEs, flows, localizers) ----------------------
+
+
+def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
+    """The result record of ``config`` (a config dataclass with a ``name``) at ``path``, calling
+    ``fit()`` first (and writing its record atomically) if it is missing: what makes every study
+    resumable run by run. The record is held while it is fitted (a second process waits for it,
+    then reads it), and a record of another config is refused, naming what differs."""
+    path = Path(path)
+    with locked(path, wait=True):
+        if path.exists():
+            stored = json.loads(path.read_text()).get("config")
+            if isinstance(stored, dict):
+                stored = asdict(config_from_dict(type(config), stored))  # fields added since: their defaults
+                check_same_config(path, identity(stored), identity(asdict(config)),
+                                  "Pass another --results-dir for runs of other settings, or delete the file to "
+                                  "fit it again")
+            return json.loads(path.read_text())
+        report(f"fitting {config.name}")
+        record = fit()
+        write_json(path, record)
+        report(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
+        return record
+
+
+
+def _cached_job(job: tuple) -> dict:
+    path, config, fit = job
+    return cached_record(path, config, fit, lambda record: "")
+
+
+def each_record(jobs: list[tuple], workers: int = 1, summary: Callable[[dict], str] = lambda record: "") -> list[dict]:
+    """The record of every ``(result path, config, fit)`` job, fitting the missing ones, in ``workers``
+    processes where more than one (``fit`` must then be picklable: a module-level function or a
+    ``functools.partial`` of one). Each record is held while it is fitted (:func:`cached_record`), so
+    two processes share the work; a killed one leaves its run to resume."""
+    if workers <= 1 or sum(not Path(path).exists() for path, _, _ in jobs) <= 1:
+        return [cached_record(path, config, fit, summary) for path, config, fit in jobs]
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_cached_job, jobs))
+    except BrokenProcessPool:
+        raise SweepError("a worker process died in the middle of a run (killed, or out of memory); the runs that "
+                         "finished are kept. Run the same command again: it skips them") from None

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from experiments import bench, flow, reproduce
-from experiments.cli import cached_record
 from experiments.fit import main as fit_main
 from inference.engine import EpochRecord, History
 from inference.runs import RunInUse, atomic, check_output_dir, config_diff, identity, locked, open_run, write_atomic, write_result
+from inference.sweep import cached_record
 
 from .conftest import REPO
 
@@ -265,3 +265,10 @@ def test_data_files_that_cannot_train_a_classifier_exit_2(tmp_path):
         result = _fit("--data", tmp_path / name, "--epochs", 1, "--out-dir", tmp_path / "runs")
         assert result.exit_code == 2 and message in result.output, (name, result.output)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_list_of_results_counts_too(tmp_path):
+    listing = tmp_path / "study.md"
+    write_result(listing, "- [a](a.png): ELBO -88.1\n- [b](b.png): ELBO -79.3\n")
+    with pytest.raises(ValueError, match="holds 2 results .* with 1"):
+        write_result(listing, "- [a](a.png): ELBO -88.1\n- b: not run\n")
