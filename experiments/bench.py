@@ -22,6 +22,7 @@ import dataclasses
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import click
 import pyro
@@ -39,7 +40,7 @@ from pyro_pstn.transforms import get_layout, warp
 from .cli import CommaList, SafeCommand, device_option
 
 
-def plain_torch_loss(model: GammaPSTN, kl_weight: float):
+def plain_torch_loss(model: GammaPSTN, kl_weight: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss of the Pyro ELBO for the Gamma P-STN, written directly in PyTorch."""
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -242,7 +243,7 @@ def measure_threads(threads=(1, 2), batch_sizes=(8, 256), steps: int = 100, devi
               help="Step time at these numbers of torch threads, e.g. 1,2.")
 @device_option()
 def main(batch_sizes: list[int], steps: int | None, stack: bool, members: list[int], model: str, warps: bool, ucr: bool,
-         threads: list[int] | None, device: str):
+         threads: list[int] | None, device: str) -> None:
     """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
     --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
     if threads:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -35,7 +36,7 @@ class SafeCommand(click.Command):
         if self.short_help is None and self.help:  # click would cut it at the first '.', as in 'Fig.'
             self.short_help = self.help.strip().split("\n\n")[0].replace("\n", " ")
 
-    def invoke(self, ctx):
+    def invoke(self, ctx) -> object:
         try:
             return super().invoke(ctx)
         except (ValueError, DataError) as err:
@@ -61,7 +62,7 @@ class SafeGroup(click.Group):
         super().__init__(*args, **kwargs)
 
 
-def writable_dir(ctx, param, value):
+def writable_dir(ctx, param, value) -> str | None:
     """Click callback: a folder option must be a folder this user can write in (or create)."""
 
     if value is None:
@@ -76,14 +77,14 @@ def writable_dir(ctx, param, value):
 class FloatRange(click.FloatRange):
     """click's FloatRange, refusing ``nan`` and ``inf`` (click lets ``nan`` through any bound)."""
 
-    def convert(self, value, param, ctx):
+    def convert(self, value, param, ctx) -> float:
         converted = super().convert(value, param, ctx)
         if not math.isfinite(converted):
             self.fail(f"{value} is not a finite number", param, ctx)
         return converted
 
 
-def with_options(options: list):
+def with_options(options: list) -> Callable:
     """A decorator that applies a list of ``click.option`` decorators in their listed order."""
 
     def decorate(fn):
@@ -94,7 +95,7 @@ def with_options(options: list):
     return decorate
 
 
-def fail(message: str):
+def fail(message: str) -> None:
     """Bad input: say what is wrong on stderr and exit with status 2 (click's usage-error code)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
@@ -111,7 +112,7 @@ def check_device(ctx, param, value: str) -> str:
     return value
 
 
-def device_option():
+def device_option() -> Callable:
     return click.option("--device", default="cpu", show_default=True, callback=check_device,
                         help="cpu, cuda or cuda:N.")
 
@@ -126,7 +127,7 @@ class CommaList(click.ParamType):
     def __init__(self, item=int, choices=None, min: float | None = None, min_open: bool = False):
         self.item, self.choices, self.min, self.min_open = item, choices, min, min_open
 
-    def convert(self, value, param, ctx):
+    def convert(self, value, param, ctx) -> list:
         if isinstance(value, list):
             return value
         items = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -164,7 +165,7 @@ def run_options(results: str, runs: str, data_help: str) -> list:
 class ShardType(click.ParamType):
     name = "i/n"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value, param, ctx) -> Shard:
         if isinstance(value, Shard):
             return value
         try:
@@ -177,7 +178,7 @@ class ShardType(click.ParamType):
         return Shard(index, count)
 
 
-def shard_option():
+def shard_option() -> Callable:
     return click.option("--shard", type=ShardType(), default="0/1", show_default=True,
                         help="Run only shard i of n of the sweep's runs (a cluster array task: "
                              "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); finished runs are skipped. A shard "

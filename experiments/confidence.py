@@ -285,7 +285,7 @@ def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS))
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
-def main(size, sizes, samples, images, run_root, results_dir, data_root, progress):
+def main(size, sizes, samples, images, run_root, results_dir, data_root, progress) -> None:
     """Measure where the P-STNs' miscalibration comes from: training, or averaging over q(θ|x)."""
 
     from inference.plots import calibration_curves, line_plot

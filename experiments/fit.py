@@ -38,7 +38,7 @@ class DataName(click.ParamType):
 
     name = "data"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value, param, ctx) -> str:
         if is_dataset_name(value):
             return value
         self.fail(unknown_dataset(value), param, ctx)
@@ -95,7 +95,7 @@ class DataName(click.ParamType):
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
 @click.option("--download", is_flag=True, help="Download missing MNIST / Fashion-MNIST files (needs internet).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
-def main(**opts):
+def main(**opts) -> None:
     """Fit MODEL on DATA by SVI and evaluate its posterior predictive on the test set.
 
     Under torchrun (``torchrun --nproc_per_node N -m experiments.fit ...``) the fit is data-parallel

@@ -60,7 +60,7 @@ def fit_once(model: str, fold: int, seed: int, out_dir: str) -> tuple[float, dic
 @click.option("--out-dir", callback=writable_dir, default="runs/fit_mnist30")
 @click.option("--bench-steps", type=click.IntRange(min=10), default=300)
 @click.option("--reuse-runs", is_flag=True, help="Keep the fits recorded in fit_mnist30.json; only re-run the bench.")
-def main(fold: int, seeds: list[int], models: list[str], out_dir: str, bench_steps: int, reuse_runs: bool):
+def main(fold: int, seeds: list[int], models: list[str], out_dir: str, bench_steps: int, reuse_runs: bool) -> None:
     if reuse_runs:
         recorded = json.loads((RESULTS / "fit_mnist30.json").read_text())
         rows = [(r["model"], r["wall_seconds"], r) for r in recorded]

@@ -243,7 +243,7 @@ def _checked(fn, *args, **kwargs):
 
 
 @click.group(cls=SafeGroup)
-def main():
+def main() -> None:
     """Flow-conditioned transformations (paper 004)."""
     single_process_only("experiments.flow")
 
@@ -263,7 +263,7 @@ def main():
 @click.option("--classifier-from", default=None, help="Run directory whose classifier is loaded and frozen.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @common_options
-def fit(results_dir, run_root, progress, fixed_alpha, entropy_target, **options):
+def fit(results_dir, run_root, progress, fixed_alpha, entropy_target, **options) -> None:
     """Fit one flow_pstn; print its test metrics and learned rotation range per class."""
     config = _checked(FlowConfig, entropy_target=None if fixed_alpha else entropy_target, **options)
     record = _checked(ensure_run, config, Path(results_dir), Path(run_root), progress)
@@ -306,7 +306,7 @@ def _invariance_configs(epochs, classifier_width, train_size, device, data_root,
               help="Fixed α of the MNIST 0/1/5/6/9 run (the authors' λ for that script, anchors §2.8).")
 @common_options
 def invariance(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-               mnist_alpha):
+               mnist_alpha) -> None:
     """004 Figs. 4 and 8: learned rotation range per class on Mario-Iggy ±90° and MNIST 0/1/5/6/9."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, alpha, mnist_alpha)
@@ -385,7 +385,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
 @click.option("--invariance-alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
 @common_options
 def discover(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-             components, flow_layers, invariance_alpha):
+             components, flow_layers, invariance_alpha) -> None:
     """004 Fig. 7: rotations discovered in eq. 13's decoupled affine form, with a frozen classifier."""
     results, run_root = Path(results_dir), Path(run_root)
     base = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, invariance_alpha)["mario_iggy90"]
@@ -442,7 +442,7 @@ def _mode_shares(poses: torch.Tensor, num_modes: int, half_width: float) -> torc
               help="Fixed α of the Gaussian-base run whose classifier is then frozen.")
 @common_options
 def modes(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha, components,
-          flow_layers, classifier_alpha):
+          flow_layers, classifier_alpha) -> None:
     """004 Fig. 4 (right): a multi-modal g(T | x) on the 3-mode Mario-Iggy set, mixture base vs Gaussian base."""
     results, run_root = Path(results_dir), Path(run_root)
     common = dict(data="mario_iggy_3modes", layout="lie_rotation", entropy_target=None, epochs=epochs,
@@ -501,7 +501,7 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
               help="Nats of g over the rotation coefficient; 0 = the entropy of a uniform over ±90°.")
 @click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
 @common_options
-def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha):
+def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha) -> None:
     """A.3.3: α set every step by the PI controller to hold the entropy of g, beside a fixed α."""
     results, run_root = Path(results_dir), Path(run_root)
     fixed = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, alpha)["mario_iggy90"]
@@ -551,7 +551,7 @@ def pid(epochs, classifier_width, train_size, device, data_root, results_dir, ru
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True)
 @common_options
 def align(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-          iterations, step, samples):
+          iterations, step, samples) -> None:
     """Accuracy vs an extra test-time rotation, with and without mean-shift alignment (A.3.9)."""
     results, run_root = Path(results_dir), Path(run_root)
     config = _checked(FlowConfig, data="mario_iggy45", layout="lie_rotation", entropy_target=None, alpha=alpha,

@@ -45,7 +45,7 @@ from inference.stats import median_mad
 from inference.sweep import cached_record, each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
-from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN
+from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN, TransformClassifier
 from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
@@ -178,7 +178,7 @@ class LocalizeConfig(LocalizerTraining):
         return "-".join([self.data, self.model, f"e{self.epochs}", f"seed{self.seed}", *self._smoke_suffix()])
 
 
-def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module):
+def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module) -> TransformClassifier:
     """STN, P-STN or Gamma P-STN with the authors' large localizer around a frozen ``classifier``."""
     layout = get_layout(LOCALIZATION_SETS[config.data][1])
     canvas = 96 if config.data == "placed_fashion_mnist" else None
@@ -289,7 +289,7 @@ _COMMON = run_options(str(RESULTS), str(RUNS), "Folder with MNIST/ and FashionMN
 
 
 @click.group(cls=SafeGroup)
-def main():
+def main() -> None:
     """Localization with frozen classifiers (paper 001 §5.1)."""
     single_process_only("experiments.localize")
 
@@ -299,7 +299,7 @@ def main():
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @with_options(_COMMON)
-def pretrain_command(data, epochs, train_size, device, data_root, results_dir, run_root, progress):
+def pretrain_command(data, epochs, train_size, device, data_root, results_dir, run_root, progress) -> None:
     """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
     try:
         config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
@@ -324,7 +324,7 @@ def pretrain_command(data, epochs, train_size, device, data_root, results_dir, r
               help="Validation images watched during training.")
 @with_options(_COMMON)
 def fit_command(model, data, epochs, classifier, seed, train_size, test_size, val_size, device, data_root, results_dir,
-                run_root, progress):
+                run_root, progress) -> None:
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
     try:
         config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
@@ -563,7 +563,7 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
 @shard_option()
 @with_options(_COMMON)
 def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, shard, device, data_root, results_dir,
-                 run_root, progress):
+                 run_root, progress) -> None:
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -35,12 +36,15 @@ from .flow import CONTROL_LOG, FlowConfig
 from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize
 from .pose_vae import PoseVAEConfig
 
+if TYPE_CHECKING:  # nbformat is a development dependency, imported where notebooks run
+    from nbformat import NotebookNode
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 RUN_ROOT = Path("runs") / "notebooks"
 
 
-def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600):
+def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600) -> NotebookNode:
     """Execute ``notebooks/<name>.ipynb`` on ``run_dir`` (cwd: the repository) and return the
     executed notebook; raises ``nbclient``'s CellExecutionError where a cell fails."""
 
@@ -109,7 +113,7 @@ RUNS = {"01_inspect_posteriors": _fit_posterior_run, "02_pose_vae": _fit_pose_va
 @click.option("--run-root", callback=writable_dir, type=click.Path(file_okay=False), default=str(RUN_ROOT), show_default=True,
               help="Where the notebooks' runs go (relative to the repository).")
 @click.option("--data-root", default=None, help="Default: $PYRO_PSTN_DATA.")
-def main(only, run_root, data_root):
+def main(only, run_root, data_root) -> None:
     """Fit each notebook's run if missing, execute the notebook and save it with its outputs."""
     import nbformat
 

@@ -283,7 +283,7 @@ common_options = with_options(_COMMON)
 
 
 @click.group(cls=SafeGroup)
-def main():
+def main() -> None:
     """Pose-latent VAEs (002) and transformation-invariant VAEs (003)."""
     single_process_only("experiments.pose_vae")
 
@@ -311,7 +311,7 @@ def main():
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N training images.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N test images.")
 @common_options
-def fit(results_dir, run_root, progress, **options):
+def fit(results_dir, run_root, progress, **options) -> None:
     """Fit one pose VAE and print its test ELBO terms and linear-probe accuracy."""
     try:
         config = PoseVAEConfig(**options)
@@ -367,7 +367,7 @@ def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
 @shard_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard, workers):
+def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard, workers) -> None:
     """002 Fig. 5 (reconstruction vs latent size), Table 1 (linear probe on z), sample grids."""
     results, run_root = Path(results_dir), Path(run_root)
     size_runs, prior_runs = study002_configs(epochs, device, data_root)
@@ -508,7 +508,7 @@ PROTOCOL_003 = {
 @shard_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, shard, workers):
+def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, shard, workers) -> None:
     """003 Table 1: VAE / categorical VAE on Fashion-MNIST, base or augmented training, ± STN."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: c for key, c in study003_configs(protocol, epochs, device, data_root).items()

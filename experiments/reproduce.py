@@ -15,6 +15,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -253,7 +254,7 @@ def aggregate(results: Path, sizes=(), models=()) -> str:
 
 
 @click.group(cls=SafeGroup)
-def main():
+def main() -> None:
     """Reproduce the papers' tables."""
     single_process_only("experiments.reproduce")
 
@@ -263,7 +264,7 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="Torch threads per worker (default: cores / workers).")
 
 
-def sweep_options(run_root: str, stacks: str):
+def sweep_options(run_root: str, stacks: str) -> Callable:
     """The options every stackable sweep shares: device, worker processes and their threads, ``--stack``
     (``stacks`` says what stacks), ``--shard``, the run and results folders and ``--aggregate-only``."""
     return with_options([
@@ -295,7 +296,7 @@ def sweep_options(run_root: str, stacks: str):
               help="Another transformation family than the authors' similarity (rows <model>-<layout>; cpab: 000 "
                    "Table 1's diffeo rows).")
 def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, run_root, aggregate_only, results_dir,
-                  epochs, test_size, selected, layout):
+                  epochs, test_size, selected, layout) -> None:
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
@@ -325,7 +326,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
 @click.option("--stacked-dir", type=click.Path(file_okay=False), default=str(RESULTS / "stacked"), show_default=True,
               help="Results of `mnist_subsets --stack R --results-dir DIR` for the same sizes.")
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-def stacked_vs_single(sizes, stacked_dir, results_dir):
+def stacked_vs_single(sizes, stacked_dir, results_dir) -> None:
     """Stacked runs beside the single runs of the same configs: do they agree within the fold spread?"""
     results, stacked_results = Path(results_dir), Path(stacked_dir)
     tables = {}
@@ -447,7 +448,7 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
 @sweep_options("runs/grid", "the folds × values of the grid")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-def grid(param, size, model, values, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, aggregate_only):
+def grid(param, size, model, values, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, aggregate_only) -> None:
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -498,7 +499,7 @@ def ablation_path(results: Path, factor: str, size: int, fold: int) -> Path:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
 def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, test_size,
-             aggregate_only):
+             aggregate_only) -> None:
     """Gamma P-STN (paper 001 Table 2): our defaults moved one at a time towards the authors' code."""
     results = Path(results_dir)
     jobs = []
@@ -628,7 +629,7 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and plots from the finished runs.")
-def calibration(size, folds, prior_scales, device, workers, shard, run_root, results_dir, epochs, aggregate_only):
+def calibration(size, folds, prior_scales, device, workers, shard, run_root, results_dir, epochs, aggregate_only) -> None:
     """Calibration study (001 Fig. 11 / §5.3, 000 Fig. 6): CNN, STN and the Gamma P-STN at its
     accuracy- and ECE-optimal w (from ``grid --param kl_weight``), and the Gaussian P-STN for several σ_p."""
     size, results = int(size), Path(results_dir)
@@ -784,7 +785,7 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
                    "split), the finished runs that used training's running averages and whose checkpoints are under "
                    "--run-root; store the result beside theirs and rebuild the table.")
 def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
-        aggregate_only, kl_weight, prior_scale, recompute_bn):
+        aggregate_only, kl_weight, prior_scale, recompute_bn) -> None:
     """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
 
     First σ_p / w are selected per data set on the validation split of repetition 0 (grids
@@ -855,7 +856,7 @@ def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
 @main.command("paired")
 @click.option("--datasets", type=CommaList(str), default="PhalangesOutlinesCorrect", show_default=True)
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-def paired_command(datasets, results_dir):
+def paired_command(datasets, results_dir) -> None:
     """Print every model against every other on UCR sets, paired by repetition (from the result files)."""
     for name in datasets:
         if not list((Path(results_dir) / "ucr" / "runs").glob(f"*-{name}-rep*.json")):

@@ -90,7 +90,7 @@ class Run:
     metrics: dict | None = field(default=None, repr=False)
 
     @cached_property
-    def data(self):
+    def data(self) -> object:
         return KINDS[self.kind].data(self.config)
 
 

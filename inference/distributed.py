@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from .engine import Trainer, read_checkpoint
+from .engine import History, Trainer, read_checkpoint
 from .runs import save_atomic
 
 
@@ -55,7 +55,7 @@ class ProcessGroup:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def broadcast(self, value):
+    def broadcast(self, value) -> object:
         """Rank 0's ``value`` (any picklable object), on every rank."""
         box = [value]
         dist.broadcast_object_list(box, src=0)
@@ -158,7 +158,7 @@ class DistributedTrainer(Trainer):
     def seed_rng(self) -> None:
         pyro.set_rng_seed(self.config.seed + self.rank)
 
-    def fit(self, train, val=None, run_dir=None, progress=None, on_epoch_end=None):
+    def fit(self, train, val=None, run_dir=None, progress=None, on_epoch_end=None) -> History:
         """As :meth:`Trainer.fit` on every process: rank 0 validates, shows progress and writes
         ``run_dir`` (every rank passes it: a checkpoint gathers every rank's random state)."""
         main = self.rank == 0

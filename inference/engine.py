@@ -172,7 +172,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 
-def restore(model, checkpoint: str | os.PathLike):
+def restore(model, checkpoint: str | os.PathLike) -> torch.nn.Module:
     """``model`` with the fitted parameters of a run's ``checkpoint.pt``, in eval mode."""
     model.load_state_dict(read_checkpoint(checkpoint)["model"])
     return model.eval()

@@ -16,7 +16,7 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100)
 
 
-def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: str = "", ece: float | None = None):
+def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: str = "", ece: float | None = None) -> None:
     """Accuracy per confidence bin against the diagonal of perfect calibration."""
     fig = _figure(4.2, 4.2)
     ax = fig.add_subplot()
@@ -49,7 +49,7 @@ def show_image(ax, image: torch.Tensor, vmin: float, vmax: float) -> None:
     ax.imshow(((rgb - vmin) / max(vmax - vmin, 1e-12)).clamp(0, 1).numpy())
 
 
-def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = ""):
+def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
     """Row k: test image k, then its posterior augmentations T_θs(x_k) for θ_s ~ q(θ | x_k).
 
     ``images``: [K, C, H, W]; ``warped``: [S, K, C, H, W]. Series ([K, C, L], [S, K, C, L]) are
@@ -73,7 +73,7 @@ def augmentation_grid(images: torch.Tensor, warped: torch.Tensor, path: str | os
     fig.savefig(path)
 
 
-def series_augmentations(series: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = ""):
+def series_augmentations(series: torch.Tensor, warped: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
     """One panel per series k: its posterior augmentations T_θs(x_k) (thin) over the series itself
     (thick), as paper 000 Fig. 8 / 001 Fig. 10. ``series``: [K, 1, L]; ``warped``: [S, K, 1, L]."""
     S, K = warped.shape[:2]
@@ -93,7 +93,7 @@ def series_augmentations(series: torch.Tensor, warped: torch.Tensor, path: str |
     fig.savefig(path)
 
 
-def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLike, title: str = ""):
+def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLike, title: str = "") -> None:
     """Accuracy against mean confidence per bin, one line per model, with the diagonal."""
     fig = _figure(4.6, 4.4)
     ax = fig.add_subplot()
@@ -108,7 +108,7 @@ def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLi
     fig.savefig(path)
 
 
-def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: str = "", columns: int = 10):
+def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: str = "", columns: int = 10) -> None:
     """One labelled block of images per entry of ``rows`` ({label: [N, C, H, W] in [0, 1]}),
     ``columns`` images to a line: sample grids from a generative model's prior."""
 
@@ -133,7 +133,7 @@ def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: st
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | os.PathLike, xlabel: str, ylabel: str,
               title: str = "", markers: bool = True, logy: bool = False,
-              errors: dict[str, list[float]] | None = None):
+              errors: dict[str, list[float]] | None = None) -> None:
     """One line per entry of ``series`` ({label: (x values, y values)}), with markers unless
     ``markers=False`` (long traces such as a controller's log), and error bars of half-length
     ``errors[label]`` where given."""
@@ -153,7 +153,7 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | os
 
 
 def histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: str, title: str = "",
-               bins: int | np.ndarray = 60, columns: int = 5):
+               bins: int | np.ndarray = 60, columns: int = 5) -> None:
     """One small histogram per entry of ``series`` ({panel title: values}), sharing the x axis."""
     n = len(series)
     cols = min(columns, n)
@@ -171,7 +171,7 @@ def histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: s
 
 
 def scatter_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, xlabel: str,
-                   ylabel: str, title: str = "", diagonal: bool = True):
+                   ylabel: str, title: str = "", diagonal: bool = True) -> None:
     """One scatter plot per entry of ``panels`` ({panel title: (x, y)}), with y = x dashed
     (001 Fig. 4, left: ground-truth against recovered transformations)."""
     fig = _figure(3.4 * len(panels), 3.4)
@@ -189,7 +189,7 @@ def scatter_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str |
 
 
 def overlaid_histograms(series: dict[str, np.ndarray], path: str | os.PathLike, xlabel: str, title: str = "",
-                        bins: int = 40):
+                        bins: int = 40) -> None:
     """Several distributions on one axis, as densities (001 Fig. 4, bottom right)."""
     fig = _figure(4.4, 3.2)
     ax = fig.add_subplot()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,8 +12,11 @@ from pyro_pstn.transforms import TransformFamily, param_names
 
 from .runs import atomic
 
+if TYPE_CHECKING:  # ArviZ is imported lazily (it is heavy)
+    from arviz import InferenceData
 
-def import_arviz():
+
+def import_arviz() -> ModuleType:
     """``arviz``, imported without the multi-line FutureWarning banner about its coming 1.0
     refactor that it prints on import (it says nothing about our use of it)."""
     with warnings.catch_warnings():
@@ -23,7 +28,7 @@ def import_arviz():
 
 def to_inference_data(
     draws: dict[str, torch.Tensor], layout: TransformFamily, images: torch.Tensor, labels: torch.Tensor, indices
-):
+) -> InferenceData:
     """Build InferenceData from posterior draws {site: [S, K, D]} of K test images.
 
     Groups: ``posterior`` (θ and, for the Gamma P-STN, λ; one chain of S draws, dims
@@ -49,5 +54,5 @@ def save_inference_data(idata, path: str | os.PathLike) -> None:
     atomic(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
-def load_inference_data(path: str | os.PathLike):
+def load_inference_data(path: str | os.PathLike) -> InferenceData:
     return import_arviz().from_netcdf(path, engine="h5netcdf")

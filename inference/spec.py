@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pyro_pstn.data import DataSpec, dataset_ndim, is_dataset_name, is_path, load_dataset, unknown_dataset
 from pyro_pstn.models import MODEL_NAMES, check_layout_family
@@ -22,6 +23,8 @@ from .runs import identity
 #: What a warp puts where it samples outside the input: ``background``, the value of an empty pixel
 #: after normalisation (ours), or ``zero``, 0 in normalised units (the authors' ``grid_sample``
 #: default, the mean intensity, not the background: anchors.md §1.7, pytorch/tutorials#1117).
+T = TypeVar("T")
+
 FILLS = ("background", "zero")
 
 
@@ -107,7 +110,7 @@ class FitConfig:
         return config_from_dict(cls, json.loads(text))
 
 
-def config_from_dict(cls, raw):
+def config_from_dict(cls: type[T], raw: dict) -> T:
     """The dataclass ``cls`` from a dict, rejecting unknown keys (listing the valid ones)."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a JSON object of {cls.__name__} fields, got {type(raw).__name__}")
@@ -118,7 +121,7 @@ def config_from_dict(cls, raw):
     return cls(**raw)
 
 
-def read_config(cls, path: str | os.PathLike):
+def read_config(cls: type[T], path: str | os.PathLike) -> T:
     """The dataclass ``cls`` saved as JSON at ``path`` (a run's ``config.json``), or a ValueError
     that names the file and what to do."""
     path = Path(path)

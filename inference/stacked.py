@@ -97,7 +97,7 @@ class StackTrainer(Trainer):
         return per_member.sum()
 
     # ---- epochs --------------------------------------------------------------------------
-    def prepare(self, train: list[Dataset], val: list[Dataset] | None):
+    def prepare(self, train: list[Dataset], val: list[Dataset] | None) -> tuple[list, list | None]:
         """One training (and validation) set per member, any torch Datasets of (x, y) pairs, each
         checked as a single run checks its data and held in memory (a step stacks the members' batches)."""
         if len(train) != self.model.members or (val is not None and len(val) != self.model.members):

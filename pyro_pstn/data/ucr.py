@@ -110,7 +110,7 @@ def ucr_files(root: Path, name: str) -> tuple[Path, Path]:
                     f"Available under {root / 'UCR'}: {', '.join(f'ucr/{a}' for a in available) or 'none'}")
 
 
-def load_ucr(name: str, root: Path, seed: int = 0, val_size: int | None = None, test_size: int | None = None):
+def load_ucr(name: str, root: Path, seed: int = 0, val_size: int | None = None, test_size: int | None = None) -> DataSplits:
     """``ucr/<name>`` as :class:`~pyro_pstn.data.types.DataSplits` of signals ``[N, 1, L]``."""
     train_file, test_file = ucr_files(root, name)
     return load_ucr_files(train_file, test_file, f"ucr/{name}", seed, val_size, test_size)

@@ -1,6 +1,7 @@
 """What every spatial-transformer classifier shares: y ~ Cat(f(T_θ(x)))."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pyro
@@ -139,12 +140,12 @@ class TransformClassifier(PyroModule):
         pyro.sample("y", dist.Categorical(logits=logits), obs=y)
         return logits
 
-    def data_plate(self, x: torch.Tensor):
+    def data_plate(self, x: torch.Tensor) -> pyro.plate:
         """The plate over the batch of images ``x`` ``[..., B, C, H, W]`` (signals ``[..., B, C, L]``;
         a stack of members puts its own plate outside it, :class:`~pyro_pstn.models.stacked.Stacked`)."""
         return pyro.plate("data", x.shape[-1 - self.event_dim])
 
-    def kl_scaled(self, kl_weight: float | torch.Tensor | None = None):
+    def kl_scaled(self, kl_weight: float | torch.Tensor | None = None) -> poutine.messenger.Messenger:
         """Context that applies the KL weight to the latent sites it wraps (in model and guide): the
         ``kl_weight`` the loss passes to model and guide (the engine's schedule, on Pyro's summed
         scale), else the model's own ``kl_weight``.
@@ -160,7 +161,7 @@ class TransformClassifier(PyroModule):
             return poutine.scale(scale=w)
         return poutine.mask(mask=False)
 
-    def localizer_parameters(self):
+    def localizer_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
         return iter(()) if self.localizer is None else self.localizer.parameters()
 
@@ -168,14 +169,14 @@ class TransformClassifier(PyroModule):
         return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)
 
     # ---- the generative story and its guide (overridden) ---------------------------------
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
         """No latent variables to infer (deterministic models)."""
 
     # ---- prediction ----------------------------------------------------------------------
-    def predictive_model(self):
+    def predictive_model(self) -> Callable[..., torch.Tensor | None]:
         """The model used for posterior predictive sampling (DA overrides it to test at θ_id)."""
         return self.model
 

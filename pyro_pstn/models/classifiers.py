@@ -16,7 +16,7 @@ class CNN(TransformClassifier):
     def __init__(self, classifier, **kwargs):
         super().__init__(classifier, layout=None, **kwargs)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         with self.data_plate(x):
             return self.observe(self.classifier(x), y)
 
@@ -30,7 +30,7 @@ class STN(TransformClassifier):
 
     stochastic_predictions = False
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         loc, _ = self.localizer(x)
         with self.data_plate(x):
             theta = pyro.deterministic("theta", loc, event_dim=1)

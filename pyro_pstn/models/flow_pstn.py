@@ -56,7 +56,7 @@ class FlowPSTN(TransformClassifier):
         """g_φ(T | e(x)) for a batch of images: batch shape [B], event [D]."""
         return self.flow(self.embedder(x))
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True) -> torch.Tensor | None:
         """``augment=False`` (the loss's argument during the authors' warm-up epochs without
         augmentation, ``no_aug_until``; see :class:`AugmentationWarmup`): the classifier sees x
         itself and T is not sampled."""
@@ -67,7 +67,7 @@ class FlowPSTN(TransformClassifier):
                 theta = pyro.sample("theta", self.prior())  # T ~ U(box)
             return self.observe(self.classifier(self.transform(x, theta)), y)  # y ~ Cat(f(A_T(x)))
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True) -> torch.Tensor | None:
         if not augment:
             return None
         g = self.transformation_distribution(x)

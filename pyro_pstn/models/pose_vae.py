@@ -23,6 +23,7 @@ these models unchanged. Pixels must lie in [0, 1] (load data with ``normalize=Fa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pyro
 import pyro.distributions as dist
@@ -73,7 +74,7 @@ class LatentVAE(PyroModule):
         self.localizer = None  # the DT-VAE's pose network (the engine gives it its own learning rate)
         self.layout = None  # the transformation family (pose models take it from their pose prior)
 
-    def kl_scaled(self, kl_weight: float | None = None):
+    def kl_scaled(self, kl_weight: float | None = None) -> poutine.messenger.Messenger:
         """β on the latent sites in model and guide (``poutine.scale``; a mask for β = 0): the
         ``kl_weight`` the loss passes (the engine's schedule), else the model's own."""
         w = self.kl_weight if kl_weight is None else kl_weight
@@ -95,10 +96,10 @@ class LatentVAE(PyroModule):
         pyro.sample("x", dist.Bernoulli(probs=probs, validate_args=False).to_event(3), obs=x)
         return probs
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -111,7 +112,7 @@ class LatentVAE(PyroModule):
         """``num`` images drawn from the prior: z ~ p(z), u at the identity or u ~ p(u)."""
         raise NotImplementedError
 
-    def localizer_parameters(self):
+    def localizer_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
         return iter(()) if self.localizer is None else self.localizer.parameters()
 
@@ -133,23 +134,23 @@ class VAE(LatentVAE):
         probs = torch.sigmoid(self.decoder(z))
         return probs if theta is None else warp(probs, theta, self.layout)
 
-    def model(self, x, y=None, kl_weight=None):
+    def model(self, x, y=None, kl_weight=None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
             return self.observe(self.render(z), x)
 
-    def guide(self, x, y=None, kl_weight=None):
+    def guide(self, x, y=None, kl_weight=None) -> None:
         with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
             loc, scale = self.z_head(self.encoder(x))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
-    def encode(self, x):
+    def encode(self, x) -> torch.Tensor:
         return self.z_head(self.encoder(x))[0]
 
     @torch.no_grad()
-    def generate(self, num, pose="identity"):
+    def generate(self, num, pose="identity") -> torch.Tensor:
         z = self.prior_z(next(self.parameters())).sample((num,))
         return torch.sigmoid(self.decoder(z))
 
@@ -183,7 +184,7 @@ class TVAE(VAE):
             u = pyro.sample("u", self.pose_prior())
         return pyro.deterministic("theta", self.pose_prior.to_theta(u), event_dim=1)
 
-    def model(self, x, y=None, kl_weight=None):
+    def model(self, x, y=None, kl_weight=None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
@@ -196,7 +197,7 @@ class TVAE(VAE):
             u = pyro.sample("u", self.pose_prior.guide_distribution(*self.u_head(h)))
         return self.pose_prior.to_theta(u)
 
-    def guide(self, x, y=None, kl_weight=None):
+    def guide(self, x, y=None, kl_weight=None) -> None:
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
             with self.kl_scaled(kl_weight):
@@ -205,7 +206,7 @@ class TVAE(VAE):
             self.guide_pose(h, kl_weight)
 
     @torch.no_grad()
-    def generate(self, num, pose="identity"):
+    def generate(self, num, pose="identity") -> torch.Tensor:
         z = self.prior_z(next(self.parameters())).sample((num,))
         return self.render(z, self._pose(num, pose))
 
@@ -251,7 +252,7 @@ class DTVAE(TVAE):
         """y = T_θ⁻¹(x): the image with its pose undone."""
         return warp(x, theta, self.layout, inverse=True)
 
-    def guide(self, x, y=None, kl_weight=None):
+    def guide(self, x, y=None, kl_weight=None) -> None:
         with pyro.plate("data", x.shape[0]):
             theta = self.guide_pose(self.localizer(x), kl_weight)
             with self.kl_scaled(kl_weight):
@@ -259,11 +260,11 @@ class DTVAE(TVAE):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
-    def pose_mean(self, x):
+    def pose_mean(self, x) -> torch.Tensor:
         return self.pose_prior.to_theta(self.pose_prior.guide_distribution(*self.u_head(self.localizer(x))).mean)
 
     @torch.no_grad()
-    def encode(self, x):
+    def encode(self, x) -> torch.Tensor:
         return self.z_head(self.encoder(self.upright(x, self.pose_mean(x))))[0]
 
 
@@ -302,7 +303,7 @@ class CatVAE(LatentVAE):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_head(self.encoder(x)).unflatten(-1, (self.num_variables, self.num_categories))
 
-    def model(self, x, y=None, kl_weight=None, temperature=None):
+    def model(self, x, y=None, kl_weight=None, temperature=None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             uniform = x.new_zeros(self.num_variables, self.num_categories)
             with self.kl_scaled(kl_weight):
@@ -310,17 +311,17 @@ class CatVAE(LatentVAE):
             probs = torch.sigmoid(self.decoder(log_z.exp().flatten(-2)))
             return self.observe(probs, x)
 
-    def guide(self, x, y=None, kl_weight=None, temperature=None):
+    def guide(self, x, y=None, kl_weight=None, temperature=None) -> None:
         with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
             pyro.sample("z", self._relaxed(self.logits(x), temperature))
 
     @torch.no_grad()
-    def encode(self, x):
+    def encode(self, x) -> torch.Tensor:
         """The K × C category probabilities, flattened (003's "10 × 10 matrix")."""
         return self.logits(x).softmax(-1).flatten(-2)
 
     @torch.no_grad()
-    def generate(self, num, pose="identity"):
+    def generate(self, num, pose="identity") -> torch.Tensor:
         """Hard one-hot codes drawn uniformly, decoded."""
         device = next(self.parameters()).device
         idx = torch.randint(self.num_categories, (num, self.num_variables), device=device)

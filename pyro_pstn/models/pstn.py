@@ -4,6 +4,8 @@ Equation numbers refer to the papers in ``../shared/papers``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -28,17 +30,17 @@ class DA(TransformClassifier):
         self.test_time_augmentation = test_time_augmentation
         self.stochastic_predictions = test_time_augmentation
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
                 theta = pyro.sample("theta", self.prior())  # θ ~ N(θ_id, σ_DA² I)
             return self.observe(self.classifier(self.transform(x, theta)), y)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
         with self.data_plate(x), self.kl_scaled(kl_weight):
             pyro.sample("theta", self.prior())  # q(θ) = p(θ)
 
-    def predictive_model(self):
+    def predictive_model(self) -> Callable[..., torch.Tensor | None]:
         if self.test_time_augmentation:
             return self.model
 
@@ -68,13 +70,13 @@ class PSTN(TransformClassifier):
         """Var q(θ|x) from the localizer's spread head σ(x): σ²."""
         return spread**2
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
                 theta = pyro.sample("theta", self.prior())  # eq. 4
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
         loc, scale = self.localizer(x)
         with self.data_plate(x), self.kl_scaled(kl_weight):
             pyro.sample("theta", dist.Normal(loc, scale).to_event(1))  # eq. 8
@@ -119,7 +121,7 @@ class GammaPSTN(TransformClassifier):
         shared, self.guide_loc = self.guide_loc, None
         return shared[1] if shared is not None and shared[0] is x else self.localizer(x)[0]
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
         loc = self.location(x)
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
@@ -127,7 +129,7 @@ class GammaPSTN(TransformClassifier):
             theta = self._theta_given_lambda(loc, lam)  # eq. 5
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
         loc, rate = self.localizer(x)
         self.guide_loc = (x, loc)  # for the model's θ | λ (eq. 5)
         with self.data_plate(x):

@@ -17,6 +17,7 @@ prediction, metrics and run directories are the single run's.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pyro
 import torch
@@ -102,7 +103,7 @@ class Stacked(PyroModule):
         """The stacked localizer (its parameters get the localizer's learning rate)."""
         return self.base.localizer
 
-    def localizer_parameters(self):
+    def localizer_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
         return iter(()) if self.localizer is None else self.localizer.parameters()
 
@@ -132,12 +133,12 @@ class Stacked(PyroModule):
         single.kl_weight = float(self.base.kl_weight[r, 0])
         return single.train(self.training)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule) -> torch.Tensor | None:
         """The base model under the member plate; ``schedule`` (its ``kl_weight`` a tensor [R, 1],
         one per member) goes to it as it is."""
         with pyro.plate("members", self.members, dim=-2):
             return self.base.model(x, y, **schedule)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule):
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, **schedule) -> torch.Tensor | None:
         with pyro.plate("members", self.members, dim=-2):
             return self.base.guide(x, y, **schedule)

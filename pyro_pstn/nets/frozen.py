@@ -1,6 +1,7 @@
 """A pretrained network used as it is: no gradients to its weights, always in eval mode."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -18,5 +19,5 @@ class Frozen(nn.Module):
         self.net.eval()
         return self
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.net(*args, **kwargs)

@@ -293,7 +293,7 @@ class CPAB:
         return torch.stack([x, y], -1)
 
     # ---- warping ----------------------------------------------------------------------------
-    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False):
+    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False) -> torch.Tensor:
         """Sampling grid for θ [N, D]: [N, H, W, 2] for images (``size`` [N, C, H, W]), as
         ``affine_grid``; [N, L] for signals (``size`` [N, C, L]), in the same [-1, 1] convention.
         ``inverse``: the grid of T_θ⁻¹ = T_{−θ}."""

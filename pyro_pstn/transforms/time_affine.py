@@ -40,7 +40,7 @@ class TimeAffine:
     def identity_theta(self, dtype=torch.float32, device=None) -> torch.Tensor:
         return torch.zeros(self.dim, dtype=dtype, device=device)
 
-    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False):
+    def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False) -> torch.Tensor:
         """Sample positions [N, L] for θ [N, 2] and signals of ``size`` [N, C, L]."""
         if theta.shape[-1] != self.dim:
             raise ValueError(f"{self.name} expects θ with last dimension {self.dim}, got shape {tuple(theta.shape)}")
