@@ -40,7 +40,7 @@ from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
 from inference.predictive import posterior_draws, predict
-from inference.runs import open_run, write_result
+from inference.runs import open_run, write_json, write_result
 from inference.stats import median_mad
 from inference.sweep import cached_record, each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, load_dataset
@@ -367,13 +367,22 @@ def _study_command(data_name: str):
                   help="The authors': 100 (rotated MNIST), 600 (placement).")
     @click.option("--seeds", type=CommaList(int), default="0", show_default=True)
     @click.option("--classifier", default=None, help="Run name of the pretrained classifier (default: pretrain's).")
+    @click.option("--aggregate-only", is_flag=True,
+                  help="Only rebuild the table from the result files (figures: from the run directories that are there).")
     @with_options(_COMMON)
-    def command(models, epochs, seeds, classifier, device, data_root, results_dir, run_root, progress):
+    def command(models, epochs, seeds, classifier, aggregate_only, device, data_root, results_dir, run_root, progress):
         results, run_root = Path(results_dir), Path(run_root)
         try:
-            pre_record = result_path(results, classifier or PretrainConfig(data=study["base"]).name)
-            if data_name == "rotated_mnist":
-                baseline = frozen_baseline(run_root, data_name, classifier, data_root)
+            pre_name = classifier or PretrainConfig(data=study["base"]).name
+            pre_record = result_path(results, pre_name)
+            if data_name == "rotated_mnist":  # the frozen classifier alone, on the rotated test set: kept as a record
+                frozen = result_path(results, f"frozen-{pre_name}-{data_name}")
+                if not frozen.exists():
+                    if aggregate_only:
+                        raise ValueError(f"{frozen} not found: run the command without --aggregate-only")
+                    write_json(frozen, {"classifier": pre_name, "data": data_name,
+                                        "test": frozen_baseline(run_root, data_name, classifier, data_root)})
+                baseline = json.loads(frozen.read_text())["test"]
             elif pre_record.exists():
                 baseline = json.loads(pre_record.read_text())["test"]
             else:
@@ -381,6 +390,9 @@ def _study_command(data_name: str):
                                  f"{study['base']}` first")
             configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
                                       device=device, data_root=data_root) for m in models for seed in seeds]
+            missing = [c.name for c in configs if not result_path(results, c.name).exists()]
+            if aggregate_only and missing:
+                raise ValueError(f"no result files for {', '.join(missing)}: run the command without --aggregate-only")
             records = [cached_record(result_path(results, c.name), c,
                                      lambda c=c: run_localize(c, run_root, progress),
                                      lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
@@ -449,7 +461,10 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
         lines.append(f"| {model} | {len(runs)} | {fmt('accuracy')} | {fmt('nll')} | {fmt('epsilon')} | {ratio} | "
                      f"{paper[0] if paper[0] else '—'} | {paper[1] if paper[1] else '—'} | "
                      f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} |")
-        arrays = torch.load(run_root / runs[0]["name"] / "localization.pt")
+        kept = run_root / runs[0]["name"] / "localization.pt"
+        if not kept.exists():  # the figures stay as they are: their arrays live in the run directory
+            continue
+        arrays = torch.load(kept)
         for coordinate, index in study["coordinates"].items():
             panels[f"{model}: {coordinate}"] = (arrays["theta_true"][:, index].numpy(), arrays["mu"][:, index].numpy())
         if "spread" in arrays:
@@ -465,17 +480,21 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
     out = results / "localization"
     out.mkdir(parents=True, exist_ok=True)
     lines.append("")
+    figures = {name: out / f"{data_name}_{name}.png" for name in ("theta", "spread", "crops")}
     if panels:
         scatter_panels(panels, out / f"{data_name}_theta.png", "θ_true", "μ(x)",
                        f"{study['title']}: ground truth against the localizer's mean (first run of each model)")
+    if panels or figures["theta"].exists():
         lines += [f"![θ_true against μ(x)](localization/{data_name}_theta.png)"]
     if spreads:
         overlaid_histograms(spreads, out / f"{data_name}_spread.png", "posterior variance (β/α0 or σ²)",
                             "Posterior spread of well and poorly localized test images")
+    if spreads or figures["spread"].exists():
         lines += [f"![spread by error](localization/{data_name}_spread.png)"]
     if crops:
         image_grid({"inputs": crops.pop("inputs"), **crops}, out / f"{data_name}_crops.png",
                    "Inputs and what the frozen classifier sees (001 Fig. 7)", columns=8)
+    if crops or figures["crops"].exists():
         lines += [f"![crops](localization/{data_name}_crops.png)"]
     if records:
         lines += ["", _time_note(records)]

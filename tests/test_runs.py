@@ -272,3 +272,23 @@ def test_a_list_of_results_counts_too(tmp_path):
     write_result(listing, "- [a](a.png): ELBO -88.1\n- [b](b.png): ELBO -79.3\n")
     with pytest.raises(ValueError, match="holds 2 results .* with 1"):
         write_result(listing, "- [a](a.png): ELBO -88.1\n- b: not run\n")
+
+
+def test_the_placement_study_rebuilds_from_its_committed_result_files(tmp_path):
+    """localize placement --aggregate-only: the committed table again, from the committed records alone
+    (no run directories: the figures stay as committed)."""
+    import shutil
+
+    from experiments import localize
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "experiments" / "results" / "localization", results / "localization")
+    committed = REPO / "experiments" / "results" / "localization_placed_fashion_mnist.md"
+    shutil.copy(committed, results)
+    result = CliRunner().invoke(localize.main, ["placement", "--epochs", "10", "--aggregate-only", "--results-dir",
+                                                str(results), "--run-root", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert (results / committed.name).read_text() == committed.read_text()
+    missing = CliRunner().invoke(localize.main, ["placement", "--epochs", "3", "--aggregate-only", "--results-dir",
+                                                 str(results), "--run-root", str(tmp_path / "runs")])
+    assert missing.exit_code == 2 and "run the command without --aggregate-only" in missing.output
