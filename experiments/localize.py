@@ -579,18 +579,24 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
+@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and figures from the result files.")
 @shard_option()
 @with_options(_COMMON)
-def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, shard, device, data_root, results_dir,
-                 run_root, progress) -> None:
+def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, aggregate_only, shard, device, data_root,
+                 results_dir, run_root, progress) -> None:
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,
                              train_size=train_size, test_size=test_size) for m in models for d in depths for s in seeds]
     jobs = [(result_path(results, c.name), c, partial(run_failure, c, run_root, progress if workers == 1 else False))
             for c in configs]
-    done = each_record(shard.select(jobs), workers, lambda r: f"accuracy {r['test']['accuracy']:.4f}")
-    if shard.partial:
+    missing = [c.name for path, c, _ in jobs if not path.exists()]
+    if aggregate_only and missing:
+        raise ValueError(f"{len(missing)} of {len(jobs)} runs have no result file ({', '.join(missing[:3])}, …): run "
+                         "the command without --aggregate-only")
+    done = each_record(jobs if aggregate_only else shard.select(jobs), workers,
+                       lambda r: f"accuracy {r['test']['accuracy']:.4f}")
+    if shard.partial and not aggregate_only:
         return shard_done(shard, sum(path.exists() for path, _, _ in jobs), len(jobs))
     click.echo(write_failure(results, configs, done))
 

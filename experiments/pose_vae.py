@@ -505,19 +505,22 @@ PROTOCOL_003 = {
               help="ours: 002's dense nets and Bernoulli ELBO; paper: 003's PyTorch-VAE nets and MSE + 0.001·KL.")
 @click.option("--rows", type=CommaList(str, choices=ROWS_003), default=",".join(ROWS_003), show_default=True,
               help="Which rows of Table 1 to fit (the table lists every row run so far).")
+@click.option("--aggregate-only", is_flag=True, help="Only rewrite the table from the finished runs.")
 @shard_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, shard, workers) -> None:
+def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, aggregate_only, shard,
+             workers) -> None:
     """003 Table 1: VAE / categorical VAE on Fashion-MNIST, base or augmented training, ± STN."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: c for key, c in study003_configs(protocol, epochs, device, data_root).items()
                if _row003(key) in rows}
     try:
-        run_missing(shard.select(list(configs.values())), results, run_root, progress, workers)
+        if not aggregate_only:
+                run_missing(shard.select(list(configs.values())), results, run_root, progress, workers)
     except (ValueError, DataError) as err:
         fail(str(err))
-    if shard.partial:
+    if shard.partial and not aggregate_only:
         return shard_done(shard, sum(result_path(results, c).exists() for c in configs.values()), len(configs))
     lines = [
         "# Paper 003 Table 1: transformation-invariant VAEs on Fashion-MNIST",
