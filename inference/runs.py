@@ -5,7 +5,9 @@
   (or a run killed mid-write) sees the old file or the new one, never half of one.
 * :func:`locked` holds a run directory (or a sweep's result file) for one process: a second
   ``fit --resume`` of the same run, or a second sweep reaching a run that the first is training,
-  is told so (or waits), and never trains it twice or deletes it.
+  is told so (or waits), and never trains it twice or deletes it. Locks hold among the processes
+  of one machine (``flock`` in its temp folder); a cluster's array tasks are kept apart by
+  ``--shard``, which gives each task its own runs.
 * :func:`config_diff` says which settings of a stored config differ from a requested one, so a
   resume with changed flags, or a result file of another config, is refused by name.
 """
@@ -79,7 +81,12 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
         yield
         return
     file = lock_path(path)
-    file.parent.mkdir(parents=True, exist_ok=True, mode=0o1777)
+    if not file.parent.is_dir():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:  # shared by every user of the machine, as /tmp itself
+            os.chmod(file.parent, 0o1777)
+        except OSError:
+            pass
     fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
