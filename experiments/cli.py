@@ -3,11 +3,13 @@
 Every command is a :class:`SafeCommand` (groups: :class:`SafeGroup`): bad input, a data or run
 file that cannot be used, a folder that cannot be written and a run in use by another process all
 end in one ``error:`` line and exit status 2, never a traceback; Ctrl-C ends with status 130 and
-says how to go on.
+says how to go on. ``PYRO_PSTN_DEBUG=1`` shows the traceback instead (for developers: a ValueError
+raised by a bug reads like bad input otherwise).
 """
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable
 
@@ -37,6 +39,8 @@ class SafeCommand(click.Command):
             self.short_help = self.help.strip().split("\n\n")[0].replace("\n", " ")
 
     def invoke(self, ctx) -> object:
+        if os.environ.get("PYRO_PSTN_DEBUG"):
+            return super().invoke(ctx)
         try:
             return super().invoke(ctx)
         except (ValueError, DataError) as err:

@@ -6,10 +6,9 @@ from inference.engine import TrainConfig
 from inference.spec import FitConfig
 from pyro_pstn.data import (
     UCR_PREFIX,
-    DataError,
     dataset_ndim,
     is_dataset_name,
-    parse_dataset_name,
+    subset_size,
     unknown_dataset,
 )
 from pyro_pstn.models import MODEL_NAMES
@@ -43,13 +42,6 @@ UCR_PRIOR_SCALE = {"FaceAll": 0.1, "Wafer": 0.1, "uWaveGestureLibrary_X": 0.1, "
 UCR_TRAIN = {"epochs": 200, "batch_size": 16, "weight_decay": 0.0}
 UCR_TRAIN_SAMPLES = 10
 
-
-def subset_size(data: str) -> int | None:
-    """N of ``mnistN`` (the authors' per-subset defaults); None for every other data set."""
-    try:
-        return parse_dataset_name(data)[1]
-    except DataError:
-        return None
 
 
 def is_series(data: str) -> bool:

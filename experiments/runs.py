@@ -79,7 +79,7 @@ def kind_of(config: dict) -> str:
 
 
 @dataclass
-class Run:
+class FittedRun:
     """A fitted run: its kind, typed config, model (CPU, eval mode), metrics (None where the command
     keeps none in the directory) and, on first use, its data."""
 
@@ -94,7 +94,7 @@ class Run:
         return KINDS[self.kind].data(self.config)
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path) -> FittedRun:
     """The run in ``run_dir``, whichever command fitted it, or a ValueError that says what is missing."""
     run_dir = Path(run_dir)
     if (run_dir / "stack.json").is_file():
@@ -115,7 +115,7 @@ def load_run(run_dir: str | Path) -> Run:
     model = restore(kind.build(config), run_dir / CHECKPOINT)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    return Run(run_dir, name, config, model, metrics)
+    return FittedRun(run_dir, name, config, model, metrics)
 
 
 def evaluate_precise_bn(run_dir: str | Path) -> dict | None:

@@ -20,11 +20,11 @@ from pyro_pstn.transforms import LIE_LAYOUTS
 from .engine import TrainConfig
 from .runs import identity
 
+T = TypeVar("T")
+
 #: What a warp puts where it samples outside the input: ``background``, the value of an empty pixel
 #: after normalisation (ours), or ``zero``, 0 in normalised units (the authors' ``grid_sample``
 #: default, the mean intensity, not the background: anchors.md §1.7, pytorch/tutorials#1117).
-T = TypeVar("T")
-
 FILLS = ("background", "zero")
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from pyro_pstn.data import DataError, dataset_ndim, parse_dataset_name
+from pyro_pstn.data import dataset_ndim, subset_size
 from pyro_pstn.models.stacked import STACKABLE_MODELS
 
 from .engine import CHECKPOINT, read_checkpoint
@@ -41,13 +41,6 @@ class SweepError(RuntimeError):
 def report(message: str) -> None:
     print(message, flush=True)
 
-
-def subset_size(data: str) -> int | None:
-    """N of an ``mnistN`` subset (the key of the papers' tables), else None."""
-    try:
-        return parse_dataset_name(data)[1]
-    except DataError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +69,7 @@ class Shard:
 def shard_done(shard: Shard, finished: int, total: int) -> None:
     """What a shard says when its runs are done (it leaves the table to the final, unsharded call)."""
     report(f"shard {shard} done: {finished} of the sweep's {total} runs have results. When every shard has "
-               "finished, run the same command without --shard (or with --aggregate-only) to write the table.")
+           "finished, run the same command without --shard (or with --aggregate-only) to write the table.")
 
 
 

@@ -4,7 +4,7 @@ Every data set carries a :class:`DataSpec` (shape, classes, normalisation, backg
 live in one registry (:func:`register_dataset`, :func:`dataset_names`); :func:`load_dataset` also
 takes the path of a user's ``.npz``, folder of class folders or UCR file.
 """
-from .datasets import SUBSET_SIZES, balanced_folds, parse_dataset_name
+from .datasets import SUBSET_SIZES, balanced_folds, parse_dataset_name, subset_size
 from .derived import augmented_set, digit_subset, random_affine_copy
 from .download import download
 from .files import load_image_folder, load_npz, splits_from_arrays
@@ -41,6 +41,6 @@ __all__ = [
     "DataError", "DataSpec", "DataSplits", "DatasetEntry", "ImageSet", "LoadOptions", "RotatedImageSet",
     "augmented_set", "background_value", "balanced_folds", "dataset_names", "dataset_ndim", "digit_subset", "download",
     "is_dataset_name", "is_path", "is_ucr", "load_dataset", "load_image_folder", "load_npz", "load_sprites",
-    "mario_iggy", "parse_dataset_name", "parse_idx", "random_affine_copy", "read_idx", "register_dataset",
+    "mario_iggy", "parse_dataset_name", "subset_size", "parse_idx", "random_affine_copy", "read_idx", "register_dataset",
     "resolve_data_root", "splits_from_arrays", "stratified_split", "unknown_dataset", "write_idx",
 ]

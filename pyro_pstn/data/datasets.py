@@ -48,6 +48,15 @@ def parse_dataset_name(name: str) -> tuple[str, int | None]:
     raise DataError(f"{name!r} is not one of the MNIST family: {', '.join(DATASET_NAMES)}")
 
 
+
+def subset_size(name: str) -> int | None:
+    """N of an ``mnistN`` subset (the key of the papers' tables and of the authors' per-subset
+    defaults); None for every other data set."""
+    try:
+        return parse_dataset_name(name)[1]
+    except DataError:
+        return None
+
 def _find_file(candidates: list[Path], stem: str) -> Path | None:
     for folder in candidates:
         for name in (stem + ".gz", stem):
