@@ -40,8 +40,9 @@ from pyro_pstn.data import SUBSET_SIZES, load_dataset
 
 from .cli import CommaList, SafeCommand, writable_dir
 from .config import GAUSSIAN_PRIOR_SCALE
-from .reproduce import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, calibration_path, fitted_at, run_path
+from .reproduce import calibration_path, run_path
 from .runs import load_run
+from .sweeps import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, fitted_at
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).
 TEST_ROWS = ("cnn", "stn", "da", "pstn", "pstn@val", "gamma_pstn", "gamma_pstn@val")

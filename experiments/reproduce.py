@@ -14,43 +14,44 @@ import json
 import math
 import os
 import statistics
-import time
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import click
-from tqdm.auto import tqdm
 
-from inference.engine import CHECKPOINT
-from inference.fitting import CONFIG_FILE
 from inference.metrics import pool_bins
-from inference.runs import write_json, write_result
-from inference.spec import FitConfig, config_from_dict
-from inference.stats import best_on_validation, differences, mean_std, paired
-from inference.sweep import Run, sweep
+from inference.runs import write_result
+from inference.stats import differences, mean_std
+from inference.sweep import sweep
 from inference.tables import Column, markdown, summarize
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
 
 from .cli import (
     CommaList,
-    FloatRange,
     SafeGroup,
     device_option,
     shard_option,
     single_process_only,
-    with_options,
     writable_dir,
 )
-from .config import DEFAULT_LR, authors_config
-from .papers import PAPER_000_TABLE_1, PAPER_001_ECE, PAPER_001_TABLE_2, PAPER_UCR
-from .runs import evaluate_precise_bn
+from .papers import PAPER_000_TABLE_1, PAPER_001_ECE, PAPER_001_TABLE_2
+from .sweeps import (
+    FOLDS,
+    PARAM_SYMBOL,
+    RESULTS,
+    SELECTED,
+    SELECTED_PARAM,
+    at_value,
+    fitted_at,
+    paper_cell,
+    study_run,
+    sweep_options,
+)
+from .ucr import paired_command, ucr
 
 #: The models of the papers' tables (000 Table 1, 001 Table 2); flow_pstn (004) runs on request.
 PAPER_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
 
-RESULTS = Path(__file__).parent / "results"
 #: The sizes of the papers' MNIST-subset tables; the aggregated table always lists all of them.
 TABLE_SIZES = (30, 100, 1000, 3000, 10000)
 
@@ -63,43 +64,9 @@ def _shown(path: Path) -> str:
     return os.path.relpath(path, RESULTS.parent.parent) if Path(path).resolve().is_relative_to(RESULTS.parent.parent) else str(path)
 
 
-#: ``--folds 0,1,2``: the authors' five folds of every subset size.
-FOLDS = CommaList(int, choices=range(5))
-
-
-def _run(model: str, data: int | str, fold: int, result_file: Path, run_root: str, train: dict | None = None,
-         options: dict | None = None) -> Run:
-    """A sweep's run of ``model`` on ``data`` (an MNIST subset size, or a name such as ``ucr/FaceAll``)
-    at the authors' protocol, but for ``train`` / ``options`` (TrainConfig / FitConfig fields)."""
-    data = data if isinstance(data, str) else f"mnist{data}"
-    return Run(authors_config(model, data, train=dict(train or {}), fold=fold, **(options or {})), result_file, run_root)
-
-
 def run_path(results: Path, row: str, size: int, fold: int) -> Path:
     """The result file of a table row (a model name, or ``<model>@val`` for validation-selected values)."""
     return results / "mnist_subsets" / "runs" / f"{row}-mnist{size}-fold{fold}.json"
-
-
-#: The hyperparameter that the ``grid`` command selects on the validation split, per model.
-SELECTED_PARAM = {"pstn": "prior_scale", "gamma_pstn": "kl_weight"}
-#: Row suffix of runs whose hyperparameter was selected on the validation split (``--selected``).
-SELECTED = "@val"
-#: How the tables write the selected hyperparameters: σ_p of the Gaussian P-STN, w of the Gamma P-STN.
-PARAM_SYMBOL = {"prior_scale": "σ_p", "kl_weight": "w"}
-
-
-def _at_value(train: dict, param: str, value: float, options: dict | None = None) -> tuple[dict, dict]:
-    """(training settings, model options) of a fit at ``param`` = ``value``: w is a training
-    setting (the KL weight), σ_p an option of the model (its prior scale)."""
-    options = options or {}
-    if param == "kl_weight":
-        return {**train, "kl_weight": value}, options
-    return train, {**options, "prior_scale": value}
-
-
-def fitted_at(config: dict, param: str) -> float:
-    """The σ_p (``prior_scale``) or w (``kl_weight``, a training setting) a run's config was fitted at."""
-    return config["train"][param] if param == "kl_weight" else config[param]
 
 
 def _row(record: dict) -> str:
@@ -122,9 +89,6 @@ def selected_value(results: Path, model: str, size: int) -> float:
 
 
 
-def _paper(table: dict, model: str, size: int) -> str:
-    value = table.get(model, {}).get(size)
-    return f"{value[0]:.4f} ± {value[1]:.4f}" if value else "—"
 
 
 def _gamma_bar(table: dict, size: int) -> list[str]:
@@ -169,8 +133,8 @@ def _subset_columns(size: int) -> list[Column]:
         Column("accuracy", metric("accuracy")), Column("NLL", metric("nll")), Column("ECE (15 bins)", metric("ece")),
         Column("mean wall s / run", lambda model, runs: f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}"
                if runs else "—", right=True),
-        Column("paper 000 T1 acc", lambda model, runs: _paper(PAPER_000_TABLE_1, model.removesuffix(SELECTED), size)),
-        Column("paper 001 T2 acc", lambda model, runs: _paper(PAPER_001_TABLE_2, model.removesuffix(SELECTED), size)),
+        Column("paper 000 T1 acc", lambda model, runs: paper_cell(PAPER_000_TABLE_1, model.removesuffix(SELECTED), size)),
+        Column("paper 001 T2 acc", lambda model, runs: paper_cell(PAPER_001_TABLE_2, model.removesuffix(SELECTED), size)),
     ]
 
 
@@ -259,27 +223,6 @@ def main() -> None:
     single_process_only("experiments.reproduce")
 
 
-#: Torch threads per worker process; shared by every sweep command.
-THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
-                       help="Torch threads per worker (default: cores / workers).")
-
-
-def sweep_options(run_root: str, stacks: str) -> Callable:
-    """The options every stackable sweep shares: device, worker processes and their threads, ``--stack``
-    (``stacks`` says what stacks), ``--shard``, the run and results folders and ``--aggregate-only``."""
-    return with_options([
-        device_option(),
-        click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs in parallel (worker processes)."),
-        THREADS,
-        click.option("--stack", type=click.IntRange(min=1), default=1,
-                     help=f"Train up to this many runs ({stacks}) as one stacked fit."),
-        shard_option(),
-        click.option("--run-root", callback=writable_dir, default=run_root, help="Where the (uncommitted) run directories go."),
-        click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True),
-        click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs."),
-    ])
-
-
 @main.command("mnist_subsets")
 @click.option("--sizes", type=CommaList(int, choices=SUBSET_SIZES), default="30,100,1000",
               help=f"Comma-separated, from {SUBSET_SIZES}.")
@@ -313,9 +256,9 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
                 rows.append(row)
             if selected and model in SELECTED_PARAM:
                 row, value = model + SELECTED, selected_value(results, model, size)
-                job_train, job_options = _at_value(train, SELECTED_PARAM[model], value, options)
+                job_train, job_options = at_value(train, SELECTED_PARAM[model], value, options)
                 rows.append(row)
-            jobs += [_run(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
+            jobs += [study_run(model, size, f, run_path(results, row, size, f), run_root, job_train, job_options) for f in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate(results, sizes, rows))
 
@@ -458,8 +401,8 @@ def grid(param, size, model, values, folds, device, workers, threads, stack, sha
     train = {"device": device, "val_every": 10**6, **({"epochs": epochs} if epochs else {})}
     jobs = []
     for value in grid_values:
-        path_train, options = _at_value(train, param, value, {"evaluate_on": "val", "val_size": None})
-        jobs += [_run(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
+        path_train, options = at_value(train, param, value, {"evaluate_on": "val", "val_size": None})
+        jobs += [study_run(model, size, fold, grid_path(results, param, model, size, value, fold), run_root, path_train, options)
                  for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         # every value run for this grid file, from this call or another (two calls with --values
@@ -508,7 +451,7 @@ def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_
             train, options = ABLATION_FACTORS[factor]
             train = {**train, "device": device, **({"epochs": epochs} if epochs else {})}
             options = {**options, **({"test_size": test_size} if test_size else {})}
-            jobs += [_run("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
+            jobs += [study_run("gamma_pstn", size, fold, ablation_path(results, factor, size, fold), run_root, train, options)
                      for fold in folds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
         click.echo(aggregate_ablation(results, sizes))
@@ -648,7 +591,7 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
            for v in prior_scales},
     }
     jobs = [
-        _run(model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
+        study_run(model, size, fold, calibration_path(results, size, stem, fold), run_root, {**train, **t}, options)
         for stem, model, t, options in variants.values() for fold in folds
     ]
     if not sweep(jobs, shard, workers, aggregate_only=aggregate_only):
@@ -687,479 +630,8 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
     click.echo("\n".join(lines))
 
 
-# ---- UCR time series (papers 000 §5.3 Table 3, 001 §5.2.2 Table 3) ------------------------------
-
-#: The UCR data sets of the table: the two of both papers' tables first, then four without paper values.
-UCR_SETS = ("FaceAll", "PhalangesOutlinesCorrect", "GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf")
-UCR_MODELS = ("cnn", "stn", "pstn", "gamma_pstn")
-#: The validation grids of σ_p (Gaussian P-STN) and w (Gamma P-STN), around the authors' values.
-UCR_GRIDS = {model: (SELECTED_PARAM[model], values)
-             for model, values in {"pstn": (0.05, 0.1, 0.2, 0.6), "gamma_pstn": (0.0, 1e-5, 1e-4, 1e-3)}.items()}
-
-
-def ucr_path(results: Path, kind: str, model: str, name: str, tag: str) -> Path:
-    return results / "ucr" / kind / f"{model}-{name}-{tag}.json"
-
-
-def _ucr_selection_runs(results: Path, model: str, name: str) -> dict[float, dict]:
-    """{grid value: result record} of the selection runs of ``model`` on ``name`` that finished."""
-    param, values = UCR_GRIDS[model]
-    paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
-    return {v: json.loads(p.read_text()) for v, p in paths.items() if p.exists()}
-
-
-def has_precise_bn(record: dict) -> bool:
-    """Whether a UCR result has metrics with precise BN (inference/batchnorm.py): fitted with it, or
-    evaluated again from its checkpoint (``--recompute-bn``; kept under ``precise_bn``)."""
-    return "precise_bn" in record or record.get("config", {}).get("train", {}).get("precise_bn", False)
-
-
-def as_evaluated(record: dict, precise: bool) -> dict:
-    """The metrics of a result (``test`` / ``val``, ``test_at_mean``) with precise BN or as fitted."""
-    return record["precise_bn"] if precise and "precise_bn" in record else record
-
-
-def _ucr_selection_metrics(results: Path, model: str, name: str) -> tuple[dict[float, dict], bool]:
-    """({grid value: validation metrics}, with precise BN?) of the selection runs that finished:
-    precise BN where every one of them has it, else training's running averages."""
-    seen = _ucr_selection_runs(results, model, name)
-    precise = bool(seen) and all(map(has_precise_bn, seen.values()))
-    return {v: as_evaluated(run, precise)["val"] for v, run in seen.items()}, precise
-
-
-def _ucr_selected(results: Path, model: str, name: str) -> float | None:
-    """The grid value of ``model`` on ``name`` with the best validation accuracy, ties (common: a
-    validation split of 9 to 16 series) broken by the lower validation NLL; None until all ran."""
-    val, _ = _ucr_selection_metrics(results, model, name)
-    if len(val) < len(UCR_GRIDS[model][1]):
-        return None
-    return best_on_validation(val)
-
-
-
-
-def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
-    """What the validation selection saw on ``name``: each grid value's validation accuracy and NLL
-    (repetition 0's split), so a table reader can tell a clear choice from a tie, and the posterior
-    std of θ it trained to, so a reader can tell whether the grid value changed the posterior at all."""
-    lines = []
-    for model in models:
-        if model not in UCR_GRIDS:
-            continue
-        param, values = UCR_GRIDS[model]
-        if seen := _ucr_selection_runs(results, model, name):
-            val, precise = _ucr_selection_metrics(results, model, name)
-            grid = "; ".join(f"{v:g}: {val[v]['accuracy']:.4f} / {val[v]['nll']:.4f} / "
-                             + (f"{run['theta_posterior_std']:.4f}" if run.get("theta_posterior_std") is not None else "—")
-                             for v, run in seen.items())
-            steps = sorted({run["validation"]["step"] for run in seen.values()})
-            lines.append(f"- {model} selection, validation accuracy / NLL ({'precise' if precise else 'running'} BN) "
-                         f"/ posterior std of θ by {PARAM_SYMBOL[param]} ({len(seen)} of {len(values)} run, "
-                         f"{' or '.join(map(str, steps))} optimiser steps each): {grid}.")
-    return [""] + lines if lines else []
-
-
-@main.command("ucr")
-@click.option("--datasets", type=CommaList(str), default=",".join(UCR_SETS), help="UCR names under <data root>/UCR.")
-@click.option("--models", type=CommaList(str, choices=UCR_MODELS), default=",".join(UCR_MODELS))
-@click.option("--repetitions", type=click.IntRange(1, 5), default=5, help="Runs per model (repetition k seeds "
-              "the train / validation split and the run).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the authors' 200.")
-@click.option("--train-samples", type=click.IntRange(min=1), default=None,
-              help="S of the models that sample θ. Default: the authors' 10.")
-@device_option()
-@click.option("--workers", type=click.IntRange(min=1), default=1)
-@THREADS
-@shard_option()
-@click.option("--run-root", callback=writable_dir, default="runs/ucr")
-@click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-@click.option("--aggregate-only", is_flag=True, help="Only rebuild the table from the finished runs.")
-@click.option("--kl-weight", type=FloatRange(min=0), default=None,
-              help="Skip the selection of gamma_pstn's w: fit its repetitions at this w (e.g. the authors' 1e-4 on "
-                   "FaceAll). They go to ucr/fixed/, beside (not over) the selected runs, and the table lists them "
-                   "under the selected row, paired with it and with our CNN.")
-@click.option("--prior-scale", type=FloatRange(min=0, min_open=True), default=None,
-              help="As --kl-weight, for pstn's σ_p.")
-@click.option("--recompute-bn", is_flag=True,
-              help="Train nothing: evaluate again, with precise BN (batch-norm statistics recomputed over the training "
-                   "split), the finished runs that used training's running averages and whose checkpoints are under "
-                   "--run-root; store the result beside theirs and rebuild the table.")
-def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
-        aggregate_only, kl_weight, prior_scale, recompute_bn) -> None:
-    """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
-
-    First σ_p / w are selected per data set on the validation split of repetition 0 (grids
-    ``UCR_GRIDS``); then every model runs ``--repetitions`` times at its selected value. With
-    ``--shard``, run the array once for the selection and once more for the runs it selects.
-    ``--kl-weight`` / ``--prior-scale`` fit the Gamma / Gaussian P-STN at a given value instead (the
-    authors' w, say), beside the selected runs, to tell the selection's effect from the model's.
-    """
-    results = Path(results_dir)
-    fixed = {param: value for param, value in (("kl_weight", kl_weight), ("prior_scale", prior_scale))
-             if value is not None}
-    for param in fixed:
-        model = next(m for m, (p, _) in UCR_GRIDS.items() if p == param)
-        if model not in models:
-            raise click.UsageError(f"--{param.replace('_', '-')} fixes {model}'s {PARAM_SYMBOL[param]}; "
-                                   f"add {model} to --models")
-    if recompute_bn:
-        recompute_bn_ucr(results, datasets, models, run_root)
-        aggregate_only = True
-    train = {"device": device, **({"epochs": epochs} if epochs else {}),
-             **({"num_particles": train_samples} if train_samples else {})}
-    for _ in range(2):  # the selection, then the runs at the selected values
-        select, final, waiting = _ucr_jobs(results, datasets, models, repetitions, train, run_root,
-                                           refit_stale=not aggregate_only, fixed=fixed)
-        if not sweep(select + final, shard, workers, threads, aggregate_only=aggregate_only):
-            return
-        if not waiting or aggregate_only:
-            break
-    click.echo(aggregate_ucr(results, datasets, models, repetitions, epochs, train_samples))
-
-
-#: Row labels of the paired table (the models of 000 / 001 Table 3).
-UCR_LABELS = {"cnn": "CNN", "stn": "STN", "pstn": "Gaussian P-STN", "gamma_pstn": "Gamma P-STN"}
-
-
-def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
-    """Every model against every other on UCR set ``name``, paired by repetition (each repetition gives
-    every model the same split and seed): accuracy, NLL and ECE differences with their standard errors;
-    and for the models with a posterior location, the S-draw prediction against the one at μ(x)."""
-    by_rep, at_mean = {}, {}
-    for model in models:
-        for path in sorted((results / "ucr" / "runs").glob(f"{model}-{name}-rep*.json")):
-            record = json.loads(path.read_text())
-            evaluated = as_evaluated(record, has_precise_bn(record))
-            by_rep.setdefault(model, {})[record["fold"]] = evaluated["test"]
-            if evaluated.get("test_at_mean"):
-                at_mean.setdefault(model, {})[record["fold"]] = evaluated["test_at_mean"]
-    lines = [f"## {name}: differences paired by repetition (mean, standard error, pairs)", "",
-             "| a − b | accuracy | NLL | ECE |", "|---|---|---|---|"]
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            cells = []
-            for metric in ("accuracy", "nll", "ece"):
-                pair = paired(*({k: m[metric] for k, m in by_rep.get(x, {}).items()} for x in (b, a)))
-                cells.append(f"{pair[0]:+.4f} (SE {pair[1]:.4f}, {pair[2]})" if pair else "—")
-            lines.append(f"| {UCR_LABELS.get(b, b)} − {UCR_LABELS.get(a, a)} | " + " | ".join(cells) + " |")
-    if at_mean:
-        lines += ["", "Test-time averaging, S draws of θ − the classifier at μ(x), paired by repetition:", "",
-                  "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
-        for model, means in at_mean.items():
-            cells = [paired({k: m[metric] for k, m in by_rep[model].items()},
-                            {k: m[metric] for k, m in means.items()}) for metric in ("accuracy", "nll", "ece")]
-            lines.append(f"| {UCR_LABELS.get(model, model)} | " + " | ".join(
-                f"{c[0]:+.4f} (SE {c[1]:.4f}, {c[2]})" if c else "—" for c in cells) + " |")
-    return lines
-
-
-@main.command("paired")
-@click.option("--datasets", type=CommaList(str), default="PhalangesOutlinesCorrect", show_default=True)
-@click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-def paired_command(datasets, results_dir) -> None:
-    """Print every model against every other on UCR sets, paired by repetition (from the result files)."""
-    for name in datasets:
-        if not list((Path(results_dir) / "ucr" / "runs").glob(f"*-{name}-rep*.json")):
-            raise click.BadParameter(f"no repetitions of {name!r} under {Path(results_dir) / 'ucr' / 'runs'}: run "
-                                     f"`python -m experiments.reproduce ucr --datasets {name}` first", param_hint="--datasets")
-        click.echo("\n".join(paired_lines(Path(results_dir), name)) + "\n")
-
-
-def _ucr_records(results: Path, datasets, models) -> list[Path]:
-    """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
-    return sorted(p for kind in ("select", "runs", "fixed") for p in (results / "ucr" / kind).glob("*.json")
-                  if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
-
-
-def _fitted_config(config: dict) -> dict:
-    """A stored config read back through FitConfig, with a run from before precise BN (no such
-    field) read as fitted without it (the field's default is on)."""
-    config = {**config, "train": {"precise_bn": False, **config["train"]}}
-    return asdict(config_from_dict(FitConfig, config))
-
-
-def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
-    """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
-    is evaluated again with precise BN (:func:`experiments.runs.evaluate_precise_bn`) from its
-    checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
-    (not over) the ones it was fitted with."""
-
-    todo, missing = [], []
-    for path in _ucr_records(results, datasets, models):
-        record = json.loads(path.read_text())
-        if has_precise_bn(record):
-            continue  # done, or fitted with precise BN already
-        run_dir = Path(run_root) / path.stem
-        try:  # the checkpoint must be this result's run (same config), not a later refit's
-            same = _fitted_config(json.loads((run_dir / CONFIG_FILE).read_text())) == _fitted_config(record["config"])
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            same = False
-        (todo if same and (run_dir / CHECKPOINT).is_file() else missing).append((path, record, run_dir))
-    if missing:
-        click.echo(f"{len(missing)} run(s) without their checkpoint under {run_root} (fitted on another machine, or "
-                   f"refitted since) cannot be evaluated again: {', '.join(p.stem for p, _, _ in missing)}")
-    for path, record, run_dir in tqdm(todo, desc="precise BN", unit="run", disable=None):
-        start = time.perf_counter()
-        metrics = evaluate_precise_bn(run_dir)
-        if metrics is None:  # no batch norm: the run's own numbers are already exact
-            continue
-        name = record["evaluated_on"]
-        record["precise_bn"] = {name: metrics[name], f"{name}_at_mean": metrics.get(f"{name}_at_mean"),
-                                "seconds": time.perf_counter() - start,
-                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_json(path, record)
-        click.echo(f"{path.name}: {name} accuracy {record[name]['accuracy']:.4f} with running BN averages, "
-                   f"{metrics[name]['accuracy']:.4f} with precise BN")
-
-
-def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) -> list[str]:
-    """The runs of ``name`` evaluated again with precise BN (``--recompute-bn``): per model, the test
-    metrics with precise BN beside the accuracy with training's running averages, over the same
-    repetitions, and their paired difference; and what the validation selection picks with precise BN."""
-    rows, picks = [], []
-    for model in models:
-        runs = [r for k in range(repetitions) if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()
-                and "precise_bn" in (r := json.loads(p.read_text()))]
-        if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
-            runs = [r for r in runs if fitted_at(r["config"], UCR_GRIDS[model][0]) == value]
-        if runs:
-            running = [r["test"]["accuracy"] for r in runs]
-            precise = [r["precise_bn"]["test"] for r in runs]
-            rows.append(f"| {model} | {len(runs)} | {mean_std(running)} | {mean_std([m['accuracy'] for m in precise])} | "
-                        f"{differences([m['accuracy'] - a for m, a in zip(precise, running)])} | "
-                        f"{mean_std([m['nll'] for m in precise])} | {mean_std([m['ece'] for m in precise])} |")
-        seen = _ucr_selection_runs(results, model, name) if model in UCR_GRIDS else {}
-        if seen and len(seen) == len(UCR_GRIDS[model][1]) and all("precise_bn" in r for r in seen.values()):
-            param, val = UCR_GRIDS[model][0], {v: r["precise_bn"]["val"] for v, r in seen.items()}
-            running = {v: r["val"] for v, r in seen.items()}
-            grid = "; ".join(f"{v:g}: {running[v]['accuracy']:.4f} → {m['accuracy']:.4f}" for v, m in val.items())
-            picks.append(f"- {model} selection, validation accuracy with running → precise BN by "
-                         f"{PARAM_SYMBOL[param]}: {grid}; selected {PARAM_SYMBOL[param]} = {best_on_validation(val):g} "
-                         f"with precise BN, {best_on_validation(running):g} with the running averages.")
-    if not rows and not picks:
-        return []
-    lines = ["", f"### {name}: running against precise BN", "",
-             "The runs fitted with training's running BN averages whose checkpoints were here, evaluated again with "
-             "their batch-norm statistics recomputed over the training split (`--recompute-bn`; "
-             "`inference/batchnorm.py`). Difference: precise − running, per repetition (mean ± std, how many > 0).",
-             ""]
-    if rows:
-        lines += ["| model | reps | accuracy, running BN | accuracy, precise BN | difference | NLL, precise BN | "
-                  "ECE, precise BN |", "|---|---:|---|---|---|---|---|", *rows]
-    return lines + ([""] + picks if picks else [])
-
-
-def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool,
-              fixed: dict[str, float] | None = None):
-    """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``;
-    ``refit_stale``: remove the result of a repetition fitted at another value than the selected one;
-    ``fixed`` ({param: value}, ``--kl-weight`` / ``--prior-scale``): the models with that parameter
-    skip the selection and fit their repetitions at ``value``, into ``ucr/fixed/``."""
-    fixed = fixed or {}
-    select, final, waiting = [], [], []
-    for name in datasets:
-        data = f"ucr/{name}"
-
-        def repetitions_of(model, kind, tag, job_train, options):
-            return [_run(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
-                     {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
-
-        for model in models:
-            if model not in UCR_GRIDS:
-                final += repetitions_of(model, "runs", "", train, {})
-                continue
-            param, values = UCR_GRIDS[model]
-            if param in fixed:
-                final += repetitions_of(model, "fixed", f"{param}{fixed[param]:g}-",
-                                        *_at_value(train, param, fixed[param]))
-                continue
-            select += [_run(model, data, 0, ucr_path(results, "select", model, name, f"{param}{v:g}"), run_root,
-                        *_at_value(train, param, v, {"evaluate_on": "val"})) for v in values]
-            value = _ucr_selected(results, model, name)
-            if value is None:
-                waiting.append(f"{model} on {name}")
-                continue
-            for k in range(repetitions if refit_stale else 0):  # one at another value (an earlier selection)
-                done = ucr_path(results, "runs", model, name, f"rep{k}")
-                earlier = fitted_at(json.loads(done.read_text())["config"], param) if done.exists() else value
-                if earlier != value:
-                    click.echo(f"{done.name} was fitted at {param} = {earlier:g}, not the selected {value:g}: "
-                               "fitting it again")
-                    done.unlink()
-            final += repetitions_of(model, "runs", "", *_at_value(train, param, value))
-    return select, final, waiting
-
-
-
-
-def _mixed_bn(summary: dict, name: str, model: str, baseline: str) -> str:
-    """A warning where the two rows of a difference were evaluated with different BN statistics."""
-    a, b = (summary.get(f"{m}-{name}", {}).get("bn") for m in (model, baseline))
-    return (f" (not like for like: {model} with {a} BN statistics, {baseline} with {b})"
-            if a and b and a != b else "")
-
-
-def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[str]:
-    """The repetitions fitted at a fixed σ_p / w (``--prior-scale`` / ``--kl-weight``, e.g. the
-    authors' value) rather than the validation's pick: per model and value, their test metrics and
-    their accuracy paired by repetition with our CNN's and with the selected row's."""
-    lines = []
-    for model in models:
-        if model not in UCR_GRIDS:
-            continue
-        param = UCR_GRIDS[model][0]
-        by_value: dict[float, list[dict]] = {}
-        for path in sorted((results / "ucr" / "fixed").glob(f"{model}-{name}-{param}*-rep*.json")):
-            record = json.loads(path.read_text())
-            by_value.setdefault(fitted_at(record["config"], param), []).append(record)
-        for value, runs in sorted(by_value.items()):
-            precise = all(map(has_precise_bn, runs))
-            shown = [as_evaluated(r, precise) for r in runs]
-            bn = "precise" if precise else "running"
-            at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
-            by_rep = {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)}
-            pairings = []
-            for row, label in ((f"cnn-{name}", "cnn"), (f"{model}-{name}", f"the selected {model}")):
-                other = summary.get(row, {})
-                if pairs := paired(by_rep, other.get("by_rep", {})):
-                    mixed = f", not like for like: {bn} against {other['bn']} BN" if other.get("bn") != bn else ""
-                    pairings.append(f"− {label}: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs"
-                                  f"{mixed})")
-            lines.append(
-                f"- {model} at {PARAM_SYMBOL[param]} = {value:g}, fixed (`--{param.replace('_', '-')} {value:g}`), "
-                f"not selected: {len(runs)} repetitions, {bn} BN, accuracy {mean_std([m['test']['accuracy'] for m in shown])}"
-                + (f" ({mean_std(at_mean)} at μ(x))" if at_mean else "")
-                + f", NLL {mean_std([m['test']['nll'] for m in shown])}, ECE {mean_std([m['test']['ece'] for m in shown])}, "
-                f"mean wall {statistics.mean(r['wall_seconds'] for r in runs):.0f} s / run"
-                + (f"; paired by repetition {'; '.join(pairings)}" if pairings else "") + ".")
-    return [""] + lines if lines else []
-
-
-def _ucr_gaps(summary: dict, name: str) -> list[str]:
-    """Each P-STN's accuracy gap over our CNN on ``name`` (difference of the means, with the standard
-    error of that difference of two independent means), beside the same gap in the paper that has
-    the model (000 for the Gaussian P-STN, 001 for the Gamma P-STN); then, paired by repetition, its
-    ECE against our CNN's and its accuracy and ECE against our STN's."""
-    cnn = summary.get(f"cnn-{name}", {}).get("accuracy", [])
-    lines = []
-    for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
-        ours = summary.get(f"{model}-{name}", {}).get("accuracy", [])
-        if len(ours) < 2 or len(cnn) < 2:
-            continue
-        gap = statistics.mean(ours) - statistics.mean(cnn)
-        se = math.sqrt(statistics.variance(ours) / len(ours) + statistics.variance(cnn) / len(cnn))
-        verdict = ("above our CNN by more than two standard errors" if gap > 2 * se else
-                   "below our CNN by more than two standard errors" if gap < -2 * se else
-                   "within two standard errors of our CNN")
-        # repetition k gives every model the same train / validation split and seed: pair them too
-        pairs = paired(summary[f"{model}-{name}"].get("by_rep", {}), summary[f"cnn-{name}"].get("by_rep", {}))
-        by_rep = (f"; paired by repetition: {pairs[0]:+.4f} (standard error {pairs[1]:.4f}, {pairs[2]} pairs)"
-                  if pairs else "")
-        published = PAPER_UCR[paper].get(name, {})
-        beside = (f"; paper {paper}: {published[model][0] - published['cnn'][0]:+.4f}" if model in published else "")
-        lines.append(f"- {model} − cnn: {gap:+.4f} (standard error {se:.4f}, {len(ours)} and {len(cnn)} "
-                     f"repetitions): {verdict}{by_rep}{beside}{_mixed_bn(summary, name, model, 'cnn')}.")
-    for model, paper in (("pstn", "000"), ("gamma_pstn", "001")):
-        ours = summary.get(f"{model}-{name}", {})
-        if ece := paired(ours.get("ece_by_rep", {}), summary.get(f"cnn-{name}", {}).get("ece_by_rep", {})):
-            lines.append(f"- {model} − cnn, ECE paired by repetition: {ece[0]:+.4f} (standard error {ece[1]:.4f}, "
-                         f"{ece[2]} pairs){_mixed_bn(summary, name, model, 'cnn')}.")
-        stn = summary.get(f"stn-{name}", {})
-        if acc := paired(ours.get("by_rep", {}), stn.get("by_rep", {})):
-            ece = paired(ours.get("ece_by_rep", {}), stn.get("ece_by_rep", {}))
-            published = PAPER_UCR[paper].get(name, {})
-            beside = (f"; paper {paper} accuracy: {published[model][0] - published['stn'][0]:+.4f}"
-                      if model in published and "stn" in published else "")
-            lines.append(f"- {model} − stn, paired by repetition: accuracy {acc[0]:+.4f} (standard error "
-                         f"{acc[1]:.4f}), ECE {ece[0]:+.4f} (standard error {ece[1]:.4f}), {acc[2]} pairs{beside}"
-                         f"{_mixed_bn(summary, name, model, 'stn')}.")
-    return [""] + lines if lines else []
-
-
-def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
-    """The UCR table of ``datasets`` and every data set of the papers' list (``UCR_SETS``; `not run`
-    rows until they are, with the command that fills them in), whatever command rebuilt it last."""
-    budget = (f" --epochs {epochs}" if epochs else "") + (f" --train-samples {train_samples}" if train_samples else "")
-    command = f"python -m experiments.reproduce ucr{budget}"
-    datasets = list(dict.fromkeys([*UCR_SETS, *datasets]))
-    lines = ["# UCR time series: test accuracy (mean ± std over repetitions)", "",
-             f"Produced by `{command}` (one data set at a time: `--datasets NAME`) from the per-run files in "
-             "`experiments/results/ucr/`. cpab1d time warps "
-             "(1-D CPAB, 10 cells, 9 dof) for STN and both P-STNs; the authors' networks (anchors.md §1.3) and "
-             f"protocol (batch 16, Adam lr {DEFAULT_LR['pstn']:g}, localizer lr × 0.1, no weight decay; the STN at "
-             f"lr {DEFAULT_LR['stn']:g}, the authors' STN rate of their MNIST script, as their UCR script trains P-STNs "
-             f"only, anchors.md §1.6) with {epochs or 200} epochs and "
-             f"S = {train_samples or 10} training samples (the authors: 200 and 10), 10 test samples. σ_p and w "
-             "selected on the validation split (25 % of the training file, stratified) of repetition 0. Paper "
-             "columns: published values, for comparison only; `—` where a paper has no such row. Last-epoch "
-             "train loss: the training objective per series in the last epoch (−ELBO with its w-weighted KL term for "
-             "the P-STNs, the cross-entropy for cnn and stn); posterior std "
-             "of θ: the std over 200 posterior draws, averaged over θ's 9 dims and the first 16 test series (validation "
-             "series in the selection lines) "
-             "(`—`: no θ posterior, or a run from before this was recorded). Accuracy at μ(x): the P-STNs' "
-             "classifier on the test series warped by the posterior location, with no draws of θ (beside the "
-             "10-sample accuracy, it tells what averaging over q(θ|x) at test time adds or costs; `—`: not a P-STN, "
-             "or a run from before this was recorded). BN: the batch-norm statistics the row's networks were "
-             "evaluated with: `precise`, recomputed over the training split after training (the default since "
-             "2026-12-06, `inference/batchnorm.py`; older runs evaluated again from their checkpoints with "
-             "`--recompute-bn`), or `running`, training's running averages (runs fitted before, whose checkpoints "
-             "are gone); the selection lines say which their validation metrics used.", ""]
-    summary = {}
-    for name in datasets:
-        lines += [f"## {name}", "", "| model | selected | reps | BN | accuracy | accuracy at μ(x) | NLL | ECE | "
-                  "last-epoch train loss | posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
-                  "|---|---|---:|---|---|---|---|---|---|---|---:|---|---|"]
-        for model in models:
-            runs = [json.loads(p.read_text()) for k in range(repetitions)
-                    if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
-            chosen = "—"
-            if model in UCR_GRIDS and (value := _ucr_selected(results, model, name)) is not None:
-                param = UCR_GRIDS[model][0]
-                chosen = f"{PARAM_SYMBOL[param]} = {value:g}"
-                runs = [r for r in runs if fitted_at(r["config"], param) == value]  # not an earlier selection's
-            precise = bool(runs) and all(map(has_precise_bn, runs))  # one kind of BN statistics per row
-            shown = [as_evaluated(r, precise) for r in runs]
-            acc, nll, ece = ([m["test"][k] for m in shown] for k in ("accuracy", "nll", "ece"))
-            # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
-            train_loss = mean_std([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
-            spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
-            spread = mean_std(spread) if spread else "—"
-            at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
-            at_mean = mean_std(at_mean) if at_mean else "—"
-            wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
-            bn = ("precise" if precise else "running") if runs else "—"
-            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc, "bn": bn,
-                                          "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)},
-                                          "ece_by_rep": {r["fold"]: m["test"]["ece"] for r, m in zip(runs, shown)}}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {mean_std(acc)} | {at_mean} | {mean_std(nll)} | {mean_std(ece)} | "
-                         f"{train_loss} | {spread} | {wall} | "
-                         f"{_paper({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
-                         f"{_paper({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
-        lines += _ucr_gaps(summary, name)
-        lines += _ucr_fixed_lines(results, summary, models, name)
-        lines += _ucr_grid_lines(results, models, name)
-        lines += _ucr_precise_bn_lines(results, models, name, repetitions)
-        missing = sum(summary[f"{model}-{name}"]["reps"] < repetitions for model in models)
-        if missing:
-            lines += ["", f"Not run yet ({missing} of {len(models)} models): `{command} --datasets {name}` fills them "
-                          "in (it skips finished runs)."]
-        if name not in PAPER_UCR["000"]:
-            lines += ["", f"{name} is in neither paper's table: no published values to compare with."]
-        if (results / f"ucr_{name}.md").exists():  # a written reading of this data set's result
-            lines += ["", f"What we measured about why: [ucr_{name}.md](ucr_{name}.md)."]
-        lines.append("")
-    records = [json.loads(p.read_text()) for kind in ("select", "runs", "fixed")
-               for p in (results / "ucr" / kind).glob("*.json") if any(f"-{name}-" in p.name for name in datasets)]
-    if records:
-        lines += [f"Wall time of these {len(records)} runs (the validation selection and runs at fixed values included): "
-                  f"{sum(r['wall_seconds'] for r in records) / 3600:.2f} h in total. Machines: "
-                  f"{'; '.join(sorted({r['machine'] for r in records}))}."]
-    text = "\n".join(lines) + "\n"
-    (results / "ucr").mkdir(parents=True, exist_ok=True)
-    write_result(results / "ucr.md", text)
-    write_result(results / "ucr.json", json.dumps(summary, indent=2) + "\n")
-    return text
-
+main.add_command(ucr)
+main.add_command(paired_command)
 
 if __name__ == "__main__":
     main()

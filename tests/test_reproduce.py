@@ -344,7 +344,7 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     assert "### ItalyPowerDemand: running against precise BN" in table and "| cnn | 1 |" in table
     # a row reads one kind of statistics: the cnn's (one repetition evaluated again, one not) the running ones
     assert "| cnn | — | 2 | running |" in table and "| 2 | precise |" in table
-    from experiments.reproduce import aggregate_ucr
+    from experiments.ucr import aggregate_ucr
 
     with pytest.raises(ValueError, match="would replace it with"):  # a table of other models drops measured rows
         aggregate_ucr(tmp_path, ["FaceAll"], ["cnn", "gamma_pstn"], 5, None, None)
@@ -358,7 +358,7 @@ def test_ucr_selects_on_validation_then_runs_the_repetitions(tmp_path, data_root
     assert "Not run yet (2 of 2 models): `python -m experiments.reproduce ucr --datasets FaceAll` fills" in text
     assert "## OSULeaf" in text and "## ItalyPowerDemand" in text
     assert "- pstn − cnn: " in table and "- gamma_pstn − cnn" not in table  # no Gamma P-STN runs
-    from experiments.reproduce import _ucr_gaps
+    from experiments.ucr import _ucr_gaps
 
     gaps = _ucr_gaps({"cnn-FaceAll": {"accuracy": [0.80, 0.81]}, "gamma_pstn-FaceAll": {"accuracy": [0.84, 0.85]}},
                      "FaceAll")
@@ -417,7 +417,7 @@ def test_confidence_reevaluates_grid_checkpoints_at_mu_and_with_draws(tmp_path, 
 def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetitions(tmp_path):
     """A validation split of 9–16 series ties often: the lower NLL decides. A repetition fitted at an
     earlier selection is left out of the table, and removed (to fit again) only by a sweep."""
-    from experiments.reproduce import UCR_GRIDS, _ucr_jobs, _ucr_selected, aggregate_ucr, ucr_path
+    from experiments.ucr import UCR_GRIDS, _ucr_jobs, _ucr_selected, aggregate_ucr, ucr_path
 
     param, values = UCR_GRIDS["pstn"]
     for value, (accuracy, nll), std in zip(values, [(1.0, 0.03), (0.9, 0.01), (1.0, 0.02), (0.8, 0.5)],
@@ -453,7 +453,7 @@ def test_ucr_selection_breaks_ties_by_validation_nll_and_refits_stale_repetition
 def test_ucr_at_a_fixed_value_skips_the_selection_and_pairs_with_the_selected_row(tmp_path, data_root, monkeypatch):
     """--kl-weight / --prior-scale: repetitions at the authors' value instead of the validation's pick,
     kept beside the selected runs and paired with them and with our CNN by repetition."""
-    from experiments.reproduce import _ucr_jobs, aggregate_ucr, ucr_path
+    from experiments.ucr import _ucr_jobs, aggregate_ucr, ucr_path
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     refused = _invoke("ucr", "--datasets", "ItalyPowerDemand", "--models", "cnn", "--kl-weight", "1e-5",
