@@ -486,32 +486,37 @@ def aggregate_ablation(results: Path, sizes) -> str:
     table, moved = {}, []
     for size in sizes:
         paper = PAPER_001_TABLE_2["gamma_pstn"].get(size)
-        lines += [f"## MNIST{size}" + (f" (paper 001 Table 2, Gamma P-STN: {paper[0]:.4f} ± {paper[1]:.4f})"
-                                        if paper else ""), "",
-                  "| factor | folds | accuracy | Δ accuracy | NLL | Δ NLL | ECE (15 bins) | Δ ECE | wall s / run |",
-                  "|---|---:|---|---|---|---|---|---|---:|"]
         base = {f: records.get(f"ours-gamma_pstn-mnist{size}-fold{f}") for f in range(5)}
-        for factor in ABLATION_FACTORS:
-            runs = {f: records.get(f"{factor}-gamma_pstn-mnist{size}-fold{f}") for f in range(5)}
-            runs = {f: r for f, r in runs.items() if r}
-            if not runs:
-                continue
-            cells, entry = [], {"folds": sorted(runs)}
+
+        def deltas(factor, runs, key, base=base):  # per fold, against ``ours`` on the same fold
+            return [runs[f]["test"][key] - base[f]["test"][key] for f in runs if base[f]] if factor != "ours" else []
+
+        rows = [(factor, {f: r for f in range(5) if (r := records.get(f"{factor}-gamma_pstn-mnist{size}-fold{f}"))})
+                for factor in ABLATION_FACTORS]
+        rows = [(factor, runs) for factor, runs in rows if runs]
+        for factor, runs in rows:
+            entry = {"folds": sorted(runs)}
             for key in ("accuracy", "nll", "ece"):
-                values = [r["test"][key] for r in runs.values()]
-                deltas = [runs[f]["test"][key] - base[f]["test"][key] for f in runs if base[f]] if factor != "ours" else []
-                cells += [mean_std(values), differences(deltas) if factor != "ours" else "—"]
-                entry[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-                if deltas:
-                    entry[f"delta_{key}"] = {"mean": statistics.mean(deltas),
-                                             "std": statistics.stdev(deltas) if len(deltas) > 1 else None}
+                entry[key] = summarize([r["test"][key] for r in runs.values()])
+                if diffs := deltas(factor, runs, key):
+                    entry[f"delta_{key}"] = summarize(diffs)
             table[f"{factor}-mnist{size}"] = entry
-            wall = statistics.mean(r["wall_seconds"] for r in runs.values())
-            lines.append(f"| `{factor}` | {len(runs)} | {' | '.join(cells)} | {wall:.0f} |")
             spread = table.get(f"ours-mnist{size}", {}).get("accuracy", {}).get("std")
             delta = entry.get("delta_accuracy", {}).get("mean")
             if spread and delta is not None and abs(delta) > spread:
                 moved.append(f"`{factor}` at MNIST{size} ({delta:+.4f} against a fold spread of {spread:.4f})")
+        columns = [
+            Column("factor", lambda factor, runs: f"`{factor}`"),
+            Column("folds", lambda factor, runs: str(len(runs)), right=True),
+            *(column for key, name in (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE (15 bins)")) for column in (
+                Column(name, lambda factor, runs, k=key: mean_std([r["test"][k] for r in runs.values()])),
+                Column(f"Δ {name.split()[0]}", lambda factor, runs, k=key, d=deltas:
+                       differences(d(factor, runs, k)) if factor != "ours" else "—"))),
+            Column("wall s / run", lambda factor, runs: f"{statistics.mean(r['wall_seconds'] for r in runs.values()):.0f}",
+                   right=True),
+        ]
+        lines += [f"## MNIST{size}" + (f" (paper 001 Table 2, Gamma P-STN: {paper[0]:.4f} ± {paper[1]:.4f})"
+                                        if paper else ""), "", *markdown(columns, rows)]
         lines.append("")
     lines += ["## Reading", "",
               "- Factors whose mean accuracy change exceeds the fold spread of `ours`: "
@@ -607,19 +612,19 @@ def calibration(size, folds, prior_scales, device, workers, shard, run_root, res
         f"ECE-optimal w = {selected['best_ece']:g}. Test set: the official 10,000 images. Mean ± std over folds; "
         "the paper's values (001 §5.3) for comparison only. Diagrams pool the bins of all folds.",
         "",
-        "| model | folds | test accuracy | test ECE | paper 001 ECE | mean wall s / run |",
-        "|---|---:|---|---|---|---:|",
     ]
-    curves = {}
-    for label, (stem, *_) in variants.items():
-        runs = [json.loads(p.read_text()) for f in folds
-                if (p := calibration_path(results, size, stem, f)).exists()]
-        if not runs:
-            continue
-        curves[label] = pool_bins([r["reliability"] for r in runs])
-        wall = statistics.mean(r["wall_seconds"] for r in runs)
-        lines.append(f"| {label} | {len(runs)} | {mean_std([r['test']['accuracy'] for r in runs])} | "
-                     f"{mean_std([r['test']['ece'] for r in runs])} | {PAPER_001_ECE.get(label, '—')} | {wall:.0f} |")
+    rows = [(label, [json.loads(p.read_text()) for f in folds if (p := calibration_path(results, size, stem, f)).exists()])
+            for label, (stem, *_) in variants.items()]
+    rows = [(label, runs) for label, runs in rows if runs]
+    lines += markdown([
+        Column("model", lambda label, runs: label),
+        Column("folds", lambda label, runs: str(len(runs)), right=True),
+        Column("test accuracy", lambda label, runs: mean_std([r["test"]["accuracy"] for r in runs])),
+        Column("test ECE", lambda label, runs: mean_std([r["test"]["ece"] for r in runs])),
+        Column("paper 001 ECE", lambda label, runs: PAPER_001_ECE.get(label, "—")),
+        Column("mean wall s / run", lambda label, runs: f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}", right=True),
+    ], rows)
+    curves = {label: pool_bins([r["reliability"] for r in runs]) for label, runs in rows}
     first = {k: v for k, v in curves.items() if not k.startswith("pstn")}
     sigma = {k: v for k, v in curves.items() if k.startswith("pstn")}
     calibration_curves(first, results / f"calibration_mnist{size}.png", f"MNIST{size}: CNN, STN, Gamma P-STN")
