@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from inference.localization import posterior_variance
 from inference.metrics import classification_metrics, pool_bins, reliability_bins
 from inference.predictive import predict, predict_at_mean
-from inference.runs import write_json, write_result
+from inference.runs import machine, write_json, write_result
 from inference.stats import mean_std
 from pyro_pstn.data import SUBSET_SIZES, load_dataset
 
@@ -229,8 +228,7 @@ def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data
     with torch.no_grad():
         scale = posterior_variance(model, model.localizer(x)[1]).sqrt()
     return {"config": json.loads(config.to_json()), "images": len(y), "samples": list(samples),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
-                       f"torch {torch.__version__}",
+            "machine": machine(),
             "posterior_scale": float(scale.mean()), **out}
 
 

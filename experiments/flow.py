@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from inference.invariance import relative_rotation_error, rotation_degrees, rota
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from inference.runs import open_run, write_atomic, write_result
+from inference.runs import machine, open_run, write_atomic, write_result
 from inference.sweep import cached_record
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
@@ -164,11 +163,6 @@ def _fitted(run_root: Path, config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
 # ---- one run -----------------------------------------------------------------------------------
 
 
-def _machine(device: str) -> str:
-    return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, device {device}")
-
-
 def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = None) -> dict:
     """Fit (or resume) ``config``; measure test accuracy / NLL / ECE and the learned rotation
     range per class; keep the controller's per-step log (step, α, entropy) as CSV and a plot."""
@@ -207,7 +201,7 @@ def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = N
         "final_entropy": float(np.nanmean(log[-50:, 2])) if len(log) else None,
         "train_seconds": trainer.history.train_seconds,
         "wall_seconds": time.perf_counter() - start,
-        "machine": _machine(str(device)),
+        "machine": machine(str(device)),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

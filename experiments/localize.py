@@ -25,8 +25,6 @@ Pixels are raw intensities in [0, 1] for classifier and data alike.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +38,7 @@ from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from inference.localization import posterior_variance, spread_by_error, transformation_errors
 from inference.metrics import classification_metrics
 from inference.predictive import posterior_draws, predict
-from inference.runs import open_run, write_json, write_result
+from inference.runs import machine, open_run, write_json, write_result
 from inference.stats import median_mad
 from inference.sweep import cached_record, each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, load_dataset
@@ -102,7 +100,7 @@ def pretrain(config: PretrainConfig, run_root: Path, progress=None) -> dict:
     trainer.fit(train, data.val, run_dir=run_dir, progress=progress)
     test = classification_metrics(predict(model.cpu(), data.test.images, 1), data.test.labels)
     return {"name": config.name, "config": asdict(config), "test": test, "paper_test_accuracy":
-            PAPER_001_PRETRAINED[config.data], "wall_seconds": time.perf_counter() - start, "machine": _machine(config.device)}
+            PAPER_001_PRETRAINED[config.data], "wall_seconds": time.perf_counter() - start, "machine": machine(config.device)}
 
 
 def load_classifier(run_root: Path, data: str, name: str | None = None) -> torch.nn.Module:
@@ -252,7 +250,7 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
     arrays = result.pop("arrays")
     torch.save({k: v for k, v in arrays.items() if v is not None}, run_dir / "localization.pt")
     return {"name": config.name, "config": asdict(config), "test": result, "train_seconds": trainer.history.train_seconds,
-            "wall_seconds": time.perf_counter() - start, "machine": _machine(config.device),
+            "wall_seconds": time.perf_counter() - start, "machine": machine(config.device),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -263,11 +261,6 @@ def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = Non
     data = load_localization(data_name, data_root, val_size=1, test_size=test_size, train_size=1)
     model = CNN(Frozen(classifier))
     return classification_metrics(predict(model, data.test.images, 1), data.test.labels)
-
-
-def _machine(device: str) -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
-            f"torch {torch.__version__}, device {device}")
 
 
 def _time_note(records) -> str:
@@ -567,7 +560,7 @@ def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
         test["mean_transformation_variance"] = float(mu.var())
     return {"name": config.name, "config": asdict(config), "test": test,
             "train_seconds": trainer.history.train_seconds, "wall_seconds": time.perf_counter() - start,
-            "machine": _machine(config.device), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "machine": machine(config.device), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 @main.command("failure_mode")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from inference.engine import OPTIMIZERS, TrainConfig, Trainer
 from inference.latents import elbo_terms, encode, linear_probe
 from inference.plots import image_grid, line_plot
-from inference.runs import open_run, save_atomic, write_result
+from inference.runs import machine, open_run, save_atomic, write_result
 from inference.schedules import TemperatureSchedule
 from inference.sweep import each_record, shard_done
 from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
@@ -254,8 +253,7 @@ def run_one(config: PoseVAEConfig, run_root: Path = RUNS, progress: bool | None 
         "train_seconds": trainer.history.train_seconds,
         "wall_seconds": time.perf_counter() - start,
         "final_train_loss": trainer.history.records[-1].loss,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, device {config.device}",
+        "machine": machine(config.device),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,13 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
     """``torch.save`` atomically: a reader sees the old checkpoint or the new one."""
 
     atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def machine(device: str | None = None) -> str:
+    """What a result file says about where it was measured: CPU architecture and cores, torch threads,
+    Python and torch versions, and the device (where given)."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), Python "
+            f"{platform.python_version()}, torch {torch.__version__}" + (f", device {device}" if device else ""))
 
 
 def lock_path(path: str | os.PathLike) -> Path:
