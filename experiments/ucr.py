@@ -21,6 +21,7 @@ from inference.runs import write_json, write_result
 from inference.spec import FitConfig, config_from_dict
 from inference.stats import best_on_validation, differences, mean_std, paired
 from inference.sweep import sweep
+from inference.tables import Column, markdown
 
 from .cli import CommaList, FloatRange, SafeCommand, device_option, shard_option, writable_dir
 from .config import DEFAULT_LR
@@ -417,6 +418,38 @@ def _ucr_gaps(summary: dict, name: str) -> list[str]:
     return [""] + lines if lines else []
 
 
+def _optional(values: list[float]) -> str:
+    return mean_std(values) if values else "—"
+
+
+def _ucr_columns(name: str) -> list[Column]:
+    """The columns of a UCR data set's table: ours over the repetitions (with what the augmentation does:
+    how well training fits, how far θ's posterior spreads, the accuracy at μ(x)), then the papers'."""
+    def test(key):
+        return lambda model, row: mean_std([m["test"][key] for m in row["shown"]])
+
+    def paper(which):
+        return lambda model, row: paper_cell({m: {0: v} for m, v in PAPER_UCR[which].get(name, {}).items()}, model, 0)
+
+    return [
+        Column("model", lambda model, row: model),
+        Column("selected", lambda model, row: row["chosen"]),
+        Column("reps", lambda model, row: str(len(row["runs"])), right=True),
+        Column("BN", lambda model, row: row["bn"]),
+        Column("accuracy", test("accuracy")),
+        Column("accuracy at μ(x)", lambda model, row: _optional(
+            [m["test_at_mean"]["accuracy"] for m in row["shown"] if m.get("test_at_mean")])),
+        Column("NLL", test("nll")), Column("ECE", test("ece")),
+        Column("last-epoch train loss", lambda model, row: mean_std(
+            [r["validation"]["loss"] for r in row["runs"] if r.get("validation")]) if row["runs"] else "—"),
+        Column("posterior std of θ", lambda model, row: _optional(
+            [r["theta_posterior_std"] for r in row["runs"] if r.get("theta_posterior_std") is not None])),
+        Column("mean wall s / run", lambda model, row: f"{statistics.mean(r['wall_seconds'] for r in row['runs']):.0f}"
+               if row["runs"] else "—", right=True),
+        Column("paper 000 T3", paper("000")), Column("paper 001 T3", paper("001")),
+    ]
+
+
 def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
     """The UCR table of ``datasets`` and every data set of the papers' list (``UCR_SETS``; `not run`
     rows until they are, with the command that fills them in), whatever command rebuilt it last."""
@@ -447,9 +480,7 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
              "are gone); the selection lines say which their validation metrics used.", ""]
     summary = {}
     for name in datasets:
-        lines += [f"## {name}", "", "| model | selected | reps | BN | accuracy | accuracy at μ(x) | NLL | ECE | "
-                  "last-epoch train loss | posterior std of θ | mean wall s / run | paper 000 T3 | paper 001 T3 |",
-                  "|---|---|---:|---|---|---|---|---|---|---|---:|---|---|"]
+        rows = []
         for model in models:
             runs = [json.loads(p.read_text()) for k in range(repetitions)
                     if (p := ucr_path(results, "runs", model, name, f"rep{k}")).exists()]
@@ -460,22 +491,13 @@ def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_sa
                 runs = [r for r in runs if fitted_at(r["config"], param) == value]  # not an earlier selection's
             precise = bool(runs) and all(map(has_precise_bn, runs))  # one kind of BN statistics per row
             shown = [as_evaluated(r, precise) for r in runs]
-            acc, nll, ece = ([m["test"][k] for m in shown] for k in ("accuracy", "nll", "ece"))
-            # what the augmentation does: how well the training set is fitted, how far θ's posterior spreads
-            train_loss = mean_std([r["validation"]["loss"] for r in runs if r.get("validation")]) if runs else "—"
-            spread = [r["theta_posterior_std"] for r in runs if r.get("theta_posterior_std") is not None]
-            spread = mean_std(spread) if spread else "—"
-            at_mean = [m["test_at_mean"]["accuracy"] for m in shown if m.get("test_at_mean")]
-            at_mean = mean_std(at_mean) if at_mean else "—"
-            wall = f"{statistics.mean(r['wall_seconds'] for r in runs):.0f}" if runs else "—"
             bn = ("precise" if precise else "running") if runs else "—"
-            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": acc, "bn": bn,
+            summary[f"{model}-{name}"] = {"reps": len(runs), "accuracy": [m["test"]["accuracy"] for m in shown],
+                                          "bn": bn,
                                           "by_rep": {r["fold"]: m["test"]["accuracy"] for r, m in zip(runs, shown)},
                                           "ece_by_rep": {r["fold"]: m["test"]["ece"] for r, m in zip(runs, shown)}}
-            lines.append(f"| {model} | {chosen} | {len(runs)} | {bn} | {mean_std(acc)} | {at_mean} | {mean_std(nll)} | {mean_std(ece)} | "
-                         f"{train_loss} | {spread} | {wall} | "
-                         f"{paper_cell({m: {0: v} for m, v in PAPER_UCR['000'].get(name, {}).items()}, model, 0)} | "
-                         f"{paper_cell({m: {0: v} for m, v in PAPER_UCR['001'].get(name, {}).items()}, model, 0)} |")
+            rows.append((model, {"chosen": chosen, "bn": bn, "runs": runs, "shown": shown}))
+        lines += [f"## {name}", "", *markdown(_ucr_columns(name), rows)]
         lines += _ucr_gaps(summary, name)
         lines += _ucr_fixed_lines(results, summary, models, name)
         lines += _ucr_grid_lines(results, models, name)
