@@ -41,6 +41,7 @@ from inference.predictive import posterior_draws, predict
 from inference.runs import machine, open_run, write_json, write_result
 from inference.stats import median_mad
 from inference.sweep import cached_record, each_record, shard_done
+from inference.tables import Column, markdown
 from pyro_pstn.data import DataError, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN, TransformClassifier
@@ -629,21 +630,28 @@ def write_failure(results: Path, configs, records) -> str:
     if 100 not in epochs:
         lines += [f"**Reduced budget**: {', '.join(map(str, epochs))} epochs of the authors' 100. The authors' "
                   "protocol: `python -m experiments.localize failure_mode --epochs 100 --device cuda`.", ""]
-    lines += ["| model | depth | runs | test accuracy | variance of μ(x) |", "|---|---:|---:|---|---|"]
     #: {"accuracy" | "variance": {model: {depth: (median, MAD)}}}
     summary: dict[str, dict[str, dict[int, tuple[float, float]]]] = {"accuracy": {}, "variance": {}}
+    rows = []
     for model in dict.fromkeys(c.model for c in configs):
         for depth in sorted({c.depth for c in configs if c.model == model}):
             runs = [r for c, r in zip(configs, records) if c.model == model and c.depth == depth]
-            acc = median_mad([r["test"]["accuracy"] for r in runs])
+            summary["accuracy"].setdefault(model, {})[depth] = median_mad([r["test"]["accuracy"] for r in runs])
             variances = [r["test"]["mean_transformation_variance"] for r in runs
                          if "mean_transformation_variance" in r["test"]]
-            var = median_mad(variances) if variances else None
-            lines.append(f"| {model} | {depth} | {len(runs)} | {acc[0]:.4f} ± {acc[1]:.4f} | "
-                         + (f"{var[0]:.4f} ± {var[1]:.4f}" if var else "—") + " |")
-            summary["accuracy"].setdefault(model, {})[depth] = acc
-            if var:
-                summary["variance"].setdefault(model, {})[depth] = var
+            if variances:
+                summary["variance"].setdefault(model, {})[depth] = median_mad(variances)
+            rows.append(((model, depth), runs))
+
+    def median(key):
+        def cell(row, runs):
+            value = summary[key].get(row[0], {}).get(row[1])
+            return f"{value[0]:.4f} ± {value[1]:.4f}" if value else "—"
+        return cell
+
+    lines += markdown([Column("model", lambda row, runs: row[0]), Column("depth", lambda row, runs: str(row[1]), right=True),
+                       Column("runs", lambda row, runs: str(len(runs)), right=True),
+                       Column("test accuracy", median("accuracy")), Column("variance of μ(x)", median("variance"))], rows)
     lines += ["", *_failure_findings(summary)]
     out = results / "localization"
     out.mkdir(parents=True, exist_ok=True)
