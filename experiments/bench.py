@@ -108,7 +108,6 @@ def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, devic
     """Per-member step time of a stack of R runs (StackTrainer) against one single run (Trainer), the
     engine's own train_step on both sides, batch ``batch``; steps interleave single and stacked so
     drift affects both alike; medians."""
-
     pyro.settings.set(module_local_params=True)
     config = TrainConfig(kl_weight=1e-3, device=device)
     single = Trainer(build_model(model, fill=-0.4242), config)
@@ -147,7 +146,6 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
     """Forward + backward of the CPAB warps against ``affine_grid`` + ``grid_sample`` (issue 13):
     80 MNIST-sized images (2-D, θ ~ N(0, 0.5²)) and 160 series of length 131 (1-D, FaceAll's
     length), medians of interleaved calls."""
-
     torch.manual_seed(0)
     cases = {  # name → (input, θ scale, family)
         "similarity (affine_grid + grid_sample), 80 × 1 × 28 × 28": (torch.randn(80, 1, 28, 28), 0.1, "similarity"),
@@ -182,7 +180,6 @@ def measure_warps(repeats: int = 30, device: str = "cpu") -> str:
 def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, num_classes: int = 14) -> str:
     """One training step of the UCR models (the authors' FCN-like networks, batch 16, cpab1d) at
     S = 1 and S = 10 training samples, on a FaceAll-shaped batch: what a UCR budget is chosen from."""
-
     x, y = torch.randn(16, 1, length, device=device), torch.randint(0, num_classes, (16,), device=device)
     lines = [f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
              f"device {device}; batch 16 of length {length}, {num_classes} classes; median of {repeats} steps",

@@ -68,7 +68,6 @@ class SafeGroup(click.Group):
 
 def writable_dir(ctx, param, value) -> str | None:
     """Click callback: a folder option must be a folder this user can write in (or create)."""
-
     if value is None:
         return value
     try:
@@ -108,7 +107,6 @@ def fail(message: str) -> None:
 def check_device(ctx, param, value: str) -> str:
     """Click callback: ``--device`` must name cpu, cuda or cuda:N that this torch build can use,
     checked before anything is loaded or written."""
-
     try:
         resolve_device(value)
     except ValueError as err:
@@ -193,7 +191,6 @@ def shard_option() -> Callable:
 def single_process_only(command: str) -> None:
     """Refuse a torchrun launch of a command that is not data-parallel (its N copies would write the
     same files): only ``experiments.fit`` is."""
-
     if launched_by_torchrun():
         raise click.UsageError(f"{command} runs in one process: launch it with python, not torchrun (torchrun "
                                "-m experiments.fit fits one model data-parallel; sweeps scale out with --shard i/n)")

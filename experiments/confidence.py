@@ -74,7 +74,6 @@ def _gap_row(label: str, runs: list[dict]) -> tuple[str, list[float]]:
 
 def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
     """Markdown rows, a JSON table and pooled bins of the test-set results at ``size``."""
-
     lines = [f"### MNIST{size}, test set (10,000 images, S = 10)", "", GAP_COLUMNS[0].format("model"), GAP_COLUMNS[1]]
     table, curves = {}, {}
     for row in TEST_ROWS:
@@ -96,7 +95,6 @@ def test_set_rows(results: Path, size: int) -> tuple[list[str], dict, dict]:
 def calibration_study_rows(results: Path, size: int) -> tuple[list[str], dict[str, float]]:
     """The same columns for the runs of ``reproduce calibration --size`` (which kept their bins),
     and each run label's mean signed gap."""
-
     stems = sorted({p.stem.rsplit("-fold", 1)[0] for p in (results / "calibration" / "runs").glob(f"mnist{size}-*.json")})
     gaps: dict[str, float] = {}
     if not stems:
@@ -141,7 +139,6 @@ def rises(at: dict, samples: tuple[int, ...]) -> str:
 
 def findings(table: dict, size: int, samples: tuple[int, ...]) -> list[str]:
     """The measured answers, as sentences built from the tables above (so they cannot drift from them)."""
-
     test, grid = table["test"].get(size, {}), table["grid"].get("pstn", {})
     sigma = GAUSSIAN_PRIOR_SCALE[size]
     at = grid.get(f"{sigma:g}")

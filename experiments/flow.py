@@ -38,13 +38,13 @@ from inference.plots import histograms, line_plot
 from inference.predictive import predict
 from inference.runs import machine, open_run, write_atomic, write_result
 from inference.sweep import cached_record
-from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataError, DataSplits, ImageSet, load_dataset, mario_iggy
+from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
-from .cli import FloatRange, SafeGroup, fail, run_options, single_process_only, with_options
+from .cli import FloatRange, SafeGroup, run_options, single_process_only, with_options
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"
@@ -150,14 +150,20 @@ def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN
     return model
 
 
+def model_and_data(config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
+    """The (untrained) model of ``config``, sized by its data's channels and classes, and that data."""
+    data = load_data(config)
+    return build_model(config, data.train.images.shape[1], data.num_classes), data
+
+
 def _fitted(run_root: Path, config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
     """(fitted model on CPU in eval mode, its data) of the study run of ``config`` under ``run_root``
     (as :func:`experiments.runs.load_run` opens it; that module imports this one)."""
     run_dir = Path(run_root) / config.name
     if not (run_dir / CHECKPOINT).is_file():
         raise ValueError(f"{run_dir / CHECKPOINT} is missing: fit the run first (python -m experiments.flow fit ...)")
-    data = load_data(config)
-    return restore(build_model(config, data.test.images.shape[1], data.num_classes), run_dir / CHECKPOINT), data
+    model, data = model_and_data(config)
+    return restore(model, run_dir / CHECKPOINT), data
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -168,8 +174,7 @@ def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = N
     range per class; keep the controller's per-step log (step, α, entropy) as CSV and a plot."""
     start = time.perf_counter()
     run_dir = Path(run_root) / config.name
-    data = load_data(config)
-    model = build_model(config, data.train.images.shape[1], data.num_classes)
+    model, data = model_and_data(config)
     pid = None
     if config.entropy_target is not None:
         pid = PIDController(config.entropy_target, config.pid_kp, config.pid_ki, config.pid_kd,
@@ -229,13 +234,6 @@ _COMMON = [
 common_options = with_options(_COMMON)
 
 
-def _checked(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (ValueError, DataError, FileNotFoundError) as err:
-        fail(str(err))
-
-
 @click.group(cls=SafeGroup)
 def main() -> None:
     """Flow-conditioned transformations (paper 004)."""
@@ -259,8 +257,8 @@ def main() -> None:
 @common_options
 def fit(results_dir, run_root, progress, fixed_alpha, entropy_target, **options) -> None:
     """Fit one flow_pstn; print its test metrics and learned rotation range per class."""
-    config = _checked(FlowConfig, entropy_target=None if fixed_alpha else entropy_target, **options)
-    record = _checked(ensure_run, config, Path(results_dir), Path(run_root), progress)
+    config = FlowConfig(entropy_target=None if fixed_alpha else entropy_target, **options)
+    record = ensure_run(config, Path(results_dir), Path(run_root), progress)
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "rotation_range_deg", "wall_seconds")}, indent=2))
 
 
@@ -280,7 +278,6 @@ def upright_pose(data: ImageSet) -> torch.Tensor:
 def augmented_poses(model: FlowPSTN, data: ImageSet, num_samples: int = 200) -> torch.Tensor:
     """Mario-Iggy: pose of each augmented copy relative to its class's upright / inverted pose,
     φ − 180°·[inverted] + t for t ~ g(T | x) (degrees, [S, N]). The data's range is ±r."""
-
     t = rotation_degrees(model.layout, transformation_samples(model, data.images, num_samples))
     return _wrap_degrees(upright_pose(data)[None] + t)
 
@@ -303,8 +300,8 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
                mnist_alpha) -> None:
     """004 Figs. 4 and 8: learned rotation range per class on Mario-Iggy ±90° and MNIST 0/1/5/6/9."""
     results, run_root = Path(results_dir), Path(run_root)
-    configs = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, alpha, mnist_alpha)
-    records = {key: _checked(ensure_run, config, results, run_root, progress) for key, config in configs.items()}
+    configs = _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha, mnist_alpha)
+    records = {key: ensure_run(config, results, run_root, progress) for key, config in configs.items()}
     out = results / "flow"
     lines = ["# Learned rotation invariance per class (paper 004 Figs. 4 and 8)", "",
              f"Produced by `python -m experiments.flow invariance --epochs {epochs} --classifier-width {classifier_width}"
@@ -382,13 +379,13 @@ def discover(epochs, classifier_width, train_size, device, data_root, results_di
              components, flow_layers, invariance_alpha) -> None:
     """004 Fig. 7: rotations discovered in eq. 13's decoupled affine form, with a frozen classifier."""
     results, run_root = Path(results_dir), Path(run_root)
-    base = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, invariance_alpha)["mario_iggy90"]
-    _checked(ensure_run, base, results, run_root, progress)
-    config = _checked(FlowConfig, data="mario_iggy90", layout="lie_decoupled", base="mixture", components=components,
+    base = _invariance_configs(epochs, classifier_width, train_size, device, data_root, invariance_alpha)["mario_iggy90"]
+    ensure_run(base, results, run_root, progress)
+    config = FlowConfig(data="mario_iggy90", layout="lie_decoupled", base="mixture", components=components,
                       flow_layers=flow_layers, alpha=alpha, entropy_target=None, lr=3e-3, epochs=epochs, no_aug_until=0,
                       classifier_width=classifier_width, classifier_from=str(run_root / base.name), train_size=train_size,
                       device=device, data_root=data_root)
-    record = _checked(ensure_run, config, results, run_root, progress)
+    record = ensure_run(config, results, run_root, progress)
     model, data = _fitted(run_root, config)
     layout = model.layout
     theta = transformation_samples(model, data.test.images, 100).flatten(0, 1)
@@ -441,11 +438,11 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
     results, run_root = Path(results_dir), Path(run_root)
     common = dict(data="mario_iggy_3modes", layout="lie_rotation", entropy_target=None, epochs=epochs,
                   classifier_width=classifier_width, train_size=train_size, device=device, data_root=data_root)
-    unimodal = _checked(FlowConfig, alpha=classifier_alpha, **common)
-    _checked(ensure_run, unimodal, results, run_root, progress)
-    mixture = _checked(FlowConfig, base="mixture", components=components, flow_layers=flow_layers, alpha=alpha,
+    unimodal = FlowConfig(alpha=classifier_alpha, **common)
+    ensure_run(unimodal, results, run_root, progress)
+    mixture = FlowConfig(base="mixture", components=components, flow_layers=flow_layers, alpha=alpha,
                        no_aug_until=0, classifier_from=str(run_root / unimodal.name), **common)
-    _checked(ensure_run, mixture, results, run_root, progress)
+    ensure_run(mixture, results, run_root, progress)
     half_width, num_modes = MARIO_IGGY_SETS["mario_iggy_3modes"]
     spacing = 360.0 / num_modes
     rows, hist = [], {}
@@ -498,11 +495,11 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
 def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha) -> None:
     """A.3.3: α set every step by the PI controller to hold the entropy of g, beside a fixed α."""
     results, run_root = Path(results_dir), Path(run_root)
-    fixed = _checked(_invariance_configs, epochs, classifier_width, train_size, device, data_root, alpha)["mario_iggy90"]
-    controlled = _checked(FlowConfig, **{**asdict(fixed), "entropy_target": entropy_target})
+    fixed = _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha)["mario_iggy90"]
+    controlled = FlowConfig(**{**asdict(fixed), "entropy_target": entropy_target})
     rows, alphas, entropies, notes = [], {}, {}, []
     for label, config in (("α fixed", fixed), (f"PID, target {entropy_target:g} nats", controlled)):
-        record = _checked(ensure_run, config, results, run_root, progress)
+        record = ensure_run(config, results, run_root, progress)
         model, data = _fitted(run_root, config)
         torch.manual_seed(0)
         poses = augmented_poses(model, data.test)
@@ -548,10 +545,10 @@ def align(epochs, classifier_width, train_size, device, data_root, results_dir, 
           iterations, step, samples) -> None:
     """Accuracy vs an extra test-time rotation, with and without mean-shift alignment (A.3.9)."""
     results, run_root = Path(results_dir), Path(run_root)
-    config = _checked(FlowConfig, data="mario_iggy45", layout="lie_rotation", entropy_target=None, alpha=alpha,
+    config = FlowConfig(data="mario_iggy45", layout="lie_rotation", entropy_target=None, alpha=alpha,
                       epochs=epochs, classifier_width=classifier_width, train_size=train_size, device=device,
                       data_root=data_root)
-    record = _checked(ensure_run, config, results, run_root, progress)
+    record = ensure_run(config, results, run_root, progress)
     model, data = _fitted(run_root, config)
     test = data.test
     rows, series = [], {"without alignment": ([], []), "with mean-shift": ([], [])}

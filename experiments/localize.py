@@ -42,14 +42,14 @@ from inference.runs import machine, open_run, write_json, write_result
 from inference.stats import median_mad
 from inference.sweep import cached_record, each_record, shard_done
 from inference.tables import Column, markdown
-from pyro_pstn.data import DataError, ImageSet, load_dataset
+from pyro_pstn.data import ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN, TransformClassifier
 from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
 from pyro_pstn.priors import GammaPrior, NormalPrior
 from pyro_pstn.transforms import get_layout
 
-from .cli import CommaList, SafeGroup, fail, run_options, shard_option, single_process_only, with_options
+from .cli import CommaList, SafeGroup, run_options, shard_option, single_process_only, with_options
 from .papers import PAPER_001_LOCALIZATION, PAPER_001_PRETRAINED
 
 RESULTS = Path(__file__).parent / "results"
@@ -232,7 +232,6 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
 
 def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
     """One draw of θ ~ q(θ|x) per image (``[B, D]``)."""
-
     return posterior_draws(model, images, 1)["theta"][0]
 
 
@@ -295,13 +294,10 @@ def main() -> None:
 @with_options(_COMMON)
 def pretrain_command(data, epochs, train_size, device, data_root, results_dir, run_root, progress) -> None:
     """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
-    try:
-        config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
-        record = cached_record(result_path(Path(results_dir), config.name), config,
-                               lambda: pretrain(config, Path(run_root), progress),
-                               lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
-    except (ValueError, DataError) as err:
-        fail(str(err))
+    config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+    record = cached_record(result_path(Path(results_dir), config.name), config,
+                           lambda: pretrain(config, Path(run_root), progress),
+                           lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "paper_test_accuracy", "wall_seconds")}, indent=2))
 
 
@@ -320,15 +316,12 @@ def pretrain_command(data, epochs, train_size, device, data_root, results_dir, r
 def fit_command(model, data, epochs, classifier, seed, train_size, test_size, val_size, device, data_root, results_dir,
                 run_root, progress) -> None:
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
-    try:
-        config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
-                                train_size=train_size, test_size=test_size, val_size=val_size, device=device,
-                                data_root=data_root)
-        record = cached_record(result_path(Path(results_dir), config.name), config,
-                               lambda: run_localize(config, Path(run_root), progress),
-                               lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
-    except (ValueError, DataError) as err:
-        fail(str(err))
+    config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
+                            train_size=train_size, test_size=test_size, val_size=val_size, device=device,
+                            data_root=data_root)
+    record = cached_record(result_path(Path(results_dir), config.name), config,
+                           lambda: run_localize(config, Path(run_root), progress),
+                           lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "wall_seconds")}, indent=2))
 
 
@@ -366,34 +359,28 @@ def _study_command(data_name: str):
     @with_options(_COMMON)
     def command(models, epochs, seeds, classifier, aggregate_only, device, data_root, results_dir, run_root, progress):
         results, run_root = Path(results_dir), Path(run_root)
-        try:
-            pre_name = classifier or PretrainConfig(data=study["base"]).name
-            pre_record = result_path(results, pre_name)
-            if data_name == "rotated_mnist":  # the frozen classifier alone, on the rotated test set: kept as a record
-                frozen = result_path(results, f"frozen-{pre_name}-{data_name}")
-                if not frozen.exists():
-                    if aggregate_only:
-                        raise ValueError(f"{frozen} not found: run the command without --aggregate-only")
-                    write_json(frozen, {"classifier": pre_name, "data": data_name,
-                                        "test": frozen_baseline(run_root, data_name, classifier, data_root)})
-                baseline = json.loads(frozen.read_text())["test"]
-            elif pre_record.exists():
-                baseline = json.loads(pre_record.read_text())["test"]
-            else:
-                raise ValueError(f"{pre_record} not found: run `python -m experiments.localize pretrain --data "
-                                 f"{study['base']}` first")
-            configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
-                                      device=device, data_root=data_root) for m in models for seed in seeds]
-            missing = [c.name for c in configs if not result_path(results, c.name).exists()]
-            if aggregate_only and missing:
-                raise ValueError(f"no result files for {', '.join(missing)}: run the command without --aggregate-only")
-            records = [cached_record(result_path(results, c.name), c,
-                                     lambda c=c: run_localize(c, run_root, progress),
-                                     lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
-                       for c in configs]
-            text = write_study(data_name, results, run_root, baseline, pre_record, configs, records)
-        except (ValueError, DataError) as err:
-            fail(str(err))
+        pre_name = classifier or PretrainConfig(data=study["base"]).name
+        pre_record = result_path(results, pre_name)
+        if data_name == "rotated_mnist":  # the frozen classifier alone, on the rotated test set: kept as a record
+            frozen = result_path(results, f"frozen-{pre_name}-{data_name}")
+            if not frozen.exists():
+                if aggregate_only:
+                    raise ValueError(f"{frozen} not found: run the command without --aggregate-only")
+                write_json(frozen, {"classifier": pre_name, "data": data_name,
+                                    "test": frozen_baseline(run_root, data_name, classifier, data_root)})
+            baseline = json.loads(frozen.read_text())["test"]
+        elif pre_record.exists():
+            baseline = json.loads(pre_record.read_text())["test"]
+        else:
+            raise ValueError(f"{pre_record} not found: run `python -m experiments.localize pretrain --data "
+                             f"{study['base']}` first")
+        configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
+                                  device=device, data_root=data_root) for m in models for seed in seeds]
+        records = each_record([(result_path(results, c.name), c, partial(run_localize, c, run_root, progress))
+                               for c in configs],
+                              summary=lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}",
+                              fit_missing=not aggregate_only)
+        text = write_study(data_name, results, run_root, baseline, pre_record, configs, records)
         click.echo(text)
 
     command.__doc__ = f"001 §5.1: {study['title']}, frozen classifier, STN and P-STN, with ε and the figures."
@@ -407,7 +394,6 @@ placement = _study_command("placed_fashion_mnist")
 def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, pre_record: Path, configs,
                 records, data_root=None) -> str:
     """The table beside the paper, θ_true against μ(x), the spread split and (placement) the crops."""
-
     from inference.plots import image_grid, overlaid_histograms, scatter_panels
 
     study = STUDIES[data_name]
@@ -532,7 +518,6 @@ class FailureConfig(LocalizerTraining):
 def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
     """Fit one (model, depth, seed); report test accuracy and the variance of μ(x) over the test images
     (near 0: the localizer learned the identity, the failure mode)."""
-
     start = time.perf_counter()
     data = load_localization("rotated_mnist", config.data_root, val_size=1000, test_size=config.test_size,
                              train_size=config.train_size)
@@ -584,12 +569,8 @@ def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, 
                              train_size=train_size, test_size=test_size) for m in models for d in depths for s in seeds]
     jobs = [(result_path(results, c.name), c, partial(run_failure, c, run_root, progress if workers == 1 else False))
             for c in configs]
-    missing = [c.name for path, c, _ in jobs if not path.exists()]
-    if aggregate_only and missing:
-        raise ValueError(f"{len(missing)} of {len(jobs)} runs have no result file ({', '.join(missing[:3])}, …): run "
-                         "the command without --aggregate-only")
     done = each_record(jobs if aggregate_only else shard.select(jobs), workers,
-                       lambda r: f"accuracy {r['test']['accuracy']:.4f}")
+                       lambda r: f"accuracy {r['test']['accuracy']:.4f}", fit_missing=not aggregate_only)
     if shard.partial and not aggregate_only:
         return shard_done(shard, sum(path.exists() for path, _, _ in jobs), len(jobs))
     click.echo(write_failure(results, configs, done))

@@ -94,7 +94,6 @@ def _fit_flow_run(run_root: Path, data_root) -> Path:
 def _fit_localize_run(run_root: Path, data_root) -> Path:
     """The rotated-MNIST Gamma P-STN of ``localize rotated --epochs 10`` (fitted here if missing): a
     posterior over the angle, so the notebook shows draws and spreads, not only a mean."""
-
     localize_root = Path("runs") / "localize"
     pre = PretrainConfig(data="mnist", data_root=data_root)
     cached_record(result_path(RESULTS, pre.name), pre, lambda: pretrain(pre, localize_root), lambda r: "done")

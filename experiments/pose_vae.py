@@ -34,7 +34,7 @@ from inference.plots import image_grid, line_plot
 from inference.runs import machine, open_run, save_atomic, write_result
 from inference.schedules import TemperatureSchedule
 from inference.sweep import each_record, shard_done
-from pyro_pstn.data import DataError, ImageSet, augmented_set, load_dataset
+from pyro_pstn.data import ImageSet, augmented_set, load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS, LatentVAE, build_pose_vae
 from pyro_pstn.models.pose_vae import ARCHITECTURES, mse_noise_scale
 from pyro_pstn.nets import Aligner
@@ -45,7 +45,6 @@ from .cli import (
     CommaList,
     FloatRange,
     SafeGroup,
-    fail,
     run_options,
     shard_option,
     single_process_only,
@@ -172,7 +171,6 @@ def fit_aligner(base: ImageSet, augmented: ImageSet, epochs: int = 20, batch_siz
                 seed: int = 0, device: str = "cpu", progress: bool | None = None) -> Aligner:
     """003 §3.2: an STN trained with the augmented images as input and the originals as targets
     (MSE, AdamW lr 1e-3, 20 epochs)."""
-
     torch.manual_seed(seed)
     aligner = Aligner("similarity").to(device)
     optimizer = torch.optim.AdamW(aligner.parameters(), lr=lr)
@@ -311,11 +309,8 @@ def main() -> None:
 @common_options
 def fit(results_dir, run_root, progress, **options) -> None:
     """Fit one pose VAE and print its test ELBO terms and linear-probe accuracy."""
-    try:
-        config = PoseVAEConfig(**options)
-        record = run_one(config, Path(run_root), progress)
-    except (ValueError, DataError) as err:
-        fail(str(err))
+    config = PoseVAEConfig(**options)
+    record = run_one(config, Path(run_root), progress)
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "probe_accuracy", "wall_seconds")}, indent=2))
     click.echo(f"samples: {Path(run_root) / config.name / 'samples.png'}")
 
@@ -374,11 +369,8 @@ def study002(epochs, device, data_root, results_dir, run_root, progress, only, a
     sizes = sorted(size_runs.items(), key=lambda item: item[0][1] not in (8, 20)) if only != "priors" else []
     todo = [c for (_, z), c in sizes if z in (8, 20)] + (prior_runs if only != "sizes" else [])
     todo += [c for (_, z), c in sizes if z not in (8, 20)]
-    try:
-        if not aggregate_only:
-            run_missing(shard.select(todo), results, run_root, progress, workers)
-    except (ValueError, DataError) as err:
-        fail(str(err))
+    if not aggregate_only:
+        run_missing(shard.select(todo), results, run_root, progress, workers)
     if shard.partial and not aggregate_only:
         return shard_done(shard, sum(result_path(results, c).exists() for c in todo), len(todo))
     write_study002(results, run_root, size_runs, prior_runs, data_root)
@@ -513,11 +505,8 @@ def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, p
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: c for key, c in study003_configs(protocol, epochs, device, data_root).items()
                if _row003(key) in rows}
-    try:
-        if not aggregate_only:
-                run_missing(shard.select(list(configs.values())), results, run_root, progress, workers)
-    except (ValueError, DataError) as err:
-        fail(str(err))
+    if not aggregate_only:
+        run_missing(shard.select(list(configs.values())), results, run_root, progress, workers)
     if shard.partial and not aggregate_only:
         return shard_done(shard, sum(result_path(results, c).exists() for c in configs.values()), len(configs))
     lines = [

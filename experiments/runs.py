@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +22,7 @@ import torch.nn as nn
 
 from inference.engine import CHECKPOINT, Trainer, restore
 from inference.fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
-from inference.spec import FitConfig, read_config
+from inference.spec import FitConfig, read_config, read_json
 from pyro_pstn.data import load_dataset
 from pyro_pstn.data.localization import load_localization
 from pyro_pstn.models import CNN
@@ -34,11 +33,11 @@ from . import flow, localize, pose_vae
 
 @dataclass(frozen=True)
 class RunKind:
-    """A kind of run directory: its config class, the untrained model of a config, the data it was
-    fitted on, and the command that makes one."""
+    """A kind of run directory: its config class, the untrained model of a config (with the data
+    where building it needed them, else None), the data it was fitted on, and the command that makes one."""
 
     config: type
-    build: Callable[[object], nn.Module]
+    build: Callable[[object], tuple[nn.Module, object]]
     data: Callable[[object], object]
     command: str
 
@@ -47,23 +46,20 @@ def _fit_data(config: FitConfig):
     return load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size)
 
 
-def _flow_model(config: flow.FlowConfig) -> nn.Module:
-    data = flow.load_data(config)
-    return flow.build_model(config, data.test.images.shape[1], data.num_classes)
-
-
 def _localize_data(config: localize.LocalizeConfig):
     return load_localization(config.data, config.data_root, val_size=1, test_size=config.test_size, train_size=1)
 
 
 KINDS = {
-    "fit": RunKind(FitConfig, lambda c: model_from_config(c, c.data_spec()), _fit_data, "python -m experiments.fit"),
-    "pose_vae": RunKind(pose_vae.PoseVAEConfig, pose_vae.build_model, pose_vae.load_sets,
+    "fit": RunKind(FitConfig, lambda c: (model_from_config(c, c.data_spec()), None), _fit_data,
+                   "python -m experiments.fit"),
+    "pose_vae": RunKind(pose_vae.PoseVAEConfig, lambda c: (pose_vae.build_model(c), None), pose_vae.load_sets,
                         "python -m experiments.pose_vae fit"),
-    "flow": RunKind(flow.FlowConfig, _flow_model, flow.load_data, "python -m experiments.flow fit"),
-    "localize": RunKind(localize.LocalizeConfig, lambda c: localize.build_localizing_model(c, mnist_cnn_classifier()),
+    "flow": RunKind(flow.FlowConfig, flow.model_and_data, flow.load_data, "python -m experiments.flow fit"),
+    "localize": RunKind(localize.LocalizeConfig,
+                        lambda c: (localize.build_localizing_model(c, mnist_cnn_classifier()), None),
                         _localize_data, "python -m experiments.localize fit"),
-    "pretrain": RunKind(localize.PretrainConfig, lambda c: CNN(mnist_cnn_classifier()),
+    "pretrain": RunKind(localize.PretrainConfig, lambda c: (CNN(mnist_cnn_classifier()), None),
                         lambda c: load_dataset(c.data, c.data_root, val_size=None, normalize=False),
                         "python -m experiments.localize pretrain"),
 }
@@ -88,10 +84,13 @@ class FittedRun:
     config: object
     model: nn.Module
     metrics: dict | None = field(default=None, repr=False)
+    loaded: object = field(default=None, repr=False)  # the data, once loaded
 
-    @cached_property
+    @property
     def data(self) -> object:
-        return KINDS[self.kind].data(self.config)
+        if self.loaded is None:
+            self.loaded = KINDS[self.kind].data(self.config)
+        return self.loaded
 
 
 def load_run(run_dir: str | Path) -> FittedRun:
@@ -103,19 +102,21 @@ def load_run(run_dir: str | Path) -> FittedRun:
     if not (run_dir / CONFIG_FILE).is_file():
         raise ValueError(f"{run_dir} holds no {CONFIG_FILE}: not a run directory (commands: "
                          f"{', '.join(k.command for k in KINDS.values())})")
-    name = kind_of(json.loads((run_dir / CONFIG_FILE).read_text()))
+    raw = read_json(run_dir / CONFIG_FILE)
+    name = kind_of(raw)
     kind = KINDS[name]
-    config = read_config(kind.config, run_dir / CONFIG_FILE)
+    config = read_config(kind.config, run_dir / CONFIG_FILE, raw)
     if not (run_dir / CHECKPOINT).is_file():
         raise ValueError(f"{run_dir} has no {CHECKPOINT} yet: finish it with `{kind.command}` (or its --resume)")
     if hasattr(config, "train"):
         config.train.device = "cpu"
     else:
         config.device = "cpu"
-    model = restore(kind.build(config), run_dir / CHECKPOINT)
+    model, data = kind.build(config)
+    model = restore(model, run_dir / CHECKPOINT)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    return FittedRun(run_dir, name, config, model, metrics)
+    return FittedRun(run_dir, name, config, model, metrics, data)
 
 
 def evaluate_precise_bn(run_dir: str | Path) -> dict | None:

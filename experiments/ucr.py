@@ -225,7 +225,6 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     is evaluated again with precise BN (:func:`experiments.runs.evaluate_precise_bn`) from its
     checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
     (not over) the ones it was fitted with."""
-
     todo, missing = [], []
     for path in _ucr_records(results, datasets, models):
         record = json.loads(path.read_text())

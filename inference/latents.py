@@ -96,7 +96,6 @@ def pose_draws(model, images: torch.Tensor, num_samples: int = 200) -> torch.Ten
     by the pose prior (identity for plain coefficients, ψ/log-scale → matrix for affine5, b + W u
     for a low-rank prior). Feed the result to :func:`inference.posterior.to_inference_data`.
     """
-
     if getattr(model, "pose_prior", None) is None:
         raise ValueError(f"{type(model).__name__} has no pose latent; pose draws need a tvae or dtvae")
     device = next(model.parameters()).device

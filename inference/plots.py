@@ -111,7 +111,6 @@ def calibration_curves(curves: dict[str, ReliabilityBins], path: str | os.PathLi
 def image_grid(rows: dict[str, torch.Tensor], path: str | os.PathLike, title: str = "", columns: int = 10) -> None:
     """One labelled block of images per entry of ``rows`` ({label: [N, C, H, W] in [0, 1]}),
     ``columns`` images to a line: sample grids from a generative model's prior."""
-
     lines = {label: math.ceil(len(images) / columns) for label, images in rows.items()}
     total = sum(lines.values())
     fig = _figure(0.55 * columns + 1.6, 0.55 * total + 0.5)

@@ -58,7 +58,6 @@ def write_json(path: str | os.PathLike, record) -> None:
 
 def save_atomic(obj, path: str | os.PathLike) -> None:
     """``torch.save`` atomically: a reader sees the old checkpoint or the new one."""
-
     atomic(path, lambda tmp: torch.save(obj, tmp))
 
 

@@ -121,16 +121,29 @@ def config_from_dict(cls: type[T], raw: dict) -> T:
     return cls(**raw)
 
 
-def read_config(cls: type[T], path: str | os.PathLike) -> T:
-    """The dataclass ``cls`` saved as JSON at ``path`` (a run's ``config.json``), or a ValueError
-    that names the file and what to do."""
+def read_json(path: str | os.PathLike, what: str = "run config") -> object:
+    """The JSON at ``path`` (a run's ``config.json``), or a ValueError that names the file and what to do."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: is {path.parent} a run directory?")
     try:
-        return config_from_dict(cls, json.loads(path.read_text()))
+        return json.loads(path.read_text())
     except PermissionError:
         raise ValueError(f"{path}: permission denied; make it readable (chmod u+r) and try again") from None
-    except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path} cannot be read as a {cls.__name__} ({type(err).__name__}: {err}): the file is "
-                         "corrupt or was edited by hand. Restore it, or delete the run directory and fit again") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(_unreadable(path, what, err)) from None
+
+
+def read_config(cls: type[T], path: str | os.PathLike, raw: object = None) -> T:
+    """The dataclass ``cls`` saved as JSON at ``path`` (``raw``: its content, where already read), or a
+    ValueError that names the file and what to do."""
+    raw = read_json(path, cls.__name__) if raw is None else raw
+    try:
+        return config_from_dict(cls, raw)
+    except (ValueError, TypeError) as err:
+        raise ValueError(_unreadable(Path(path), cls.__name__, err)) from None
+
+
+def _unreadable(path: Path, what: str, err: Exception) -> str:
+    return (f"{path} cannot be read as a {what} ({type(err).__name__}: {err}): the file is corrupt or was edited "
+            "by hand. Restore it, or delete the run directory and fit again")

@@ -323,13 +323,13 @@ def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable
     path = Path(path)
     with locked(path, wait=True):
         if path.exists():
-            stored = json.loads(path.read_text()).get("config")
-            if isinstance(stored, dict):
-                stored = asdict(config_from_dict(type(config), stored))  # fields added since: their defaults
+            record = json.loads(path.read_text())
+            if isinstance(record.get("config"), dict):
+                stored = asdict(config_from_dict(type(config), record["config"]))  # fields added since: their defaults
                 check_same_config(path, identity(stored), identity(asdict(config)),
                                   "Pass another --results-dir for runs of other settings, or delete the file to "
                                   "fit it again")
-            return json.loads(path.read_text())
+            return record
         report(f"fitting {config.name}")
         record = fit()
         write_json(path, record)
@@ -343,12 +343,18 @@ def _cached_job(job: tuple) -> dict:
     return cached_record(path, config, fit, lambda record: "")
 
 
-def each_record(jobs: list[tuple], workers: int = 1, summary: Callable[[dict], str] = lambda record: "") -> list[dict]:
+def each_record(jobs: list[tuple], workers: int = 1, summary: Callable[[dict], str] = lambda record: "",
+                fit_missing: bool = True) -> list[dict]:
     """The record of every ``(result path, config, fit)`` job, fitting the missing ones, in ``workers``
     processes where more than one (``fit`` must then be picklable: a module-level function or a
     ``functools.partial`` of one). Each record is held while it is fitted (:func:`cached_record`), so
-    two processes share the work; a killed one leaves its run to resume."""
-    if workers <= 1 or sum(not Path(path).exists() for path, _, _ in jobs) <= 1:
+    two processes share the work; a killed one leaves its run to resume. With ``fit_missing=False``
+    (``--aggregate-only``) nothing is fitted: a missing record is an error that names it."""
+    missing = [config.name for path, config, _ in jobs if not Path(path).exists()]
+    if missing and not fit_missing:
+        raise ValueError(f"{len(missing)} of {len(jobs)} runs have no result file ({', '.join(missing[:3])}"
+                         f"{', …' if len(missing) > 3 else ''}): run the command without --aggregate-only")
+    if workers <= 1 or len(missing) <= 1:
         return [cached_record(path, config, fit, summary) for path, config, fit in jobs]
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
