@@ -20,7 +20,7 @@ FOLDS = CommaList(int, choices=range(5))
 
 
 def study_run(model: str, data: int | str, fold: int, result_file: Path, run_root: str, train: dict | None = None,
-         options: dict | None = None) -> Run:
+              options: dict | None = None) -> Run:
     """A sweep's run of ``model`` on ``data`` (an MNIST subset size, or a name such as ``ucr/FaceAll``)
     at the authors' protocol, but for ``train`` / ``options`` (TrainConfig / FitConfig fields)."""
     data = data if isinstance(data, str) else f"mnist{data}"
