@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyro
 import torch
@@ -184,6 +185,13 @@ class DistributedTrainer(Trainer):
         state = self.state_dict()
         if self.rank == 0:
             save_atomic(state, path)
+
+    def has_checkpoint(self, path) -> bool:
+        """Rank 0 looks, and tells every rank: whether to load is one decision for the whole group (the
+        others may not see rank 0's file system, or not yet its last write), as loading is collective."""
+        box = [Path(path).is_file() if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def load_checkpoint(self, path) -> None:
         """Rank 0 reads the checkpoint and sends it to every rank (no shared file system needed)."""

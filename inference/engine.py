@@ -462,6 +462,17 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         self.restore(read_checkpoint(path), path)
 
+    def resume(self, path: str | os.PathLike) -> bool:
+        """Continue from the checkpoint at ``path`` if there is one (a run stopped before its first
+        checkpoint starts from the beginning); whether there was."""
+        if not self.has_checkpoint(path):
+            return False
+        self.load_checkpoint(path)
+        return True
+
+    def has_checkpoint(self, path: str | os.PathLike) -> bool:
+        return Path(path).is_file()
+
     def restore(self, state: dict, path: str | os.PathLike) -> None:
         """Continue from ``state``, read from the checkpoint ``path`` (named in the errors)."""
         if "optimizer" not in state:

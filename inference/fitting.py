@@ -117,9 +117,9 @@ def run_fit(
     trainer = (DistributedTrainer if distributed.active() else Trainer)(model, config.train)
     main_process = getattr(trainer, "rank", 0) == 0
     with locked(run_dir) if main_process else nullcontext():
-        if resume and (run_dir / CHECKPOINT).is_file():
-            trainer.load_checkpoint(run_dir / CHECKPOINT)
-        elif main_process and not resume:
+        if resume:
+            trainer.resume(run_dir / CHECKPOINT)
+        elif main_process:
             try:
                 run_dir.mkdir(parents=True, exist_ok=False)
             except FileExistsError:
@@ -193,9 +193,9 @@ def run_fit_stack(
     datas, models = zip(*built)
     trainer = StackTrainer(Stacked.from_models(list(models)), [c.train for c in configs])
     with locked(stack_dir, what="stack"):
-        if resume and (stack_dir / CHECKPOINT).is_file():
-            trainer.load_checkpoint(stack_dir / CHECKPOINT)
-        elif not resume:
+        if resume:
+            trainer.resume(stack_dir / CHECKPOINT)
+        else:
             try:
                 stack_dir.mkdir(parents=True, exist_ok=False)
             except FileExistsError:

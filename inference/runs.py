@@ -134,11 +134,7 @@ def open_run(run_dir: str | os.PathLike, config: dict, trainer=None) -> bool:
             check_same_config(run_dir, identity(stored), identity(config),
                               "Pass another --run-root, or delete that run directory to fit this config there")
     write_json(stored_file, config)
-    checkpoint = run_dir / "checkpoint.pt"
-    if trainer is not None and checkpoint.is_file():
-        trainer.load_checkpoint(checkpoint)
-        return True
-    return False
+    return trainer is not None and trainer.resume(run_dir / "checkpoint.pt")
 
 
 def config_diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
