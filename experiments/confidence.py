@@ -30,6 +30,7 @@ import click
 import torch
 from tqdm import tqdm
 
+from inference.kinds import load_run
 from inference.localization import posterior_variance
 from inference.metrics import classification_metrics, pool_bins, reliability_bins
 from inference.predictive import predict, predict_at_mean
@@ -40,7 +41,6 @@ from pyro_pstn.data import SUBSET_SIZES, load_dataset
 from .cli import CommaList, SafeCommand, writable_dir
 from .config import GAUSSIAN_PRIOR_SCALE
 from .reproduce import calibration_path, run_path
-from .runs import load_run
 from .sweeps import PARAM_SYMBOL, RESULTS, SELECTED, SELECTED_PARAM, fitted_at
 
 #: The test-table rows whose calibration is compared (``<model>@val``: the validation-selected value).

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
+from inference.benchmarks import measure
 from pyro_pstn.models import MODEL_NAMES
 
-from .bench import measure
 from .cli import CommaList, SafeCommand, writable_dir
 from .papers import PAPER_000_TABLE_1, PAPER_001_TABLE_2
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -30,185 +29,22 @@ import numpy as np
 import torch
 
 from inference.alignment import mean_shift_align, warp_by_matrix
-from inference.control import EntropyController, PIDController
-from inference.engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint, restore
-from inference.invariance import relative_rotation_error, rotation_degrees, rotation_ranges, transformation_samples
+from inference.flow_runs import CONTROL_LOG, FLOW_DATA, FlowConfig, fitted_flow, run_flow
+from inference.invariance import relative_rotation_error, rotation_degrees, transformation_samples
 from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
-from inference.runs import machine, open_run, write_atomic, write_result
+from inference.runs import write_result
 from inference.sweep import cached_record
-from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, DataSplits, ImageSet, load_dataset, mario_iggy
-from pyro_pstn.flows import BASES, ConditionalTransformFlow
-from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
-from pyro_pstn.nets import SimpleConv
+from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, ImageSet
+from pyro_pstn.flows import BASES
+from pyro_pstn.models.flow_pstn import FlowPSTN
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
 
 from .cli import FloatRange, SafeGroup, run_options, single_process_only, with_options
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "flow"
-CONFIG_FILE = "config.json"
-CONTROL_LOG = "control.csv"
-EMBEDDING_DIM = 32
-#: data name → (Mario-Iggy rotation range in degrees, number of modes); mnist01569 is separate.
-FLOW_DATA = (*MARIO_IGGY_SETS, "mnist01569")
-
-
-@dataclass
-class FlowConfig:
-    """One flow_pstn fit. ``entropy_target`` (nats) turns the PID controller on; None keeps α fixed."""
-
-    data: str = "mario_iggy90"
-    layout: str = "lie_rotation_translation"
-    flow_layers: int = 4
-    base: str = "gaussian"
-    components: int = 1
-    temperature: float = 0.5
-    classifier_width: int = 8
-    embedder_width: int = 8
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    alpha: float = 0.1
-    entropy_target: float | None = 2.0
-    pid_kp: float = 0.01
-    pid_ki: float = 0.01
-    pid_kd: float = 0.0
-    alpha_min: float = 1e-3
-    alpha_max: float = 0.5
-    no_aug_until: int = 5
-    classifier_from: str | None = None  # a run directory whose classifier is loaded and frozen
-    train_size: int | None = None
-    test_samples: int = 10
-    seed: int = 0
-    device: str = "cpu"
-    data_root: str | None = None
-
-    def __post_init__(self):
-        if self.data not in FLOW_DATA:
-            raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(FLOW_DATA)}")
-        if self.layout not in LIE_LAYOUTS:
-            raise ValueError(f"flow_pstn needs a Lie layout (identity θ = 0, θ in [−1, 1]); got {self.layout!r}, "
-                             f"valid: {', '.join(LIE_LAYOUTS)}")
-        if self.base not in BASES:
-            raise ValueError(f"unknown base {self.base!r}; valid: {', '.join(BASES)}")
-        for field in ("flow_layers", "components", "classifier_width", "embedder_width", "epochs", "batch_size",
-                      "test_samples"):
-            if getattr(self, field) < (0 if field == "flow_layers" else 1):
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not 0 <= self.alpha_min <= self.alpha <= self.alpha_max:
-            raise ValueError(f"need 0 ≤ alpha_min ≤ alpha ≤ alpha_max, got {self.alpha_min}, {self.alpha}, {self.alpha_max}")
-        if self.classifier_from is not None and not (Path(self.classifier_from) / CHECKPOINT).exists():
-            raise ValueError(f"--classifier-from {self.classifier_from}: no {CHECKPOINT} there; fit that run first")
-
-    @property
-    def name(self) -> str:
-        control = f"H{self.entropy_target:g}" if self.entropy_target is not None else f"a{self.alpha:g}"
-        parts = [self.data, self.layout, f"L{self.flow_layers}", f"{self.base}{self.components}", control,
-                 f"c{self.classifier_width}", f"e{self.epochs}"]
-        if self.classifier_from:
-            parts.append("frozen-" + Path(self.classifier_from).name.split("-")[0])
-        if self.train_size:
-            parts.append(f"n{self.train_size}")
-        if self.seed:
-            parts.append(f"s{self.seed}")
-        return "-".join(parts)
-
-
-# ---- data and model ----------------------------------------------------------------------------
-
-
-def load_data(config: FlowConfig) -> DataSplits:
-    if config.data in MARIO_IGGY_SETS:
-        rotation, modes = MARIO_IGGY_SETS[config.data]
-        return mario_iggy(config.data_root, rotation, modes, train_size=config.train_size or 12000)
-    data = load_dataset(config.data, config.data_root, val_size=1000, normalize=False)  # mnist01569
-    data.train = ImageSet(data.train.images[: config.train_size], data.train.labels[: config.train_size])
-    return data
-
-
-def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN:
-    layout = get_layout(config.layout)
-    flow = ConditionalTransformFlow(layout.dim, EMBEDDING_DIM, config.flow_layers, base=config.base,
-                                    num_components=config.components, temperature=config.temperature)
-    model = FlowPSTN(SimpleConv(channels, num_classes, config.classifier_width),
-                     SimpleConv(channels, EMBEDDING_DIM, config.embedder_width), flow, layout=layout,
-                     kl_weight=config.alpha)
-    if config.classifier_from is not None:
-        state = read_checkpoint(Path(config.classifier_from) / CHECKPOINT)["model"]
-        try:
-            model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items()
-                                              if k.startswith("classifier.")})
-        except RuntimeError as err:  # another network: a run of experiments.fit, or another width
-            raise ValueError(f"--classifier-from {config.classifier_from}: its classifier does not fit this model's "
-                             f"SimpleConv(width {config.classifier_width}) ({str(err).splitlines()[0]}). Pass a run "
-                             "directory of experiments.flow with the same --classifier-width") from None
-        model.classifier.requires_grad_(False)
-    return model
-
-
-def model_and_data(config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
-    """The (untrained) model of ``config``, sized by its data's channels and classes, and that data."""
-    data = load_data(config)
-    return build_model(config, data.train.images.shape[1], data.num_classes), data
-
-
-def _fitted(run_root: Path, config: FlowConfig) -> tuple[FlowPSTN, DataSplits]:
-    """(fitted model on CPU in eval mode, its data) of the study run of ``config`` under ``run_root``
-    (as :func:`experiments.runs.load_run` opens it; that module imports this one)."""
-    run_dir = Path(run_root) / config.name
-    if not (run_dir / CHECKPOINT).is_file():
-        raise ValueError(f"{run_dir / CHECKPOINT} is missing: fit the run first (python -m experiments.flow fit ...)")
-    model, data = model_and_data(config)
-    return restore(model, run_dir / CHECKPOINT), data
-
-
-# ---- one run -----------------------------------------------------------------------------------
-
-
-def run_one(config: FlowConfig, run_root: Path = RUNS, progress: bool | None = None) -> dict:
-    """Fit (or resume) ``config``; measure test accuracy / NLL / ECE and the learned rotation
-    range per class; keep the controller's per-step log (step, α, entropy) as CSV and a plot."""
-    start = time.perf_counter()
-    run_dir = Path(run_root) / config.name
-    model, data = model_and_data(config)
-    pid = None
-    if config.entropy_target is not None:
-        pid = PIDController(config.entropy_target, config.pid_kp, config.pid_ki, config.pid_kd,
-                            config.alpha_min, config.alpha_max)
-    controller = EntropyController(pid)
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, localizer_lr_mult=1.0,
-                               weight_decay=0.0, kl_weight=config.alpha, val_every=max(1, config.epochs // 5),
-                               checkpoint_every=5, seed=config.seed, device=config.device)
-    trainer = Trainer(model, train_config, step_hooks=(AugmentationWarmup(config.no_aug_until), controller))
-    open_run(run_dir, asdict(config), trainer)
-    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
-    log = np.array([(s, a, np.nan if h is None else h) for s, a, h in controller.log])
-    write_atomic(run_dir / CONTROL_LOG, "step,alpha,entropy\n" + "\n".join(f"{int(s)},{a:.6g},{h:.6g}" for s, a, h in log) + "\n")
-    line_plot({"α": (log[:, 0].tolist(), log[:, 1].tolist())}, run_dir / "alpha.png", "step", "α", config.name,
-              markers=False, logy=True)
-    line_plot({"entropy": (log[:, 0].tolist(), log[:, 2].tolist())}, run_dir / "entropy.png", "step",
-              "entropy of g(T | x), nats", config.name, markers=False)
-    device = trainer.device
-    test = classification_metrics(predict(model, data.test.images, num_samples=config.test_samples), data.test.labels)
-    ranges = rotation_ranges(model, data.test.images, data.test.labels)
-    model.cpu()
-    return {
-        "name": config.name,
-        "config": asdict(config),
-        "data": {"name": data.name, "source": data.source, "train": len(data.train), "test": len(data.test)},
-        "test": test,
-        "rotation_range_deg": {"coverage": ranges["coverage"], "per_class": ranges["per_class"]},
-        "final_alpha": float(log[-1, 1]) if len(log) else config.alpha,
-        "final_entropy": float(np.nanmean(log[-50:, 2])) if len(log) else None,
-        "train_seconds": trainer.history.train_seconds,
-        "wall_seconds": time.perf_counter() - start,
-        "machine": machine(str(device)),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
 
 
 def result_path(results: Path, config: FlowConfig) -> Path:
@@ -217,7 +53,7 @@ def result_path(results: Path, config: FlowConfig) -> Path:
 
 def ensure_run(config: FlowConfig, results: Path, run_root: Path, progress) -> dict:
     """The run's record, fitting it first if its result JSON is missing."""
-    return cached_record(result_path(results, config), config, lambda: run_one(config, run_root, progress),
+    return cached_record(result_path(results, config), config, lambda: run_flow(config, run_root, progress),
                          lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
 
 
@@ -313,7 +149,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
              "(MNIST) epochs with a width-32 classifier, a conditional-uniform base and PID control; ours is what this "
              "2-core CPU allowed, as stated in the command.", ""]
     mario_cfg = configs["mario_iggy90"]
-    mario_model, mario_data = _fitted(run_root, mario_cfg)
+    mario_model, mario_data = fitted_flow(run_root, mario_cfg)
     torch.manual_seed(0)  # the draws of g behind the tables and figures: the same file on every rebuild
     poses = augmented_poses(mario_model, mario_data.test)
     names = {0: "Mario", 1: "Mario inverted", 2: "Iggy", 3: "Iggy inverted"}
@@ -343,7 +179,7 @@ def invariance(epochs, classifier_width, train_size, device, data_root, results_
               "by all images, as Augerino's, gives 0)."]
     r = records["mnist01569"]
     cfg = configs["mnist01569"]
-    mnist_model, mnist_data = _fitted(run_root, cfg)
+    mnist_model, mnist_data = fitted_flow(run_root, cfg)
 
     torch.manual_seed(0)
     t = rotation_degrees(mnist_model.layout, transformation_samples(mnist_model, mnist_data.test.images[:2000]))
@@ -386,7 +222,7 @@ def discover(epochs, classifier_width, train_size, device, data_root, results_di
                       classifier_width=classifier_width, classifier_from=str(run_root / base.name), train_size=train_size,
                       device=device, data_root=data_root)
     record = ensure_run(config, results, run_root, progress)
-    model, data = _fitted(run_root, config)
+    model, data = fitted_flow(run_root, config)
     layout = model.layout
     theta = transformation_samples(model, data.test.images, 100).flatten(0, 1)
     learned = relative_rotation_error(layout.matrix(theta))
@@ -448,7 +284,7 @@ def modes(epochs, classifier_width, train_size, device, data_root, results_dir, 
     rows, hist = [], {}
     for label, config in (("Gaussian base", unimodal), (f"mixture base ({components} components)", mixture)):
         record = json.loads(result_path(results, config).read_text())
-        model, data = _fitted(run_root, config)
+        model, data = fitted_flow(run_root, config)
         torch.manual_seed(0)
         poses = augmented_poses(model, data.test)  # [S, N], from the class's upright pose
         shares = _mode_shares(poses, int(num_modes), half_width)  # [N, k]
@@ -500,7 +336,7 @@ def pid(epochs, classifier_width, train_size, device, data_root, results_dir, ru
     rows, alphas, entropies, notes = [], {}, {}, []
     for label, config in (("α fixed", fixed), (f"PID, target {entropy_target:g} nats", controlled)):
         record = ensure_run(config, results, run_root, progress)
-        model, data = _fitted(run_root, config)
+        model, data = fitted_flow(run_root, config)
         torch.manual_seed(0)
         poses = augmented_poses(model, data.test)
         inside = float((poses.abs() <= 90.0).double().mean())
@@ -549,7 +385,7 @@ def align(epochs, classifier_width, train_size, device, data_root, results_dir, 
                       epochs=epochs, classifier_width=classifier_width, train_size=train_size, device=device,
                       data_root=data_root)
     record = ensure_run(config, results, run_root, progress)
-    model, data = _fitted(run_root, config)
+    model, data = fitted_flow(run_root, config)
     test = data.test
     rows, series = [], {"without alignment": ([], []), "with mean-shift": ([], [])}
     canonical = upright_pose(test)

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING
 import click
 
 from inference.fitting import METRICS_FILE, run_fit
+from inference.flow_runs import CONTROL_LOG, FlowConfig, run_flow
+from inference.localizer_runs import LocalizeConfig, PretrainConfig, pretrain, run_localize
+from inference.pose_vae_runs import PoseVAEConfig, run_pose_vae
 from inference.sweep import cached_record
 from pyro_pstn.data import DataError
 
-from . import flow, pose_vae
 from .cli import SafeCommand, writable_dir
 from .config import authors_config
-from .flow import CONTROL_LOG, FlowConfig
-from .localize import RESULTS, LocalizeConfig, PretrainConfig, pretrain, result_path, run_localize
-from .pose_vae import PoseVAEConfig
+from .localize import RESULTS, result_path
 
 if TYPE_CHECKING:  # nbformat is a development dependency, imported where notebooks run
     from nbformat import NotebookNode
@@ -79,7 +79,7 @@ def _fit_posterior_run(run_root: Path, data_root) -> Path:
 def _fit_pose_vae_run(run_root: Path, data_root) -> Path:
     config = PoseVAEConfig(model="tvae", transform="affine", pose_prior="diagonal", z_dim=8, epochs=5, data_root=data_root)
     if not (run_root / config.name / "samples.png").exists():
-        pose_vae.run_one(config, run_root, progress=None)
+        run_pose_vae(config, run_root, progress=None)
     return run_root / config.name
 
 
@@ -87,7 +87,7 @@ def _fit_flow_run(run_root: Path, data_root) -> Path:
     config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=15,
                         train_size=4000, no_aug_until=2, entropy_target=0.0, data_root=data_root)
     if not (run_root / config.name / CONTROL_LOG).exists():
-        flow.run_one(config, run_root, progress=None)
+        run_flow(config, run_root, progress=None)
     return run_root / config.name
 
 

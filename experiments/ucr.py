@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from inference.engine import CHECKPOINT
 from inference.fitting import CONFIG_FILE
+from inference.kinds import evaluate_precise_bn
 from inference.runs import write_json, write_result
 from inference.spec import FitConfig, config_from_dict
 from inference.stats import best_on_validation, differences, mean_std, paired
@@ -26,7 +27,6 @@ from inference.tables import Column, markdown
 from .cli import CommaList, FloatRange, SafeCommand, device_option, shard_option, writable_dir
 from .config import DEFAULT_LR
 from .papers import PAPER_UCR
-from .runs import evaluate_precise_bn
 from .sweeps import PARAM_SYMBOL, RESULTS, SELECTED_PARAM, THREADS, at_value, fitted_at, paper_cell, study_run
 
 # ---- UCR time series (papers 000 §5.3 Table 3, 001 §5.2.2 Table 3) ------------------------------
@@ -222,7 +222,7 @@ def _fitted_config(config: dict) -> dict:
 
 def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
     """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
-    is evaluated again with precise BN (:func:`experiments.runs.evaluate_precise_bn`) from its
+    is evaluated again with precise BN (:func:`inference.kinds.evaluate_precise_bn`) from its
     checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
     (not over) the ones it was fitted with."""
     todo, missing = [], []

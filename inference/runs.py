@@ -18,7 +18,9 @@ import json
 import os
 import platform
 import tempfile
+import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -111,6 +113,16 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
 
 #: Config fields that say where or how a run ran, not what it computes: left out of its identity.
 MACHINE_FIELDS = frozenset({"device", "threads", "data_root", "spec", "data_source"})
+
+
+def run_record(config, start: float, measured: dict, trainer=None, device: str | None = None) -> dict:
+    """A study run's result record: its name and config, what was ``measured``, its training time
+    (from the trainer's history, so a resumed run counts every epoch), wall time since ``start``
+    (``time.perf_counter()``), the machine, and when it finished."""
+    timing = {"train_seconds": trainer.history.train_seconds} if trainer is not None else {}
+    return {"name": config.name, "config": asdict(config), **measured, **timing,
+            "wall_seconds": time.perf_counter() - start, "machine": machine(device or config.device),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def identity(config: dict) -> dict:

@@ -2,7 +2,7 @@
 
 A :class:`FitConfig` knows no paper's protocol (``experiments.config.authors_config`` fills in the
 authors' values); it is written to a run's ``config.json`` and read back by ``--resume`` and
-:func:`experiments.runs.load_run`. Its :meth:`~FitConfig.identity` is what makes two runs the same.
+:func:`inference.kinds.load_run`. Its :meth:`~FitConfig.identity` is what makes two runs the same.
 """
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def test_the_papers_networks_keep_their_counts_and_other_specs_get_sized_network
 @pytest.mark.parametrize("model", FIVE)
 def test_fit_command_on_an_npz_of_colour_images_with_7_classes(tmp_path, model):
     from experiments.fit import main
-    from experiments.runs import load_run
+    from inference.kinds import load_run
 
     path = _npz(tmp_path)
     result = CliRunner().invoke(main, ["--model", model, "--data", str(path), "--epochs", "2", "--test-samples", "2",

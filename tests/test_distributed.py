@@ -72,7 +72,7 @@ def test_a_torchrun_fit_leaves_a_normal_run_directory(tmp_path, data_root):
     assert metrics["processes"] == 2 and metrics["epochs"] == 2 and metrics["steps"] == 4
     assert metrics["validation"]["val_accuracy"] is not None and 0 <= metrics["test"]["accuracy"] <= 1
     assert result.stdout.count("test accuracy") == 1  # rank 0 alone reports
-    from experiments.runs import load_run
+    from inference.kinds import load_run
 
     loaded = load_run(run)
     assert loaded.config.model == "gamma_pstn" and loaded.metrics == metrics

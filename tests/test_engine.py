@@ -96,8 +96,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_r
 def test_a_stack_resumes_to_identical_results_and_its_members_leave_single_run_directories(tmp_path, data_root):
     """Issue 12: a stacked checkpoint resumes to the same results as an uninterrupted stack, and each
     member leaves the files, metrics keys and loadable run directory that a single run leaves."""
-    from experiments.runs import load_run
     from inference.fitting import run_fit_stack
+    from inference.kinds import load_run
 
     configs = [
         authors_config("gamma_pstn", "mnist30", fold=fold, data_root=str(data_root), test_size=200,

@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from experiments.runs import load_run
 from inference.alignment import mean_shift_align, warp_by_matrix
 from inference.control import EntropyController, PIDController
 from inference.engine import TrainConfig, Trainer, model_kl_weight
+from inference.kinds import load_run
 from inference.predictive import predict
 from pyro_pstn.data import DataError, ImageSet, mario_iggy
 from pyro_pstn.flows import ConditionalTransformFlow, RelaxedMixtureOfDiagNormals

@@ -132,7 +132,8 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, pre
     assert set(test["spread_by_error"]) == {"median_error", "spread_above", "spread_below", "ratio"}
     arrays = torch.load(tmp_path / "runs" / record["name"] / "localization.pt")
     assert arrays["theta_true"].shape == arrays["mu"].shape == (200, 1)
-    from experiments.localize import LocalizeConfig, write_study
+    from experiments.localize import write_study
+    from inference.localizer_runs import LocalizeConfig
 
     config = LocalizeConfig(epochs=1, train_size=128, test_size=200, val_size=64, classifier="classifier-mnist-e1-smoke1000")
     baseline = {"accuracy": 0.4, "nll": 2.0}
@@ -144,7 +145,8 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, pre
 
 
 def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path, data_root, monkeypatch):
-    from experiments.localize import LocalizeConfig, main, write_study
+    from experiments.localize import main, write_study
+    from inference.localizer_runs import LocalizeConfig
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     common = ["--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]

@@ -5,12 +5,10 @@ import json
 import pytest
 
 from experiments.config import authors_config
-from experiments.flow import FlowConfig
-from experiments.flow import run_one as run_flow
 from experiments.notebooks import NOTEBOOKS, RUNS, execute_notebook
-from experiments.pose_vae import PoseVAEConfig
-from experiments.pose_vae import run_one as run_pose_vae
 from inference.fitting import run_fit
+from inference.flow_runs import FlowConfig, run_flow
+from inference.pose_vae_runs import PoseVAEConfig, run_pose_vae
 
 
 def _execute(notebook: str, run_dir) -> tuple[list, str]:

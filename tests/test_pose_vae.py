@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from pyro import poutine
 
 from experiments import pose_vae as cli
-from experiments.runs import load_run
 from inference.engine import TrainConfig, Trainer
+from inference.kinds import load_run
 from inference.latents import elbo_terms, linear_probe, pose_draws
 from inference.schedules import TemperatureSchedule
 from pyro_pstn.data import ImageSet, random_affine_copy

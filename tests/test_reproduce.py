@@ -178,7 +178,7 @@ def test_stacked_sweeps_leave_the_result_files_of_single_runs(tmp_path, data_roo
 def test_the_ablation_moves_one_factor_per_row_and_reports_paired_differences(tmp_path, data_root, monkeypatch):
     """Issue 16: each factor's runs carry exactly its change from our defaults (and build the model
     that says), the folds of a factor stack, and Δ is the per-fold difference from ``ours``."""
-    from experiments.runs import load_run
+    from inference.kinds import load_run
 
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     result = _invoke("ablation", "--sizes", 30, "--factors", "ours,authors", "--folds", "0,1", "--epochs", 1,

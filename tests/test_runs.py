@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from experiments import bench, flow, reproduce
 from experiments.fit import main as fit_main
 from inference.engine import EpochRecord, History
+from inference.flow_runs import FlowConfig, build_model
 from inference.runs import RunInUse, atomic, check_output_dir, config_diff, identity, locked, open_run, write_atomic, write_result
 from inference.sweep import cached_record
 
@@ -212,9 +213,9 @@ def test_a_smoke_sweep_into_the_committed_results_is_refused(tmp_path):
 
 def test_flow_classifier_from_a_run_of_fit_is_a_clear_error(tmp_path, data_root):
     assert _fit(*QUICK, "--out-dir", tmp_path, "--run-name", "cnn", "--data-root", data_root).exit_code == 0
-    config = flow.FlowConfig(data="mario_iggy90", epochs=1, classifier_from=str(tmp_path / "cnn"))
+    config = FlowConfig(data="mario_iggy90", epochs=1, classifier_from=str(tmp_path / "cnn"))
     with pytest.raises(ValueError, match="its classifier does not fit this model's SimpleConv"):
-        flow.build_model(config, 1, 2)
+        build_model(config, 1, 2)
 
 
 def test_help_lists_each_subcommand_by_its_whole_first_line():

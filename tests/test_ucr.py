@@ -78,7 +78,7 @@ def test_the_authors_ucr_networks_have_their_parameter_counts():
 
 def test_fit_on_a_ucr_data_set_leaves_a_run_directory(tmp_path, data_root):
     from experiments.fit import main
-    from experiments.runs import load_run
+    from inference.kinds import load_run
 
     # the command names the 1-D family, as a user copying it from the papers would
     args = ["--model", "gamma_pstn", "--data", "ucr/ItalyPowerDemand", "--layout", "cpab1d", "--epochs", "2",

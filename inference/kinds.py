@@ -1,6 +1,6 @@
 """One way to open any run directory, whichever command made it::
 
-    from experiments.runs import load_run
+    from inference.kinds import load_run
     run = load_run("runs/gamma_pstn-mnist30-fold0-seed42-20261207-101500")
     run.config, run.model, run.data, run.metrics
 
@@ -20,15 +20,15 @@ from typing import Callable
 import pyro
 import torch.nn as nn
 
-from inference.engine import CHECKPOINT, Trainer, restore
-from inference.fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
-from inference.spec import FitConfig, read_config, read_json
 from pyro_pstn.data import load_dataset
 from pyro_pstn.data.localization import load_localization
 from pyro_pstn.models import CNN
 from pyro_pstn.nets import mnist_cnn_classifier
 
-from . import flow, localize, pose_vae
+from . import flow_runs, localizer_runs, pose_vae_runs
+from .engine import CHECKPOINT, Trainer, restore
+from .fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
+from .spec import FitConfig, read_config, read_json
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,22 @@ def _fit_data(config: FitConfig):
     return load_dataset(config.data, config.data_root, config.fold, config.val_size, config.test_size)
 
 
-def _localize_data(config: localize.LocalizeConfig):
+def _localize_data(config: localizer_runs.LocalizeConfig):
     return load_localization(config.data, config.data_root, val_size=1, test_size=config.test_size, train_size=1)
 
 
 KINDS = {
     "fit": RunKind(FitConfig, lambda c: (model_from_config(c, c.data_spec()), None), _fit_data,
                    "python -m experiments.fit"),
-    "pose_vae": RunKind(pose_vae.PoseVAEConfig, lambda c: (pose_vae.build_model(c), None), pose_vae.load_sets,
+    "pose_vae": RunKind(pose_vae_runs.PoseVAEConfig, lambda c: (pose_vae_runs.build_model(c), None),
+                        pose_vae_runs.load_sets,
                         "python -m experiments.pose_vae fit"),
-    "flow": RunKind(flow.FlowConfig, flow.model_and_data, flow.load_data, "python -m experiments.flow fit"),
-    "localize": RunKind(localize.LocalizeConfig,
-                        lambda c: (localize.build_localizing_model(c, mnist_cnn_classifier()), None),
+    "flow": RunKind(flow_runs.FlowConfig, flow_runs.model_and_data, flow_runs.load_data,
+                    "python -m experiments.flow fit"),
+    "localize": RunKind(localizer_runs.LocalizeConfig,
+                        lambda c: (localizer_runs.build_localizing_model(c, mnist_cnn_classifier()), None),
                         _localize_data, "python -m experiments.localize fit"),
-    "pretrain": RunKind(localize.PretrainConfig, lambda c: (CNN(mnist_cnn_classifier()), None),
+    "pretrain": RunKind(localizer_runs.PretrainConfig, lambda c: (CNN(mnist_cnn_classifier()), None),
                         lambda c: load_dataset(c.data, c.data_root, val_size=None, normalize=False),
                         "python -m experiments.localize pretrain"),
 }

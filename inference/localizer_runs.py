@@ -1,0 +1,303 @@
+"""Localizers in front of a frozen classifier (paper 001 §5.1) and the STN's failure mode (§5.4).
+
+Three kinds of run, each a config, a run directory ``<run_root>/<name>/`` and a record:
+:class:`PretrainConfig` (:func:`pretrain`) fits the paper's 28k CNN on upright images;
+:class:`LocalizeConfig` (:func:`run_localize`) fits a localizer (STN, P-STN, Gamma P-STN) in front of
+that classifier, frozen, on a set transformed by known ground-truth transformations, and measures
+the posterior predictive, the transformation error ε = mean ‖θ_true − μ(x)‖ (001 eq. 18) and the
+spread of images localized worse vs better than the median; :class:`FailureConfig`
+(:func:`run_failure`) fits an MLP of a given depth alone or behind a localizer, end to end (001 Fig. 12).
+The defaults are the authors' settings (``../shared/reference/anchors.md`` §1.6).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pyro_pstn.data import ImageSet, load_dataset
+from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
+from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN, TransformClassifier
+from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
+from pyro_pstn.priors import GammaPrior, NormalPrior
+from pyro_pstn.transforms import get_layout
+
+from .engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
+from .localization import posterior_variance, spread_by_error, transformation_errors
+from .metrics import classification_metrics
+from .predictive import posterior_draws, predict
+from .runs import open_run, run_record
+
+LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
+#: The base data set whose upright images each localization set transforms.
+BASE_OF = {name: base for name, (base, _) in LOCALIZATION_SETS.items()}
+#: The localizer's learning-rate multiplier of the authors' script for each set (rotated MNIST 1, placement 0.1).
+LOCALIZER_LR_MULT = {"rotated_mnist": 1.0, "placed_fashion_mnist": 0.1}
+#: Data sets a classifier is pretrained on (the base sets of the localization sets).
+PRETRAIN_DATA = ("mnist", "fashion_mnist")
+
+
+# ---- the frozen classifier -----------------------------------------------------------------------
+
+@dataclass
+class PretrainConfig:
+    """The paper's 28k CNN on upright images (``UAI_pretrain_mnist.sh``: batch 64, Adam 1e-3, 100
+    epochs with a step decay every 10; ours: constant lr, ``epochs`` as given)."""
+
+    data: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+
+    def __post_init__(self):
+        if self.data not in PRETRAIN_DATA:
+            raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(PRETRAIN_DATA)}")
+
+    @property
+    def name(self) -> str:
+        return f"classifier-{self.data}-e{self.epochs}" + (f"-smoke{self.train_size}" if self.train_size else "")
+
+
+def pretrain(config: PretrainConfig, run_root: Path, progress=None) -> dict:
+    """Fit the CNN on the 50,000 training images and report its test accuracy on upright images."""
+    start = time.perf_counter()
+    data = load_dataset(config.data, config.data_root, val_size=None, normalize=False)
+    train = data.train if config.train_size is None else ImageSet(data.train.images[: config.train_size],
+                                                                  data.train.labels[: config.train_size])
+    torch.manual_seed(config.seed)
+    model = CNN(mnist_cnn_classifier())
+    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                         weight_decay=0.0, val_every=config.epochs, seed=config.seed,
+                                         device=config.device))
+    run_dir = Path(run_root) / config.name
+    open_run(run_dir, asdict(config), trainer)
+    trainer.fit(train, data.val, run_dir=run_dir, progress=progress)
+    test = classification_metrics(predict(model.cpu(), data.test.images, 1), data.test.labels)
+    return run_record(config, start, {"test": test}, trainer)
+
+
+def load_classifier(run_root: Path, data: str, name: str | None = None) -> torch.nn.Module:
+    """The pretrained classifier's network (not frozen yet): the run ``name`` under ``run_root``
+    (default: ``pretrain --data <data>`` with its default epochs), or a clear error naming the command."""
+    run_dir = Path(run_root) / (name or PretrainConfig(data=data).name)
+    if not (run_dir / CHECKPOINT).exists():
+        raise ValueError(f"no pretrained classifier in {run_dir}: run `python -m experiments.localize pretrain --data "
+                         f"{data}` first (or pass --classifier <run name> of another pretrain run)")
+    model = CNN(mnist_cnn_classifier())
+    model.load_state_dict(read_checkpoint(run_dir / CHECKPOINT)["model"])
+    return model.classifier
+
+
+# ---- localizers around it ------------------------------------------------------------------------
+
+@dataclass
+class LocalizerTraining:
+    """What every localization fit shares: the optimiser (no weight decay), the P-STN's samples and
+    KL weight, the β head's bias, and smoke-run sizes (defaults: 001's settings, anchors.md §1.6).
+    ``fit_localizer`` reads these fields."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    localizer_lr_mult: float = 1.0
+    train_samples: int = 10
+    test_samples: int = 10
+    kl_weight: float = 3e-5  # Gamma P-STN's w (per dimension)
+    spread_init: float = -3.0
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+    test_size: int | None = None
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def _smoke_suffix(self) -> list[str]:
+        if not (self.train_size or self.test_size):
+            return []
+        return [f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}"]
+
+
+@dataclass
+class LocalizeConfig(LocalizerTraining):
+    """One localizer fit in front of a frozen classifier (defaults: 001 §5.1.1's settings). The
+    Gaussian P-STN's KL weight is D, as in 000; ``kl_weight`` is the Gamma P-STN's."""
+
+    model: str = "gamma_pstn"
+    data: str = "rotated_mnist"
+    prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
+    classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
+    val_size: int = 1000  # validation images watched during training
+    localizer_lr_mult: float | None = None  # None: the study's, as the authors' script (rotated 1, placement 0.1)
+
+    def __post_init__(self):
+        if self.model not in LOCALIZER_MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(LOCALIZER_MODELS)}")
+        if self.data not in LOCALIZATION_SETS:
+            raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
+        if self.val_size < 1:
+            raise ValueError(f"val_size must be at least 1, got {self.val_size}")
+        if self.localizer_lr_mult is None:
+            self.localizer_lr_mult = LOCALIZER_LR_MULT[self.data]
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        return "-".join([self.data, self.model, f"e{self.epochs}", f"seed{self.seed}", *self._smoke_suffix()])
+
+
+def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module) -> TransformClassifier:
+    """STN, P-STN or Gamma P-STN with the authors' large localizer around a frozen ``classifier``."""
+    layout = get_layout(LOCALIZATION_SETS[config.data][1])
+    canvas = 96 if config.data == "placed_fashion_mnist" else None
+    common = dict(layout=layout, output_size=(28, 28) if canvas else None)
+    frozen = Frozen(classifier)
+    if config.model == "stn":
+        return STN(frozen, localizer=large_localizer(layout, probabilistic=False, canvas=canvas), **common)
+    localizer = large_localizer(layout, probabilistic=True, spread_init=config.spread_init, canvas=canvas)
+    if config.model == "pstn":
+        return PSTN(frozen, localizer, NormalPrior(layout.identity_theta(), config.prior_scale), **common)
+    return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
+
+
+def fit_localizer(run_dir: Path, config: LocalizerTraining, model, samples: int, kl_weight: float, data,
+            progress) -> Trainer:
+    """Fit ``model`` with ``config``'s optimiser settings (no weight decay; validation five times,
+    a checkpoint every epoch) in ``run_dir``, resuming from its checkpoint if there is one."""
+    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
+                                         num_particles=samples, kl_weight=kl_weight,
+                                         val_every=max(1, config.epochs // 5), checkpoint_every=1, seed=config.seed,
+                                         device=config.device))
+    open_run(run_dir, asdict(config), trainer)
+    trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
+    model.cpu()
+    return trainer
+
+
+def evaluate_localization(model, data, test_samples: int) -> dict:
+    """Posterior predictive metrics, ε and the spread split on the test set; also returns the arrays
+    the figures need (θ_true, μ, spread) under ``"arrays"``."""
+    test = data.test
+    metrics = classification_metrics(predict(model, test.images, test_samples), test.labels)
+    model.eval()
+    with torch.no_grad():
+        outs = [model.localizer(x) for x in test.images.split(1000)]
+    mu = torch.cat([o[0] for o in outs])
+    errors = transformation_errors(test.theta, mu, model.layout)
+    out = {**metrics, "epsilon": float(errors.mean())}
+    spread = None
+    if outs[0][1] is not None:
+        spread = posterior_variance(model, torch.cat([o[1] for o in outs]))
+        out["spread_by_error"] = spread_by_error(errors, spread).to_dict()
+    out["arrays"] = {"theta_true": test.theta, "mu": mu, "spread": spread, "errors": errors}
+    if model.output_size is not None:  # 001 Fig. 7: 8 canvases and what the classifier sees under one draw of θ each
+        inputs = test.images[:8]
+        with torch.no_grad():
+            theta = model.localizer(inputs)[0] if not model.stochastic_predictions else _posterior_theta(model, inputs)
+        out["arrays"].update(inputs=inputs, crops=model.transform(inputs, theta).clamp(0, 1))
+    return out
+
+
+def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
+    """One draw of θ ~ q(θ|x) per image (``[B, D]``)."""
+    return posterior_draws(model, images, 1)["theta"][0]
+
+
+def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
+    start = time.perf_counter()
+    classifier = load_classifier(run_root, BASE_OF[config.data], config.classifier)
+    data = load_localization(config.data, config.data_root, val_size=config.val_size, test_size=config.test_size,
+                             train_size=config.train_size)
+    torch.manual_seed(config.seed)
+    model = build_localizing_model(config, classifier)
+    samples = 1 if config.model == "stn" else config.train_samples
+    kl = config.kl_weight if config.model == "gamma_pstn" else float(model.layout.dim)
+    run_dir = Path(run_root) / config.name
+    trainer = fit_localizer(run_dir, config, model, samples, kl, data, progress)
+    result = evaluate_localization(model, data, 1 if config.model == "stn" else config.test_samples)
+    arrays = result.pop("arrays")
+    torch.save({k: v for k, v in arrays.items() if v is not None}, run_dir / "localization.pt")
+    return run_record(config, start, {"test": result}, trainer)
+
+
+def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root=None,
+                    test_size=None) -> dict:
+    """The frozen classifier alone on the transformed test set (001: 41.2 % on rotated MNIST)."""
+    classifier = load_classifier(run_root, BASE_OF[data_name], classifier)
+    data = load_localization(data_name, data_root, val_size=1, test_size=test_size, train_size=1)
+    model = CNN(Frozen(classifier))
+    return classification_metrics(predict(model, data.test.images, 1), data.test.labels)
+
+
+
+
+#: nn_upright: the MLP alone on upright MNIST (001 Fig. 12, black); nn: alone on rotated MNIST (red);
+#: stn / gamma_pstn: with a localizer, trained end to end on rotated MNIST (green / blue).
+FAILURE_MODELS = ("nn_upright", "nn", "stn", "gamma_pstn")
+
+
+@dataclass
+class FailureConfig(LocalizerTraining):
+    """One run of 001 Fig. 12 (``UAI_rebuttal_rotmnist_modelsize*.sh``: 100 epochs, lr 1e-3, localizer lr
+    ×0.1, S = 10, w = 3e-5, β head bias −3, seeds 0–4). Nothing is frozen here; the localizers are the
+    MNIST-subset ones for one rotation angle (the scripts' are not recorded)."""
+
+    model: str = "stn"
+    depth: int = 1
+    width: int = 128
+    dropout: float = 0.5
+    localizer_lr_mult: float = 0.1
+
+    def __post_init__(self):
+        if self.model not in FAILURE_MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(FAILURE_MODELS)}")
+        if not 1 <= self.depth <= 10:
+            raise ValueError(f"depth must be in 1..10, got {self.depth}")
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        return "-".join(["failure", self.model, f"depth{self.depth}", f"e{self.epochs}", f"seed{self.seed}",
+                         *self._smoke_suffix()])
+
+
+def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
+    """Fit one (model, depth, seed); report test accuracy and the variance of μ(x) over the test images
+    (near 0: the localizer learned the identity, the failure mode)."""
+    start = time.perf_counter()
+    data = load_localization("rotated_mnist", config.data_root, val_size=1000, test_size=config.test_size,
+                             train_size=config.train_size)
+    if config.model == "nn_upright":
+        upright = load_dataset("mnist", config.data_root, val_size=1000, test_size=config.test_size, normalize=False)
+        data.train = ImageSet(upright.train.images[: config.train_size], upright.train.labels[: config.train_size])
+        data.val, data.test = upright.val, upright.test
+    torch.manual_seed(config.seed)
+    classifier = MLPClassifier(config.depth, config.width, dropout=config.dropout)
+    if config.model in ("nn", "nn_upright"):
+        model = CNN(classifier)
+    elif config.model == "stn":
+        model = STN(classifier, layout="rotation", localizer=mnist_stn_localizer("rotation"))
+    else:
+        model = GammaPSTN(classifier, mnist_pstn_localizer("rotation", config.spread_init), GammaPrior(1),
+                          layout="rotation")
+    sampling = config.model == "gamma_pstn"
+    trainer = fit_localizer(Path(run_root) / config.name, config, model, config.train_samples if sampling else 1,
+                      config.kl_weight, data, progress)
+    test = classification_metrics(predict(model, data.test.images, config.test_samples if sampling else 1),
+                                  data.test.labels)
+    if model.localizer is not None:
+        model.eval()
+        with torch.no_grad():
+            mu = torch.cat([model.localizer(x)[0] for x in data.test.images.split(1000)])
+        test["mean_transformation_variance"] = float(mu.var())
+    return run_record(config, start, {"test": test}, trainer)
