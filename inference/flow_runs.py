@@ -80,8 +80,6 @@ class FlowConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not 0 <= self.alpha_min <= self.alpha <= self.alpha_max:
             raise ValueError(f"need 0 ≤ alpha_min ≤ alpha ≤ alpha_max, got {self.alpha_min}, {self.alpha}, {self.alpha_max}")
-        if self.classifier_from is not None and not (Path(self.classifier_from) / CHECKPOINT).exists():
-            raise ValueError(f"--classifier-from {self.classifier_from}: no {CHECKPOINT} there; fit that run first")
 
     @property
     def name(self) -> str:
@@ -117,6 +115,8 @@ def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN
                      SimpleConv(channels, EMBEDDING_DIM, config.embedder_width), flow, layout=layout,
                      kl_weight=config.alpha)
     if config.classifier_from is not None:
+        if not (Path(config.classifier_from) / CHECKPOINT).exists():
+            raise ValueError(f"--classifier-from {config.classifier_from}: no {CHECKPOINT} there; fit that run first")
         state = read_checkpoint(Path(config.classifier_from) / CHECKPOINT)["model"]
         try:
             model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items()
@@ -174,10 +174,11 @@ def run_flow(config: FlowConfig, run_root: Path, progress: bool | None = None) -
     test = classification_metrics(predict(model, data.test.images, num_samples=config.test_samples), data.test.labels)
     ranges = rotation_ranges(model, data.test.images, data.test.labels)
     model.cpu()
+    entropy = log[-50:, 2][~np.isnan(log[-50:, 2])] if len(log) else []  # the last 50 steps that had one
     return run_record(config, start, {
         "data": {"name": data.name, "source": data.source, "train": len(data.train), "test": len(data.test)},
         "test": test,
         "rotation_range_deg": {"coverage": ranges["coverage"], "per_class": ranges["per_class"]},
         "final_alpha": float(log[-1, 1]) if len(log) else config.alpha,
-        "final_entropy": float(np.nanmean(log[-50:, 2])) if len(log) else None,
+        "final_entropy": float(np.mean(entropy)) if len(entropy) else None,  # None: no step was controlled
     }, trainer, str(device))

@@ -331,11 +331,10 @@ def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable
                                   "fit it again")
             return record
         report(f"fitting {config.name}")
-        record = fit()
-        write_json(path, record)
+        write_json(path, fit())
+        record = json.loads(path.read_text())  # as a later call reads it: keys are strings, tuples lists
         report(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
         return record
-
 
 
 def _cached_job(job: tuple) -> dict:

@@ -364,6 +364,35 @@ def test_flow_cli_fits_on_mario_iggy_and_logs_the_controller(data_root, tmp_path
     assert config.entropy_target == 0.5 and model.layout.name == "lie_rotation" and len(data.test) == 600
 
 
+def test_flow_studies_rebuild_their_tables_without_the_models(data_root, tmp_path):
+    """modes (a frozen-classifier run on top of another) and pid (two runs in two workers) fit, measure
+    their models into results/flow/<study>.json, and --aggregate-only then rewrites the same markdown
+    with the run directories gone; without that file it says what to run."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from experiments import flow as cli
+
+    common = ["--epochs", "1", "--train-size", "64", "--data-root", str(data_root), "--run-root",
+              str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--no-progress"]
+    studies = {"modes": ["modes", "--components", "2", "--flow-layers", "1"], "pid": ["pid", "--workers", "2"]}
+    written = {}
+    for name, args in studies.items():
+        result = CliRunner().invoke(cli.main, [*args, *common])
+        assert result.exit_code == 0, result.output
+        written[name] = (tmp_path / "results" / "flow" / f"{name}.md").read_bytes()
+    assert json.loads((tmp_path / "results" / "flow" / "modes.json").read_text())  # what the models measured
+    shutil.rmtree(tmp_path / "runs")
+    for name, args in studies.items():
+        result = CliRunner().invoke(cli.main, [*args, *common, "--aggregate-only"])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "results" / "flow" / f"{name}.md").read_bytes() == written[name]
+    (tmp_path / "results" / "flow" / "pid.json").unlink()
+    result = CliRunner().invoke(cli.main, [*studies["pid"], *common, "--aggregate-only"])
+    assert result.exit_code == 2 and "pid.json not found" in result.output and "without --aggregate-only" in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--layout", "similarity"], "is not one of 'lie_rotation'"),
     (["--classifier-from", "/nonexistent"], "fit that run first"),
