@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from typing import Iterable
 
 import click
 
@@ -38,7 +39,7 @@ class SafeCommand(click.Command):
         if self.short_help is None and self.help:  # click would cut it at the first '.', as in 'Fig.'
             self.short_help = self.help.strip().split("\n\n")[0].replace("\n", " ")
 
-    def invoke(self, ctx) -> object:
+    def invoke(self, ctx: click.Context) -> object:
         if os.environ.get("PYRO_PSTN_DEBUG"):
             return super().invoke(ctx)
         try:
@@ -66,7 +67,7 @@ class SafeGroup(click.Group):
         super().__init__(*args, **kwargs)
 
 
-def writable_dir(ctx, param, value) -> str | None:
+def writable_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Click callback: a folder option must be a folder this user can write in (or create)."""
     if value is None:
         return value
@@ -80,7 +81,7 @@ def writable_dir(ctx, param, value) -> str | None:
 class FloatRange(click.FloatRange):
     """click's FloatRange, refusing ``nan`` and ``inf`` (click lets ``nan`` through any bound)."""
 
-    def convert(self, value, param, ctx) -> float:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         converted = super().convert(value, param, ctx)
         if not math.isfinite(converted):
             self.fail(f"{value} is not a finite number", param, ctx)
@@ -90,7 +91,7 @@ class FloatRange(click.FloatRange):
 def with_options(options: list) -> Callable:
     """A decorator that applies a list of ``click.option`` decorators in their listed order."""
 
-    def decorate(fn):
+    def decorate(fn: Callable):
         for option in reversed(options):
             fn = option(fn)
         return fn
@@ -104,7 +105,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_device(ctx, param, value: str) -> str:
+def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Click callback: ``--device`` must name cpu, cuda or cuda:N that this torch build can use,
     checked before anything is loaded or written."""
     try:
@@ -126,10 +127,10 @@ class CommaList(click.ParamType):
 
     name = "list"
 
-    def __init__(self, item=int, choices=None, min: float | None = None, min_open: bool = False):
+    def __init__(self, item: type = int, choices: Iterable | None = None, min: float | None = None, min_open: bool = False):
         self.item, self.choices, self.min, self.min_open = item, choices, min, min_open
 
-    def convert(self, value, param, ctx) -> list:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> list:
         if isinstance(value, list):
             return value
         items = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -167,7 +168,7 @@ def run_options(results: str, runs: str, data_help: str) -> list:
 class ShardType(click.ParamType):
     name = "i/n"
 
-    def convert(self, value, param, ctx) -> Shard:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Shard:
         if isinstance(value, Shard):
             return value
         try:

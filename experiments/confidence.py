@@ -215,7 +215,7 @@ def evaluate_grid_run(run_dir: Path, images: int, samples: tuple[int, ...], data
     data = load_dataset(config.data, data_root, config.fold, config.val_size, config.test_size)
     x, y = data.val.images[:images], data.val.labels[:images]
 
-    def measured(log_probs):
+    def measured(log_probs: torch.Tensor):
         return {**classification_metrics(log_probs, y), "overconfidence": reliability_bins(log_probs, y).overconfidence()}
 
     torch.manual_seed(0)
@@ -281,7 +281,8 @@ def grid_rows(evaluations: dict, model: str, samples: tuple[int, ...]) -> tuple[
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS))
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Default: $PYRO_PSTN_DATA or ./data.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
-def main(size, sizes, samples, images, run_root, results_dir, data_root, progress) -> None:
+def main(size: str, sizes: list[int], samples: list[int], images: int, run_root: str, results_dir: str, data_root: str | None,
+         progress: bool | None) -> None:
     """Measure where the P-STNs' miscalibration comes from: training, or averaging over q(θ|x)."""
 
     from inference.plots import calibration_curves, line_plot

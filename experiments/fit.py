@@ -38,7 +38,7 @@ class DataName(click.ParamType):
 
     name = "data"
 
-    def convert(self, value, param, ctx) -> str:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if is_dataset_name(value):
             return value
         self.fail(unknown_dataset(value), param, ctx)
@@ -164,7 +164,7 @@ def _new_configs(opts: dict) -> list[FitConfig]:
     ]
 
 
-def _main(group, opts, given: set[str]) -> list[dict]:
+def _main(group: str | None, opts: dict, given: set[str]) -> list[dict]:
     """Fit (or resume) what the options say; the metrics of each run this process evaluated."""
     resume = bool(opts["resume_dir"])
     if resume:
@@ -214,7 +214,7 @@ def _main(group, opts, given: set[str]) -> list[dict]:
     return [metrics]
 
 
-def _fit_stack(configs: list[FitConfig], run_dirs, stack_dir: Path, opts: dict, resume: bool = False) -> list[dict]:
+def _fit_stack(configs: list[FitConfig], run_dirs: list[Path], stack_dir: Path, opts: dict, resume: bool = False) -> list[dict]:
     try:
         results = run_fit_stack(configs, run_dirs, stack_dir, resume=resume, download=opts["download"],
                                 progress=opts["progress"])

@@ -112,7 +112,7 @@ def main(fold: int, seeds: list[int], models: list[str], out_dir: str, bench_ste
         for model in models:
             runs = [(w, m) for name, w, m in rows if name == model]
 
-            def stat(key):
+            def stat(key: str):
                 values = [m["test"][key] for _, m in runs]
                 return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 

@@ -91,7 +91,7 @@ def main() -> None:
 @click.option("--classifier-from", default=None, help="Run directory whose classifier is loaded and frozen.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @common_options
-def fit(results_dir, run_root, progress, fixed_alpha, entropy_target, **options) -> None:
+def fit(results_dir: str, run_root: str, progress: bool | None, fixed_alpha: bool, entropy_target: float, **options) -> None:
     """Fit one flow_pstn; print its test metrics and learned rotation range per class."""
     config = FlowConfig(entropy_target=None if fixed_alpha else entropy_target, **options)
     record, = study_records([config], Path(results_dir), Path(run_root), progress, 1, False)
@@ -115,7 +115,7 @@ _STUDY = [
 study_options = with_options([*_STUDY, *_COMMON])
 
 
-def study_records(configs: list[FlowConfig], results: Path, run_root: Path, progress, workers: int,
+def study_records(configs: list[FlowConfig], results: Path, run_root: Path, progress: bool | None, workers: int,
                   aggregate_only: bool) -> list[dict]:
     """The record of each config, fitting the missing ones (none with ``aggregate_only``)."""
     jobs = [(result_path(results, c), c, partial(run_flow, c, run_root, progress if workers == 1 else False))
@@ -169,8 +169,8 @@ def _mode_shares(poses: torch.Tensor, num_modes: int, half_width: float) -> torc
     return (distance <= half_width).double().mean(0)
 
 
-def _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha,
-                        mnist_alpha=None) -> dict[str, FlowConfig]:
+def _invariance_configs(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None,
+                        alpha: float, mnist_alpha: float | None = None) -> dict[str, FlowConfig]:
     common = dict(layout="lie_rotation", entropy_target=None, epochs=epochs, classifier_width=classifier_width,
                   device=device, data_root=data_root)
     return {"mario_iggy90": FlowConfig(data="mario_iggy90", train_size=train_size, alpha=alpha, **common),
@@ -183,8 +183,9 @@ def _invariance_configs(epochs, classifier_width, train_size, device, data_root,
 @click.option("--mnist-alpha", type=FloatRange(min=0), default=0.3, show_default=True,
               help="Fixed α of the MNIST 0/1/5/6/9 run (the authors' λ for that script, anchors §2.8).")
 @study_options
-def invariance(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-               mnist_alpha, workers, aggregate_only) -> None:
+def invariance(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+               run_root: str, progress: bool | None, alpha: float, mnist_alpha: float, workers: int,
+               aggregate_only: bool) -> None:
     """004 Figs. 4 and 8: learned rotation range per class on Mario-Iggy ±90° and MNIST 0/1/5/6/9."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha, mnist_alpha)
@@ -265,8 +266,9 @@ def _measure_invariance(configs: dict[str, FlowConfig], run_root: Path, out: Pat
 @click.option("--flow-layers", type=click.IntRange(min=0), default=8, show_default=True)
 @click.option("--invariance-alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α of the invariance run whose classifier is frozen.")
 @study_options
-def discover(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-             components, flow_layers, invariance_alpha, workers, aggregate_only) -> None:
+def discover(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+             run_root: str, progress: bool | None, alpha: float, components: int, flow_layers: int, invariance_alpha: float,
+             workers: int, aggregate_only: bool) -> None:
     """004 Fig. 7: rotations discovered in eq. 13's decoupled affine form, with a frozen classifier."""
     results, run_root = Path(results_dir), Path(run_root)
     base = _invariance_configs(epochs, classifier_width, train_size, device, data_root, invariance_alpha)["mario_iggy90"]
@@ -318,8 +320,9 @@ def _measure_discovery(config: FlowConfig, run_root: Path, out: Path) -> dict:
 @click.option("--classifier-alpha", type=FloatRange(min=0), default=0.1, show_default=True,
               help="Fixed α of the Gaussian-base run whose classifier is then frozen.")
 @study_options
-def modes(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha, components,
-          flow_layers, classifier_alpha, workers, aggregate_only) -> None:
+def modes(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+          run_root: str, progress: bool | None, alpha: float, components: int, flow_layers: int, classifier_alpha: float,
+          workers: int, aggregate_only: bool) -> None:
     """004 Fig. 4 (right): a multi-modal g(T | x) on the 3-mode Mario-Iggy set, mixture base vs Gaussian base."""
     results, run_root = Path(results_dir), Path(run_root)
     common = dict(data="mario_iggy_3modes", layout="lie_rotation", entropy_target=None, epochs=epochs,
@@ -388,8 +391,8 @@ def _measure_modes(configs: dict[str, FlowConfig], run_root: Path, out: Path) ->
               help="Nats of g over the rotation coefficient; 0 = the entropy of a uniform over ±90°.")
 @click.option("--alpha", type=FloatRange(min=0), default=0.1, show_default=True, help="α at the start, and of the fixed-α run.")
 @study_options
-def pid(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, entropy_target, alpha,
-        workers, aggregate_only) -> None:
+def pid(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+        run_root: str, progress: bool | None, entropy_target: float, alpha: float, workers: int, aggregate_only: bool) -> None:
     """A.3.3: α set every step by the PI controller to hold the entropy of g, beside a fixed α."""
     results, run_root = Path(results_dir), Path(run_root)
     fixed = _invariance_configs(epochs, classifier_width, train_size, device, data_root, alpha)["mario_iggy90"]
@@ -447,8 +450,9 @@ def _measure_pid(configs: dict[str, FlowConfig], run_root: Path, out: Path, entr
 @click.option("--step", type=FloatRange(min=0, min_open=True), default=0.1, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True)
 @study_options
-def align(epochs, classifier_width, train_size, device, data_root, results_dir, run_root, progress, alpha,
-          iterations, step, samples, workers, aggregate_only) -> None:
+def align(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+          run_root: str, progress: bool | None, alpha: float, iterations: int, step: float, samples: int, workers: int,
+          aggregate_only: bool) -> None:
     """Accuracy vs an extra test-time rotation, with and without mean-shift alignment (A.3.9)."""
     results, run_root = Path(results_dir), Path(run_root)
     config = FlowConfig(data="mario_iggy45", layout="lie_rotation", entropy_target=None, alpha=alpha,

@@ -46,7 +46,7 @@ from inference.localizer_runs import (
 )
 from inference.runs import write_json, write_result
 from inference.stats import median_mad
-from inference.sweep import cached_record, each_record, shard_done
+from inference.sweep import Shard, cached_record, each_record, shard_done
 from inference.tables import Column, markdown
 from pyro_pstn.data.localization import LOCALIZATION_SETS
 
@@ -57,7 +57,7 @@ RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "localize"
 
 
-def _time_note(records) -> str:
+def _time_note(records: list[dict]) -> str:
     """Training time (from each run's history, so a run resumed from a checkpoint counts all its
     epochs; test evaluation not included) and the machines."""
     hours = sum(r["train_seconds"] for r in records) / 3600
@@ -86,7 +86,8 @@ def main() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @with_options(_COMMON)
-def pretrain_command(data, epochs, train_size, device, data_root, results_dir, run_root, progress) -> None:
+def pretrain_command(data: str, epochs: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
+                     run_root: str, progress: bool | None) -> None:
     """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
     config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
     record = cached_record(result_path(Path(results_dir), config.name), config,
@@ -107,8 +108,9 @@ def pretrain_command(data, epochs, train_size, device, data_root, results_dir, r
 @click.option("--val-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Validation images watched during training.")
 @with_options(_COMMON)
-def fit_command(model, data, epochs, classifier, seed, train_size, test_size, val_size, device, data_root, results_dir,
-                run_root, progress) -> None:
+def fit_command(model: str, data: str, epochs: int, classifier: str | None, seed: int, train_size: int | None,
+                test_size: int | None, val_size: int, device: str, data_root: str | None, results_dir: str, run_root: str,
+                progress: bool | None) -> None:
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
     config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
                             train_size=train_size, test_size=test_size, val_size=val_size, device=device,
@@ -151,7 +153,8 @@ def _study_command(data_name: str):
     @click.option("--aggregate-only", is_flag=True,
                   help="Only rebuild the table from the result files (figures: from the run directories that are there).")
     @with_options(_COMMON)
-    def command(models, epochs, seeds, classifier, aggregate_only, device, data_root, results_dir, run_root, progress):
+    def command(models: list[str], epochs: int, seeds: list[int], classifier: str | None, aggregate_only: bool, device: str,
+                data_root: str | None, results_dir: str, run_root: str, progress: bool | None):
         results, run_root = Path(results_dir), Path(run_root)
         pre_name = classifier or PretrainConfig(data=study["base"]).name
         pre_record = result_path(results, pre_name)
@@ -185,8 +188,8 @@ rotated = _study_command("rotated_mnist")
 placement = _study_command("placed_fashion_mnist")
 
 
-def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, pre_record: Path, configs,
-                records, data_root=None) -> str:
+def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, pre_record: Path, configs: list[LocalizeConfig],
+                records: list[dict], data_root: str | None = None) -> str:
     """The table beside the paper, θ_true against μ(x), the spread split and (placement) the crops."""
     from inference.plots import image_grid, overlaid_histograms, scatter_panels
 
@@ -227,7 +230,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
             share = statistics.mean(x["accuracy"] for x in t) / pretrained["test"]["accuracy"]
             recovered.append(f"{model} {share:.3f} (paper {paper[0] / PAPER_001_PRETRAINED[study['base']]:.3f})")
 
-        def fmt(key):
+        def fmt(key: str):
             values = [x[key] for x in t]
             return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
@@ -294,8 +297,9 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and figures from the result files.")
 @shard_option()
 @with_options(_COMMON)
-def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, aggregate_only, shard, device, data_root,
-                 results_dir, run_root, progress) -> None:
+def failure_mode(depths: list[int], seeds: list[int], models: list[str], epochs: int, train_size: int | None,
+                 test_size: int | None, workers: int, aggregate_only: bool, shard: Shard, device: str, data_root: str | None,
+                 results_dir: str, run_root: str, progress: bool | None) -> None:
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,
@@ -309,7 +313,7 @@ def failure_mode(depths, seeds, models, epochs, train_size, test_size, workers, 
     click.echo(write_failure(results, configs, done))
 
 
-def _failure_findings(summary) -> list[str]:
+def _failure_findings(summary: dict) -> list[str]:
     """Each localizing model's medians against the classifier alone on rotated MNIST (``nn``), depth by
     depth: how far its accuracy is above, and how much its mean rotation varies."""
     nn = summary["accuracy"].get("nn", {})
@@ -324,7 +328,7 @@ def _failure_findings(summary) -> list[str]:
     return lines
 
 
-def write_failure(results: Path, configs, records) -> str:
+def write_failure(results: Path, configs: list[FailureConfig], records: list[dict]) -> str:
     from inference.plots import line_plot
 
     epochs = sorted({c.epochs for c in configs})
@@ -357,8 +361,8 @@ def write_failure(results: Path, configs, records) -> str:
                 summary["variance"].setdefault(model, {})[depth] = median_mad(variances)
             rows.append(((model, depth), runs))
 
-    def median(key):
-        def cell(row, runs):
+    def median(key: str):
+        def cell(row: tuple[str, int], runs: list[dict]):
             value = summary[key].get(row[0], {}).get(row[1])
             return f"{value[0]:.4f} ± {value[1]:.4f}" if value else "—"
         return cell

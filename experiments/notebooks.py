@@ -66,7 +66,7 @@ def execute_notebook(name: str, run_dir: str | Path, timeout: int = 600) -> Note
     return nb
 
 
-def _fit_posterior_run(run_root: Path, data_root) -> Path:
+def _fit_posterior_run(run_root: Path, data_root: str | None) -> Path:
     run_dir = run_root / "gamma_pstn-mnist30-fold0"
     if not (run_dir / METRICS_FILE).exists():
         config = authors_config("gamma_pstn", "mnist30", data_root=data_root)
@@ -76,14 +76,14 @@ def _fit_posterior_run(run_root: Path, data_root) -> Path:
     return run_dir
 
 
-def _fit_pose_vae_run(run_root: Path, data_root) -> Path:
+def _fit_pose_vae_run(run_root: Path, data_root: str | None) -> Path:
     config = PoseVAEConfig(model="tvae", transform="affine", pose_prior="diagonal", z_dim=8, epochs=5, data_root=data_root)
     if not (run_root / config.name / "samples.png").exists():
         run_pose_vae(config, run_root, progress=None)
     return run_root / config.name
 
 
-def _fit_flow_run(run_root: Path, data_root) -> Path:
+def _fit_flow_run(run_root: Path, data_root: str | None) -> Path:
     config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=15,
                         train_size=4000, no_aug_until=2, entropy_target=0.0, data_root=data_root)
     if not (run_root / config.name / CONTROL_LOG).exists():
@@ -91,7 +91,7 @@ def _fit_flow_run(run_root: Path, data_root) -> Path:
     return run_root / config.name
 
 
-def _fit_localize_run(run_root: Path, data_root) -> Path:
+def _fit_localize_run(run_root: Path, data_root: str | None) -> Path:
     """The rotated-MNIST Gamma P-STN of ``localize rotated --epochs 10`` (fitted here if missing): a
     posterior over the angle, so the notebook shows draws and spreads, not only a mean."""
     localize_root = Path("runs") / "localize"
@@ -112,7 +112,7 @@ RUNS = {"01_inspect_posteriors": _fit_posterior_run, "02_pose_vae": _fit_pose_va
 @click.option("--run-root", callback=writable_dir, type=click.Path(file_okay=False), default=str(RUN_ROOT), show_default=True,
               help="Where the notebooks' runs go (relative to the repository).")
 @click.option("--data-root", default=None, help="Default: $PYRO_PSTN_DATA.")
-def main(only, run_root, data_root) -> None:
+def main(only: str, run_root: str, data_root: str | None) -> None:
     """Fit each notebook's run if missing, execute the notebook and save it with its outputs."""
     import nbformat
 

@@ -39,7 +39,7 @@ from inference.pose_vae_runs import (
     run_pose_vae,
 )
 from inference.runs import write_result
-from inference.sweep import each_record, shard_done
+from inference.sweep import Shard, each_record, shard_done
 from pyro_pstn.data import load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS
 from pyro_pstn.models.pose_vae import ARCHITECTURES, mse_noise_scale
@@ -66,7 +66,8 @@ def result_path(results: Path, config: PoseVAEConfig) -> Path:
     return results / "pose_vae" / "runs" / f"{config.name}.json"
 
 
-def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress, workers: int = 1) -> list[dict]:
+def run_missing(configs: list[PoseVAEConfig], results: Path, run_root: Path, progress: bool | None,
+                workers: int = 1) -> list[dict]:
     """Fit every config without a result JSON (in ``workers`` processes) and return all records."""
     jobs = [(result_path(results, c), c, partial(run_pose_vae, c, run_root, progress if workers == 1 else False))
             for c in configs]
@@ -113,7 +114,7 @@ def main() -> None:
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N training images.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: first N test images.")
 @common_options
-def fit(results_dir, run_root, progress, **options) -> None:
+def fit(results_dir: str, run_root: str, progress: bool | None, **options) -> None:
     """Fit one pose VAE and print its test ELBO terms and linear-probe accuracy."""
     config = PoseVAEConfig(**options)
     record = run_pose_vae(config, Path(run_root), progress)
@@ -138,7 +139,7 @@ STUDY002_PRIORS = [
 ]
 
 
-def study002_configs(epochs: int, device: str, data_root) -> tuple[dict, list[PoseVAEConfig]]:
+def study002_configs(epochs: int, device: str, data_root: str | None) -> tuple[dict, list[PoseVAEConfig]]:
     common = dict(epochs=epochs, device=device, data_root=data_root)
     size_runs = {(label, z): PoseVAEConfig(model=m, transform=t, z_dim=z, **common)
                  for label, (m, t) in STUDY002_MODELS.items() for z in STUDY002_Z}
@@ -147,7 +148,7 @@ def study002_configs(epochs: int, device: str, data_root) -> tuple[dict, list[Po
     return size_runs, prior_runs
 
 
-def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
+def pca_probe(data_root: str | None, dims: tuple[int, ...] = (8, 20)) -> dict[int, float]:
     """002 Table 1's PCA rows: a linear probe on the top principal components of the pixels."""
     data = load_dataset("mnist", data_root, val_size=None, normalize=False)
     x_train, x_test = data.train.images.flatten(1), data.test.images.flatten(1)
@@ -166,7 +167,8 @@ def pca_probe(data_root, dims=(8, 20)) -> dict[int, float]:
 @shard_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study002(epochs, device, data_root, results_dir, run_root, progress, only, aggregate_only, shard, workers) -> None:
+def study002(epochs: int, device: str, data_root: str | None, results_dir: str, run_root: str, progress: bool | None, only: str,
+             aggregate_only: bool, shard: Shard, workers: int) -> None:
     """002 Fig. 5 (reconstruction vs latent size), Table 1 (linear probe on z), sample grids."""
     results, run_root = Path(results_dir), Path(run_root)
     size_runs, prior_runs = study002_configs(epochs, device, data_root)
@@ -187,7 +189,7 @@ def _load(results: Path, config: PoseVAEConfig) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: list, data_root) -> None:
+def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: list, data_root: str | None) -> None:
     out = results / "pose_vae"
     out.mkdir(parents=True, exist_ok=True)
     records = {key: _load(results, c) for key, c in size_runs.items()}
@@ -271,7 +273,7 @@ def _row003(key: tuple) -> str:
 ROWS_003 = tuple(_row003(key) for key in PAPER_003_TABLE1)
 
 
-def study003_configs(protocol: str, epochs: int, device: str, data_root) -> dict[tuple, PoseVAEConfig]:
+def study003_configs(protocol: str, epochs: int, device: str, data_root: str | None) -> dict[tuple, PoseVAEConfig]:
     """003 Table 1's eight runs under ``protocol``: ``ours`` (002's dense nets, Bernoulli ELBO, Adam,
     batch 100) or ``paper`` (:data:`PAPER_003_PROTOCOL`)."""
     extra = PAPER_003_PROTOCOL if protocol == "paper" else {}
@@ -305,8 +307,8 @@ PROTOCOL_003 = {
 @shard_option()
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
 @common_options
-def study003(protocol, rows, epochs, device, data_root, results_dir, run_root, progress, aggregate_only, shard,
-             workers) -> None:
+def study003(protocol: str, rows: list[str], epochs: int, device: str, data_root: str | None, results_dir: str, run_root: str,
+             progress: bool | None, aggregate_only: bool, shard: Shard, workers: int) -> None:
     """003 Table 1: VAE / categorical VAE on Fashion-MNIST, base or augmented training, ± STN."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = {key: c for key, c in study003_configs(protocol, epochs, device, data_root).items()

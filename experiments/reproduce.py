@@ -15,13 +15,14 @@ import math
 import os
 import statistics
 from pathlib import Path
+from typing import Iterable
 
 import click
 
 from inference.metrics import pool_bins
 from inference.runs import write_result
 from inference.stats import differences, mean_std
-from inference.sweep import sweep
+from inference.sweep import Shard, sweep
 from inference.tables import Column, markdown, summarize
 from pyro_pstn.data import SUBSET_SIZES
 from pyro_pstn.models import MODEL_NAMES
@@ -124,7 +125,7 @@ def _subset_label(model: str, runs: list[dict]) -> str:
 
 def _subset_columns(size: int) -> list[Column]:
     """The columns of an MNIST-subset table: ours over the folds, then the papers' published values."""
-    def metric(key):
+    def metric(key: str):
         return lambda model, runs: mean_std([r["test"][key] for r in runs])
 
     return [
@@ -138,7 +139,7 @@ def _subset_columns(size: int) -> list[Column]:
     ]
 
 
-def aggregate(results: Path, sizes=(), models=()) -> str:
+def aggregate(results: Path, sizes: Iterable[int] = (), models: Iterable[str] = ()) -> str:
     """Mean ± std over folds of every finished run, beside the papers' values; writes .md and .json.
 
     The table has every size of the papers' tables and of ``sizes`` or the runs, and for each the
@@ -238,8 +239,9 @@ def main() -> None:
 @click.option("--layout", type=click.Choice(ROW_LAYOUTS), default=None,
               help="Another transformation family than the authors' similarity (rows <model>-<layout>; cpab: 000 "
                    "Table 1's diffeo rows).")
-def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, run_root, aggregate_only, results_dir,
-                  epochs, test_size, selected, layout) -> None:
+def mnist_subsets(sizes: list[int], folds: list[int], models: list[str], device: str, workers: int, threads: int | None,
+                  stack: int, shard: Shard, run_root: str, aggregate_only: bool, results_dir: str, epochs: int | None,
+                  test_size: int | None, selected: bool, layout: str | None) -> None:
     """Every (size, fold, model) of the MNIST-subset tables (000 Table 1, 001 Table 2)."""
     results = Path(results_dir)
     train = {"device": device, **({"epochs": epochs} if epochs else {})}
@@ -269,7 +271,7 @@ def mnist_subsets(sizes, folds, models, device, workers, threads, stack, shard, 
 @click.option("--stacked-dir", type=click.Path(file_okay=False), default=str(RESULTS / "stacked"), show_default=True,
               help="Results of `mnist_subsets --stack R --results-dir DIR` for the same sizes.")
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-def stacked_vs_single(sizes, stacked_dir, results_dir) -> None:
+def stacked_vs_single(sizes: list[int], stacked_dir: str, results_dir: str) -> None:
     """Stacked runs beside the single runs of the same configs: do they agree within the fold spread?"""
     results, stacked_results = Path(results_dir), Path(stacked_dir)
     tables = {}
@@ -332,7 +334,8 @@ def grid_values_run(results: Path, param: str, model: str, size: int) -> set[flo
             for p in (results / "grid" / "runs").glob(f"{prefix}*-fold*.json")}
 
 
-def aggregate_grid(results: Path, param: str, model: str, size: int, values, folds=range(5)) -> str:
+def aggregate_grid(results: Path, param: str, model: str, size: int, values: Iterable[float],
+                   folds: Iterable[int] = range(5)) -> str:
     """Validation metrics per grid value (mean ± std over folds); marks the accuracy- and ECE-optimal
     among the values whose requested folds have all finished (an unfinished grid selects nothing)."""
     rows, records = [], []
@@ -391,7 +394,9 @@ def aggregate_grid(results: Path, param: str, model: str, size: int, values, fol
 @click.option("--folds", type=FOLDS, default="0,1,2,3,4")
 @sweep_options("runs/grid", "the folds × values of the grid")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
-def grid(param, size, model, values, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, aggregate_only) -> None:
+def grid(param: str, size: str, model: str | None, values: list[float] | None, folds: list[int], device: str, workers: int,
+         threads: int | None, stack: int, shard: Shard, run_root: str, results_dir: str, epochs: int | None,
+         aggregate_only: bool) -> None:
     """Select w (Gamma P-STN, paper 001) or σ_p (Gaussian P-STN, paper 000) on the validation split."""
     size, model = int(size), model or GRID_MODEL[param]
     grid_values = values or list(GRIDS[param])
@@ -441,8 +446,9 @@ def ablation_path(results: Path, factor: str, size: int, fold: int) -> Path:
 @sweep_options("runs/ablation", "the folds of one factor and size")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only (marked in the table).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only: a test subset (marked).")
-def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_root, results_dir, epochs, test_size,
-             aggregate_only) -> None:
+def ablation(sizes: list[int], factors: list[str], folds: list[int], device: str, workers: int, threads: int | None, stack: int,
+             shard: Shard, run_root: str, results_dir: str, epochs: int | None, test_size: int | None,
+             aggregate_only: bool) -> None:
     """Gamma P-STN (paper 001 Table 2): our defaults moved one at a time towards the authors' code."""
     results = Path(results_dir)
     jobs = []
@@ -459,7 +465,7 @@ def ablation(sizes, factors, folds, device, workers, threads, stack, shard, run_
 
 
 
-def aggregate_ablation(results: Path, sizes) -> str:
+def aggregate_ablation(results: Path, sizes: Iterable[int]) -> str:
     """The ablation table: each factor's metrics and its per-fold (paired) difference from ``ours``."""
     records = {p.stem: json.loads(p.read_text()) for p in sorted((results / "ablation" / "runs").glob("*.json"))}
     lines = [
@@ -488,7 +494,8 @@ def aggregate_ablation(results: Path, sizes) -> str:
         paper = PAPER_001_TABLE_2["gamma_pstn"].get(size)
         base = {f: records.get(f"ours-gamma_pstn-mnist{size}-fold{f}") for f in range(5)}
 
-        def deltas(factor, runs, key, base=base):  # per fold, against ``ours`` on the same fold
+        # per fold, against ``ours`` on the same fold
+        def deltas(factor: str, runs: dict[int, dict], key: str, base: dict[int, dict | None] = base) -> list[float]:
             return [runs[f]["test"][key] - base[f]["test"][key] for f in runs if base[f]] if factor != "ours" else []
 
         rows = [(factor, {f: r for f in range(5) if (r := records.get(f"{factor}-gamma_pstn-mnist{size}-fold{f}"))})
@@ -530,7 +537,7 @@ def aggregate_ablation(results: Path, sizes) -> str:
             lines.append(f"- MNIST{size}: `ours` − paper 001 = {gap:+.4f}; the standard error of that difference of two "
                          f"5-fold means is {se:.4f} (√(s²_ours/{n} + s²_paper/5)), so the gap is {abs(gap) / se:.1f} "
                          "standard errors.")
-    def clear(factor, size, key="accuracy"):  # the paired mean difference, if beyond 2 standard errors
+    def clear(factor: str, size: int, key: str = "accuracy"):  # the paired mean difference, if beyond 2 standard errors
         d = table.get(f"{factor}-mnist{size}", {}).get(f"delta_{key}")
         n = len(table.get(f"{factor}-mnist{size}", {}).get("folds", []))
         return d["mean"] if d and d["std"] and abs(d["mean"]) > 2 * d["std"] / math.sqrt(n) else None
@@ -577,7 +584,8 @@ def calibration_path(results: Path, size: int, label: str, fold: int) -> Path:
 @click.option("--results-dir", callback=writable_dir, type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and plots from the finished runs.")
-def calibration(size, folds, prior_scales, device, workers, shard, run_root, results_dir, epochs, aggregate_only) -> None:
+def calibration(size: str, folds: list[int], prior_scales: list[float], device: str, workers: int, shard: Shard, run_root: str,
+                results_dir: str, epochs: int | None, aggregate_only: bool) -> None:
     """Calibration study (001 Fig. 11 / §5.3, 000 Fig. 6): CNN, STN and the Gamma P-STN at its
     accuracy- and ECE-optimal w (from ``grid --param kl_weight``), and the Gaussian P-STN for several σ_p."""
     size, results = int(size), Path(results_dir)

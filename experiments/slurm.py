@@ -50,7 +50,8 @@ def _check(command: tuple[str, ...]) -> list[str]:
 @click.option("--log-dir", type=click.Path(file_okay=False), default="runs/slurm")
 @click.option("--wait/--no-wait", default=None, help="Wait for the jobs (default: only for local and debug).")
 @click.argument("command", nargs=-1, required=True)
-def main(shards, cluster, partition, gpus, cpus, timeout_min, parallel, log_dir, wait, command) -> None:
+def main(shards: int, cluster: str, partition: str | None, gpus: int, cpus: int, timeout_min: int, parallel: int | None,
+         log_dir: str, wait: bool | None, command: str) -> None:
     """Run the sweep COMMAND (after --) as a job array of SHARDS tasks, then write its table."""
     argv = _check(command)
     try:

@@ -11,6 +11,7 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterable
 
 import click
 from tqdm.auto import tqdm
@@ -21,7 +22,7 @@ from inference.kinds import evaluate_precise_bn
 from inference.runs import write_json, write_result
 from inference.spec import FitConfig, config_from_dict
 from inference.stats import best_on_validation, differences, mean_std, paired
-from inference.sweep import sweep
+from inference.sweep import Shard, sweep
 from inference.tables import Column, markdown
 
 from .cli import CommaList, FloatRange, SafeCommand, device_option, shard_option, writable_dir
@@ -80,7 +81,7 @@ def _ucr_selected(results: Path, model: str, name: str) -> float | None:
 
 
 
-def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
+def _ucr_grid_lines(results: Path, models: Iterable[str], name: str) -> list[str]:
     """What the validation selection saw on ``name``: each grid value's validation accuracy and NLL
     (repetition 0's split), so a table reader can tell a clear choice from a tie, and the posterior
     std of θ it trained to, so a reader can tell whether the grid value changed the posterior at all."""
@@ -126,8 +127,9 @@ def _ucr_grid_lines(results: Path, models, name: str) -> list[str]:
               help="Train nothing: evaluate again, with precise BN (batch-norm statistics recomputed over the training "
                    "split), the finished runs that used training's running averages and whose checkpoints are under "
                    "--run-root; store the result beside theirs and rebuild the table.")
-def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, threads, shard, run_root, results_dir,
-        aggregate_only, kl_weight, prior_scale, recompute_bn) -> None:
+def ucr(datasets: list[str], models: list[str], repetitions: int, epochs: int | None, train_samples: int | None, device: str,
+        workers: int, threads: int | None, shard: Shard, run_root: str, results_dir: str, aggregate_only: bool,
+        kl_weight: float | None, prior_scale: float | None, recompute_bn: bool) -> None:
     """000 / 001 Table 3: CNN, STN, Gaussian and Gamma P-STN with cpab1d time warps on UCR data sets.
 
     First σ_p / w are selected per data set on the validation split of repetition 0 (grids
@@ -163,7 +165,7 @@ def ucr(datasets, models, repetitions, epochs, train_samples, device, workers, t
 UCR_LABELS = {"cnn": "CNN", "stn": "STN", "pstn": "Gaussian P-STN", "gamma_pstn": "Gamma P-STN"}
 
 
-def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
+def paired_lines(results: Path, name: str, models: Iterable[str] = UCR_MODELS) -> list[str]:
     """Every model against every other on UCR set ``name``, paired by repetition (each repetition gives
     every model the same split and seed): accuracy, NLL and ECE differences with their standard errors;
     and for the models with a posterior location, the S-draw prediction against the one at μ(x)."""
@@ -198,7 +200,7 @@ def paired_lines(results: Path, name: str, models=UCR_MODELS) -> list[str]:
 @click.command("paired", cls=SafeCommand)
 @click.option("--datasets", type=CommaList(str), default="PhalangesOutlinesCorrect", show_default=True)
 @click.option("--results-dir", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
-def paired_command(datasets, results_dir) -> None:
+def paired_command(datasets: list[str], results_dir: str) -> None:
     """Print every model against every other on UCR sets, paired by repetition (from the result files)."""
     for name in datasets:
         if not list((Path(results_dir) / "ucr" / "runs").glob(f"*-{name}-rep*.json")):
@@ -207,7 +209,7 @@ def paired_command(datasets, results_dir) -> None:
         click.echo("\n".join(paired_lines(Path(results_dir), name)) + "\n")
 
 
-def _ucr_records(results: Path, datasets, models) -> list[Path]:
+def _ucr_records(results: Path, datasets: Iterable[str], models: Iterable[str]) -> list[Path]:
     """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
     return sorted(p for kind in ("select", "runs", "fixed") for p in (results / "ucr" / kind).glob("*.json")
                   if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
@@ -220,7 +222,7 @@ def _fitted_config(config: dict) -> dict:
     return asdict(config_from_dict(FitConfig, config))
 
 
-def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
+def recompute_bn_ucr(results: Path, datasets: Iterable[str], models: Iterable[str], run_root: str) -> None:
     """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
     is evaluated again with precise BN (:func:`inference.kinds.evaluate_precise_bn`) from its
     checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
@@ -253,7 +255,7 @@ def recompute_bn_ucr(results: Path, datasets, models, run_root: str) -> None:
                    f"{metrics[name]['accuracy']:.4f} with precise BN")
 
 
-def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) -> list[str]:
+def _ucr_precise_bn_lines(results: Path, models: Iterable[str], name: str, repetitions: int) -> list[str]:
     """The runs of ``name`` evaluated again with precise BN (``--recompute-bn``): per model, the test
     metrics with precise BN beside the accuracy with training's running averages, over the same
     repetitions, and their paired difference; and what the validation selection picks with precise BN."""
@@ -290,8 +292,8 @@ def _ucr_precise_bn_lines(results: Path, models, name: str, repetitions: int) ->
     return lines + ([""] + picks if picks else [])
 
 
-def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, run_root: str, refit_stale: bool,
-              fixed: dict[str, float] | None = None):
+def _ucr_jobs(results: Path, datasets: Iterable[str], models: Iterable[str], repetitions: int, train: dict, run_root: str,
+              refit_stale: bool, fixed: dict[str, float] | None = None):
     """(selection jobs, final jobs, models still waiting for their selection) of ``reproduce ucr``;
     ``refit_stale``: remove the result of a repetition fitted at another value than the selected one;
     ``fixed`` ({param: value}, ``--kl-weight`` / ``--prior-scale``): the models with that parameter
@@ -301,7 +303,7 @@ def _ucr_jobs(results: Path, datasets, models, repetitions: int, train: dict, ru
     for name in datasets:
         data = f"ucr/{name}"
 
-        def repetitions_of(model, kind, tag, job_train, options):
+        def repetitions_of(model: str, kind: str, tag: str, job_train: dict, options: dict):
             return [study_run(model, data, k, ucr_path(results, kind, model, name, f"{tag}rep{k}"), run_root,
                      {**job_train, "seed": 42 + k}, options) for k in range(repetitions)]
 
@@ -340,7 +342,7 @@ def _mixed_bn(summary: dict, name: str, model: str, baseline: str) -> str:
             if a and b and a != b else "")
 
 
-def _ucr_fixed_lines(results: Path, summary: dict, models, name: str) -> list[str]:
+def _ucr_fixed_lines(results: Path, summary: dict, models: Iterable[str], name: str) -> list[str]:
     """The repetitions fitted at a fixed σ_p / w (``--prior-scale`` / ``--kl-weight``, e.g. the
     authors' value) rather than the validation's pick: per model and value, their test metrics and
     their accuracy paired by repetition with our CNN's and with the selected row's."""
@@ -424,10 +426,10 @@ def _optional(values: list[float]) -> str:
 def _ucr_columns(name: str) -> list[Column]:
     """The columns of a UCR data set's table: ours over the repetitions (with what the augmentation does:
     how well training fits, how far θ's posterior spreads, the accuracy at μ(x)), then the papers'."""
-    def test(key):
+    def test(key: str):
         return lambda model, row: mean_std([m["test"][key] for m in row["shown"]])
 
-    def paper(which):
+    def paper(which: str):
         return lambda model, row: paper_cell({m: {0: v} for m, v in PAPER_UCR[which].get(name, {}).items()}, model, 0)
 
     return [
@@ -449,7 +451,8 @@ def _ucr_columns(name: str) -> list[Column]:
     ]
 
 
-def aggregate_ucr(results: Path, datasets, models, repetitions, epochs, train_samples) -> str:
+def aggregate_ucr(results: Path, datasets: Iterable[str], models: Iterable[str], repetitions: int, epochs: int | None,
+                  train_samples: int | None) -> str:
     """The UCR table of ``datasets`` and every data set of the papers' list (``UCR_SETS``; `not run`
     rows until they are, with the command that fills them in), whatever command rebuilt it last."""
     budget = (f" --epochs {epochs}" if epochs else "") + (f" --train-samples {train_samples}" if train_samples else "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from pyro_pstn.transforms import compose, rotation_angle, warp
 
@@ -36,7 +37,8 @@ def warp_by_matrix(x: torch.Tensor, matrices: torch.Tensor, fill: float = 0.0, a
 
 
 @torch.no_grad()
-def mean_shift_align(model, x: torch.Tensor, iterations: int = 20, step: float = 0.1, num_samples: int = 100) -> Alignment:
+def mean_shift_align(model: nn.Module, x: torch.Tensor, iterations: int = 20, step: float = 0.1,
+                     num_samples: int = 100) -> Alignment:
     """Align each image of ``x`` separately with a model that has ``transformation_distribution(x)``
     (``flow_pstn``); defaults are A.3.9's (20 iterations, γ = 0.1, 100 samples)."""
     if iterations < 0 or step <= 0 or num_samples < 1:

@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -51,7 +52,8 @@ def plain_torch_loss(model: GammaPSTN, kl_weight: float) -> Callable[[torch.Tens
     return loss
 
 
-def timed_step(loss_fn, optimizer, x, y) -> tuple[float, float]:
+def timed_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(forward seconds, whole-step seconds) of zero_grad → loss → backward → Adam step."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
@@ -64,7 +66,7 @@ def timed_step(loss_fn, optimizer, x, y) -> tuple[float, float]:
     return forward - start, end - start
 
 
-def measure(batch_sizes=(8, 256), steps: int = 200, device: str = "cpu") -> str:
+def measure(batch_sizes: Sequence[int] = (8, 256), steps: int = 200, device: str = "cpu") -> str:
     """The benchmark as a text table (also used by ``experiments.fit_mnist30``)."""
     pyro.settings.set(module_local_params=True)
     lines = [
@@ -98,7 +100,7 @@ def measure(batch_sizes=(8, 256), steps: int = 200, device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
-def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, device: str = "cpu",
+def measure_stack(members: Sequence[int] = (1, 5, 25, 40), steps: int = 50, batch: int = 8, device: str = "cpu",
                   model: str = "gamma_pstn") -> str:
     """Per-member step time of a stack of R runs (StackTrainer) against one single run (Trainer), the
     engine's own train_step on both sides, batch ``batch``; steps interleave single and stacked so
@@ -110,7 +112,7 @@ def measure_stack(members=(1, 5, 25, 40), steps: int = 50, batch: int = 8, devic
     y1 = torch.randint(0, 10, (batch,), device=single.device)
     sync = torch.cuda.synchronize if single.device.type == "cuda" else (lambda: None)
 
-    def timed(step, x, y) -> float:
+    def timed(step: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor, y: torch.Tensor) -> float:
         sync()
         start = time.perf_counter()
         step(x, y)
@@ -194,7 +196,8 @@ def measure_ucr_step(repeats: int = 5, device: str = "cpu", length: int = 131, n
     return "\n".join(lines)
 
 
-def measure_threads(threads=(1, 2), batch_sizes=(8, 256), steps: int = 100, device: str = "cpu") -> str:
+def measure_threads(threads: Sequence[int] = (1, 2), batch_sizes: Sequence[int] = (8, 256), steps: int = 100,
+                    device: str = "cpu") -> str:
     """A ``gamma_pstn`` training step on MNIST-sized images at each number of torch threads,
     interleaved in one process (medians); what :func:`inference.engine.choose_threads` is chosen by."""
     pyro.settings.set(module_local_params=True)

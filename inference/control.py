@@ -16,6 +16,10 @@ overshoot later. :class:`EntropyController` is the step hook that connects it to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Trainer
 
 
 @dataclass
@@ -83,7 +87,7 @@ class EntropyController:
     pid: PIDController | None = None
     log: list[tuple[int, float, float | None]] = field(default_factory=list)
 
-    def __call__(self, trainer) -> dict:
+    def __call__(self, trainer: Trainer) -> dict:
         entropy = None if trainer.model.last_entropy is None else float(trainer.model.last_entropy)
         alpha = trainer.loss_args["kl_weight"]
         if self.pid is not None and entropy is not None:

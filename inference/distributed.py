@@ -32,14 +32,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pyro
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
-from .engine import History, Trainer, read_checkpoint
+from .engine import History, TrainConfig, Trainer, read_checkpoint
 from .runs import save_atomic
 
 
@@ -56,7 +58,7 @@ class ProcessGroup:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def broadcast(self, value) -> object:
+    def broadcast(self, value: object) -> object:
         """Rank 0's ``value`` (any picklable object), on every rank."""
         box = [value]
         dist.broadcast_object_list(box, src=0)
@@ -116,7 +118,7 @@ class DistributedTrainer(Trainer):
     >>> trainer.fit(data.train, data.val, run_dir="runs/example")   # rank 0 writes the files
     """
 
-    def __init__(self, model, config, step_hooks=()):
+    def __init__(self, model: nn.Module, config: TrainConfig, step_hooks: Sequence[Callable] = ()):
         if not active():
             raise ValueError("DistributedTrainer needs a torch.distributed process group: start the processes with "
                              "torchrun and call join_process_group() first")
@@ -159,7 +161,8 @@ class DistributedTrainer(Trainer):
     def seed_rng(self) -> None:
         pyro.set_rng_seed(self.config.seed + self.rank)
 
-    def fit(self, train, val=None, run_dir=None, progress=None, on_epoch_end=None) -> History:
+    def fit(self, train: Dataset, val: Dataset | None = None, run_dir: str | os.PathLike | None = None,
+            progress: bool | None = None, on_epoch_end: Callable[..., object] | None = None) -> History:
         """As :meth:`Trainer.fit` on every process: rank 0 validates, shows progress and writes
         ``run_dir`` (every rank passes it: a checkpoint gathers every rank's random state)."""
         main = self.rank == 0
@@ -181,19 +184,19 @@ class DistributedTrainer(Trainer):
         super().load_state_dict(state)
         self.set_rng_state(state["rng_ranks"][self.rank])
 
-    def save_checkpoint(self, path) -> None:
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
         state = self.state_dict()
         if self.rank == 0:
             save_atomic(state, path)
 
-    def has_checkpoint(self, path) -> bool:
+    def has_checkpoint(self, path: str | os.PathLike) -> bool:
         """Rank 0 looks, and tells every rank: whether to load is one decision for the whole group (the
         others may not see rank 0's file system, or not yet its last write), as loading is collective."""
         box = [Path(path).is_file() if self.rank == 0 else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def load_checkpoint(self, path) -> None:
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Rank 0 reads the checkpoint and sends it to every rank (no shared file system needed)."""
         state = None
         if self.rank == 0:

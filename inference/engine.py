@@ -17,6 +17,7 @@ from typing import Callable
 
 import pyro
 import torch
+import torch.nn as nn
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -172,13 +173,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 
-def restore(model, checkpoint: str | os.PathLike) -> torch.nn.Module:
+def restore(model: nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
     """``model`` with the fitted parameters of a run's ``checkpoint.pt``, in eval mode."""
     model.load_state_dict(read_checkpoint(checkpoint)["model"])
     return model.eval()
 
 @torch.no_grad()
-def validate(model, elbo, val: Dataset, batch_size: int = 500, **schedule) -> dict[str, float]:
+def validate(model: nn.Module, elbo: nn.Module, val: Dataset, batch_size: int = 500, **schedule) -> dict[str, float]:
     """The loss (−ELBO per example) of ``model`` on ``val`` under the loss module ``elbo`` (with the
     ``schedule`` arguments of training) and, for classifiers, the one-sample predictive's metrics;
     no gradients, the model in eval mode."""
@@ -199,7 +200,7 @@ def validate(model, elbo, val: Dataset, batch_size: int = 500, **schedule) -> di
     return {"loss": total / len(val), **metrics}
 
 
-def model_kl_weight(model, w: float) -> float:
+def model_kl_weight(model: nn.Module, w: float) -> float:
     """The weight on Pyro's summed KL for the config's w, as the model converts it (P-STN
     classifiers: the authors' per-dimension w; VAEs and flow_pstn's α: w itself)."""
     convert = getattr(model, "pyro_kl_weight", None)
@@ -219,7 +220,7 @@ def accepted_keywords(*functions) -> frozenset[str] | None:
     return accepted
 
 
-def parameter_groups(model, lr: float, localizer_lr_mult: float) -> list[dict]:
+def parameter_groups(model: nn.Module, lr: float, localizer_lr_mult: float) -> list[dict]:
     """torch parameter groups: the localizer's parameters (what the model names in
     ``localizer_parameters()``, if it does) at ``lr × localizer_lr_mult``, the rest at ``lr``."""
     named = getattr(model, "localizer_parameters", None)
@@ -254,7 +255,7 @@ class Trainer:
     #: The model's plates: ``data`` (a stack adds ``members`` outside it).
     max_plate_nesting = 1
 
-    def __init__(self, model, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
+    def __init__(self, model: nn.Module, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
         # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
         # the global param store. A process-wide Pyro setting, set here for every fit.
         pyro.settings.set(module_local_params=True)
@@ -356,7 +357,7 @@ class Trainer:
         self._check_batches = not all(full)
         return train, val
 
-    def run_epoch(self, train, val) -> EpochRecord:
+    def run_epoch(self, train: Dataset, val: Dataset) -> EpochRecord:
         """One epoch of training, and validation when it is due."""
         c = self.config
         start = time.perf_counter()

@@ -13,6 +13,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import pyro
 import torch
@@ -23,7 +24,7 @@ from pyro_pstn.models.stacked import Stacked
 
 from . import distributed
 from .distributed import DistributedTrainer
-from .engine import CHECKPOINT, Trainer
+from .engine import CHECKPOINT, History, Trainer
 from .metrics import classification_metrics, reliability_bins
 from .predictive import posterior_draws, predict, predict_at_mean
 from .runs import locked, save_atomic, write_atomic
@@ -99,7 +100,7 @@ def run_fit(
     resume: bool = False,
     download: bool = False,
     progress: bool | None = None,
-    on_epoch_end=None,
+    on_epoch_end: Callable[..., object] | None = None,
 ) -> dict:
     """Fit (or resume) and evaluate; returns the metrics written to ``metrics.json``.
 
@@ -133,8 +134,8 @@ def run_fit(
                           time.perf_counter() - wall, processes=getattr(trainer, "world_size", 1))
 
 
-def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, history, epoch: int, step: int,
-               device, run_dir: Path, wall_seconds: float, processes: int = 1) -> dict:
+def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, history: History, epoch: int, step: int,
+               device: torch.device | str, run_dir: Path, wall_seconds: float, processes: int = 1) -> dict:
     """Evaluate a fitted run, write its ``metrics.json`` (and figures) and return the metrics.
     ``processes``: how many data-parallel processes trained it (global batch = processes × batch size)."""
     metrics = evaluate(model, data, config, run_dir)
@@ -174,7 +175,7 @@ def run_fit_stack(
     resume: bool = False,
     download: bool = False,
     progress: bool | None = None,
-    on_epoch_end=None,
+    on_epoch_end: Callable[..., object] | None = None,
 ) -> list[dict]:
     """Fit R configs of one model as one stack (issue 12) and leave for each member exactly the run
     directory :func:`run_fit` leaves (config, checkpoint, metrics, figures, posterior).

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 
-from pyro_pstn.transforms import rotation_angle
+from pyro_pstn.transforms import TransformFamily, rotation_angle
 
 
 @torch.no_grad()
-def transformation_samples(model, images: torch.Tensor, num_samples: int = 200, batch_size: int = 500) -> torch.Tensor:
+def transformation_samples(model: nn.Module, images: torch.Tensor, num_samples: int = 200, batch_size: int = 500) -> torch.Tensor:
     """``[num_samples, N, D]`` draws of T from the model's g(T | x), on the model's device; CPU result."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -30,12 +31,12 @@ def transformation_samples(model, images: torch.Tensor, num_samples: int = 200, 
         model.train(was_training)
 
 
-def rotation_degrees(layout, theta: torch.Tensor) -> torch.Tensor:
+def rotation_degrees(layout: str | TransformFamily, theta: torch.Tensor) -> torch.Tensor:
     """The rotation angle (degrees) of A(θ) for θ ``[..., D]``."""
     return torch.rad2deg(rotation_angle(layout.matrix(theta)))
 
 
-def rotation_ranges(model, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 200,
+def rotation_ranges(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 200,
                     coverage: float = 0.95) -> dict:
     """Width (degrees) of the central ``coverage`` interval of each image's sampled rotation,
     and its mean / std per class. A full invariance is a width near 360° (at 95 %: 342°)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pyro
 import torch
+import torch.nn as nn
 from pyro import poutine
 
 
 @torch.no_grad()
-def elbo_terms(model, images: torch.Tensor, num_samples: int = 1, batch_size: int = 1000) -> dict[str, float]:
+def elbo_terms(model: nn.Module, images: torch.Tensor, num_samples: int = 1, batch_size: int = 1000) -> dict[str, float]:
     """Mean per image of the reconstruction term and of the ELBO (nats), KL weight 1."""
     recon = elbo = 0.0
     for start in range(0, len(images), batch_size):
@@ -36,7 +37,7 @@ def elbo_terms(model, images: torch.Tensor, num_samples: int = 1, batch_size: in
 
 
 @torch.no_grad()
-def encode(model, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """``model.encode`` over ``images`` in batches, on the model's device; returns a CPU tensor."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -78,7 +79,7 @@ def linear_probe(
 
     optimizer.step(closure)
 
-    def accuracy(codes, labels):
+    def accuracy(codes: torch.Tensor, labels: torch.Tensor):
         logits = ((codes - mean) / std).double() @ weight.detach() + bias.detach()
         return float((logits.argmax(-1) == labels).double().mean())
 
@@ -89,7 +90,7 @@ def linear_probe(
 
 
 @torch.no_grad()
-def pose_draws(model, images: torch.Tensor, num_samples: int = 200) -> torch.Tensor:
+def pose_draws(model: nn.Module, images: torch.Tensor, num_samples: int = 200) -> torch.Tensor:
     """Draws of θ from the pose posterior q(u | x) of a TVAE / DTVAE, ``[num_samples, K, D]``.
 
     The guide runs once under a vectorised ``draws`` plate; each u is mapped to the warp's θ

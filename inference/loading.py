@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pyro
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pyro_pstn.data import ImageSet
@@ -38,7 +39,7 @@ def batch_loader(data: Dataset, batch_size: int, order: torch.Tensor | None = No
     return DataLoader(data, batch_sampler=batches, generator=generator)
 
 
-def batches(data: Dataset, batch_size: int, device, order: torch.Tensor | None = None,
+def batches(data: Dataset, batch_size: int, device: torch.device | str, order: torch.Tensor | None = None,
             check: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` on ``device``; ``check`` refuses a batch with NaN or infinite inputs (made on the
     CPU batch before the copy, so it costs no device synchronisation)."""
@@ -59,7 +60,7 @@ def as_image_set(data: Dataset) -> ImageSet:
     return ImageSet(x, torch.as_tensor(y))
 
 
-def check_dataset(model, data: Dataset, what: str = "training") -> bool:
+def check_dataset(model: nn.Module, data: Dataset, what: str = "training") -> bool:
     """Refuse data that ``model`` cannot be fitted on, with a ValueError that says what to do:
     not a Dataset of ``(x, y)`` pairs, empty, float labels, labels outside 0..K−1, inputs that do
     not fit the model (checked against its spec, else by one forward pass), NaN or infinite inputs.
@@ -92,7 +93,7 @@ def check_dataset(model, data: Dataset, what: str = "training") -> bool:
     return full
 
 
-def _probe_classes(model, x: torch.Tensor) -> int | None:
+def _probe_classes(model: nn.Module, x: torch.Tensor) -> int | None:
     """The number of classes of a model without a spec, from one forward pass in eval mode with no
     gradient (the random state restored, so training draws what it would have drawn)."""
     if not getattr(model, "classifies", False):

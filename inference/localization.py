@@ -5,8 +5,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
-from pyro_pstn.transforms import get_layout
+from pyro_pstn.transforms import TransformFamily, get_layout
 
 
 def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
@@ -14,7 +15,7 @@ def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
     return torch.atan2(torch.sin(angle), torch.cos(angle))
 
 
-def transformation_errors(theta_true: torch.Tensor, mu: torch.Tensor, layout) -> torch.Tensor:
+def transformation_errors(theta_true: torch.Tensor, mu: torch.Tensor, layout: str | TransformFamily) -> torch.Tensor:
     """Per image ‖θ_true − μ(x)‖ with angle coordinates compared on the circle (001 eq. 18, "mod π":
     an angle error lies in [0, π]); ``[N, D]`` → ``[N]``."""
     layout = get_layout(layout)
@@ -57,7 +58,7 @@ def spread_by_error(errors: torch.Tensor, spread: torch.Tensor) -> SpreadByError
     return SpreadByError(float(median), float(spread[above].mean()), float(spread[~above].mean()))
 
 
-def posterior_variance(model, spread: torch.Tensor) -> torch.Tensor:
+def posterior_variance(model: nn.Module, spread: torch.Tensor) -> torch.Tensor:
     """Per coordinate, the variance parameter of q(θ|x) from the localizer's spread head: σ(x)² for the
     Gaussian P-STN; β(x)/α0 for the Gamma P-STN, the Student-t's squared scale (its variance is
     infinite at α0 = 1): what the model's ``theta_variance`` says."""

@@ -11,13 +11,15 @@ The defaults are the authors' settings (``../shared/reference/anchors.md`` §1.6
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
-from pyro_pstn.data import ImageSet, load_dataset
+from pyro_pstn.data import DataSplits, ImageSet, load_dataset
 from pyro_pstn.data.localization import LOCALIZATION_SETS, load_localization
 from pyro_pstn.models import CNN, PSTN, STN, GammaPSTN, TransformClassifier
 from pyro_pstn.nets import Frozen, MLPClassifier, large_localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
@@ -64,7 +66,7 @@ class PretrainConfig:
         return f"classifier-{self.data}-e{self.epochs}" + (f"-smoke{self.train_size}" if self.train_size else "")
 
 
-def pretrain(config: PretrainConfig, run_root: Path, progress=None) -> dict:
+def pretrain(config: PretrainConfig, run_root: Path, progress: bool | None = None) -> dict:
     """Fit the CNN on the 50,000 training images and report its test accuracy on upright images."""
     start = time.perf_counter()
     data = load_dataset(config.data, config.data_root, val_size=None, normalize=False)
@@ -169,8 +171,8 @@ def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module) 
     return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
 
 
-def fit_localizer(run_dir: Path, config: LocalizerTraining, model, samples: int, kl_weight: float, data,
-            progress) -> Trainer:
+def fit_localizer(run_dir: Path, config: LocalizerTraining, model: nn.Module, samples: int, kl_weight: float, data: DataSplits,
+            progress: bool | None) -> Trainer:
     """Fit ``model`` with ``config``'s optimiser settings (no weight decay; validation five times,
     a checkpoint every epoch) in ``run_dir``, resuming from its checkpoint if there is one."""
     trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -184,7 +186,7 @@ def fit_localizer(run_dir: Path, config: LocalizerTraining, model, samples: int,
     return trainer
 
 
-def evaluate_localization(model, data, test_samples: int) -> dict:
+def evaluate_localization(model: nn.Module, data: DataSplits, test_samples: int) -> dict:
     """Posterior predictive metrics, ε and the spread split on the test set; also returns the arrays
     the figures need (θ_true, μ, spread) under ``"arrays"``."""
     test = data.test
@@ -208,12 +210,12 @@ def evaluate_localization(model, data, test_samples: int) -> dict:
     return out
 
 
-def _posterior_theta(model, images: torch.Tensor) -> torch.Tensor:
+def _posterior_theta(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """One draw of θ ~ q(θ|x) per image (``[B, D]``)."""
     return posterior_draws(model, images, 1)["theta"][0]
 
 
-def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
+def run_localize(config: LocalizeConfig, run_root: Path, progress: bool | None = None) -> dict:
     start = time.perf_counter()
     classifier = load_classifier(run_root, BASE_OF[config.data], config.classifier)
     data = load_localization(config.data, config.data_root, val_size=config.val_size, test_size=config.test_size,
@@ -230,8 +232,8 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress=None) -> dict:
     return run_record(config, start, {"test": result}, trainer)
 
 
-def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root=None,
-                    test_size=None) -> dict:
+def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = None, data_root: str | os.PathLike | None = None,
+                    test_size: int | None = None) -> dict:
     """The frozen classifier alone on the transformed test set (001: 41.2 % on rotated MNIST)."""
     classifier = load_classifier(run_root, BASE_OF[data_name], classifier)
     data = load_localization(data_name, data_root, val_size=1, test_size=test_size, train_size=1)
@@ -271,7 +273,7 @@ class FailureConfig(LocalizerTraining):
                          *self._smoke_suffix()])
 
 
-def run_failure(config: FailureConfig, run_root: Path, progress=None) -> dict:
+def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = None) -> dict:
     """Fit one (model, depth, seed); report test accuracy and the variance of μ(x) over the test images
     (near 0: the localizer learned the identity, the failure mode)."""
     start = time.perf_counter()

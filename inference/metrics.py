@@ -38,7 +38,7 @@ class ReliabilityBins:
     def to_dict(self) -> dict[str, list]:
         """JSON-friendly lists (empty bins as None), e.g. to pool diagrams over folds later."""
 
-        def clean(t):
+        def clean(t: torch.Tensor):
             return [None if v != v else float(v) for v in t.tolist()]
 
         return {"edges": clean(self.edges), "count": [int(c) for c in self.count.tolist()],
@@ -91,7 +91,7 @@ def pool_bins(bins: list[dict]) -> ReliabilityBins:
     edges = torch.tensor(bins[0]["edges"], dtype=torch.float64)
     count = torch.tensor([b["count"] for b in bins], dtype=torch.float64)
 
-    def weighted(key):
+    def weighted(key: str):
         values = torch.tensor([[0.0 if v is None else v for v in b[key]] for b in bins], dtype=torch.float64)
         total = count.sum(0)
         return torch.where(total > 0, (values * count).sum(0) / total.clamp_min(1), torch.tensor(float("nan")))

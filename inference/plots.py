@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .metrics import ReliabilityBins
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def _figure(width: float, height: float):
@@ -39,7 +43,7 @@ def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike, title: s
     fig.savefig(path)
 
 
-def show_image(ax, image: torch.Tensor, vmin: float, vmax: float) -> None:
+def show_image(ax: Axes, image: torch.Tensor, vmin: float, vmax: float) -> None:
     """Draw one image [C, H, W] on ``ax``: grey for one channel, colour (RGB) for three, the first
     three channels of more; values mapped from [vmin, vmax] to the display range."""
     if image.shape[0] == 1:

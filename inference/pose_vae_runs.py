@@ -163,7 +163,7 @@ def aligned(aligner: Aligner, data: ImageSet, batch_size: int = 2000) -> ImageSe
     return ImageSet(images, data.labels)
 
 
-def aligner_for(config: PoseVAEConfig, sets: dict[str, ImageSet], run_root: Path, progress) -> Aligner:
+def aligner_for(config: PoseVAEConfig, sets: dict[str, ImageSet], run_root: Path, progress: bool | None) -> Aligner:
     """The data set's aligner, fitted once and shared by every run that uses it."""
     path = Path(run_root) / f"aligner-{config.data}.pt"
     if path.exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -27,7 +27,7 @@ def import_arviz() -> ModuleType:
 
 
 def to_inference_data(
-    draws: dict[str, torch.Tensor], layout: TransformFamily, images: torch.Tensor, labels: torch.Tensor, indices
+    draws: dict[str, torch.Tensor], layout: TransformFamily, images: torch.Tensor, labels: torch.Tensor, indices: Sequence[int]
 ) -> InferenceData:
     """Build InferenceData from posterior draws {site: [S, K, D]} of K test images.
 
@@ -50,7 +50,7 @@ def to_inference_data(
     )
 
 
-def save_inference_data(idata, path: str | os.PathLike) -> None:
+def save_inference_data(idata: InferenceData, path: str | os.PathLike) -> None:
     atomic(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 

@@ -22,9 +22,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
+
+if TYPE_CHECKING:
+    from .engine import Trainer
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -53,12 +56,12 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def write_json(path: str | os.PathLike, record) -> None:
+def write_json(path: str | os.PathLike, record: object) -> None:
     """``record`` as indented JSON with a final newline, atomically."""
     write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
-def save_atomic(obj, path: str | os.PathLike) -> None:
+def save_atomic(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` atomically: a reader sees the old checkpoint or the new one."""
     atomic(path, lambda tmp: torch.save(obj, tmp))
 
@@ -115,7 +118,7 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
 MACHINE_FIELDS = frozenset({"device", "threads", "data_root", "spec", "data_source"})
 
 
-def run_record(config, start: float, measured: dict, trainer=None, device: str | None = None) -> dict:
+def run_record(config: Any, start: float, measured: dict, trainer: Trainer | None = None, device: str | None = None) -> dict:
     """A study run's result record: its name and config, what was ``measured``, its training time
     (from the trainer's history, so a resumed run counts every epoch), wall time since ``start``
     (``time.perf_counter()``), the machine, and when it finished."""
@@ -131,7 +134,7 @@ def identity(config: dict) -> dict:
     return {k: identity(v) if isinstance(v, dict) else v for k, v in config.items() if k not in MACHINE_FIELDS}
 
 
-def open_run(run_dir: str | os.PathLike, config: dict, trainer=None) -> bool:
+def open_run(run_dir: str | os.PathLike, config: dict, trainer: Trainer | None = None) -> bool:
     """Make ``run_dir`` the directory of a run of ``config`` (its ``config.json``), and resume
     ``trainer`` from the checkpoint there if there is one (returns whether it did). A directory that
     holds a run of another config is refused, naming the settings that differ."""

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyro_pstn.models.base import kl_weight_per_dimension
+
+if TYPE_CHECKING:
+    from .engine import Trainer
 
 ANNEALING = ("constant", "linear", "cyclic")
 
@@ -63,5 +67,5 @@ class TemperatureSchedule:
     def value(self, step: int) -> float:
         return max(self.end, self.start * math.exp(-self.rate * step))
 
-    def __call__(self, trainer) -> dict:
+    def __call__(self, trainer: Trainer) -> dict:
         return {"temperature": self.value(trainer.step)}

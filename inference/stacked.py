@@ -12,8 +12,10 @@ member is a statistically equivalent run, not a bit-identical replay of a single
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Sequence
 
 import torch
+import torch.nn as nn
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
@@ -30,7 +32,7 @@ from .loading import as_image_set, check_dataset
 MEMBER_FIELDS = ("seed", "kl_weight")
 
 
-def member_elbos(loss_module, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
+def member_elbos(loss_module: nn.Module, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
     """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO: with
     ``Trace_ELBO`` log p − log q of the draws at every latent site (the estimator for reparameterised
     sites, which are all a stackable model has); with ``TraceMeanField_ELBO`` the analytic
@@ -74,7 +76,7 @@ class StackTrainer(Trainer):
 
     max_plate_nesting = 2
 
-    def __init__(self, model: Stacked, configs: list[TrainConfig], step_hooks=()):
+    def __init__(self, model: Stacked, configs: list[TrainConfig], step_hooks: Sequence[Callable] = ()):
         if len(configs) != model.members:
             raise ValueError(f"a stack of {model.members} members needs {model.members} configs, got {len(configs)}")
         shared = {k: v for k, v in dataclasses.asdict(configs[0]).items() if k not in MEMBER_FIELDS}
@@ -147,7 +149,7 @@ class StackTrainer(Trainer):
         keys = self._member_validation[0].keys()
         return {k: sum(v[k] for v in self._member_validation) / len(val) for k in keys}
 
-    def run_epoch(self, train, val) -> EpochRecord:
+    def run_epoch(self, train: Dataset, val: Dataset) -> EpochRecord:
         self._member_validation = None
         record = super().run_epoch(train, val)
         for r, history in enumerate(self.member_histories):

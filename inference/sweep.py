@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -315,7 +315,7 @@ def sweep(runs: list[Run], shard: Shard, workers: int, threads: int | None = Non
 # ---- studies whose runs are not FitConfigs (pose VAEs, flows, localizers) ----------------------
 
 
-def cached_record(path: Path, config, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
+def cached_record(path: Path, config: Any, fit: Callable[[], dict], summary: Callable[[dict], str]) -> dict:
     """The result record of ``config`` (a config dataclass with a ``name``) at ``path``, calling
     ``fit()`` first (and writing its record atomically) if it is missing: what makes every study
     resumable run by run. The record is held while it is fitted (a second process waits for it,

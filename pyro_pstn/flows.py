@@ -58,12 +58,14 @@ class RelaxedMixtureOfDiagNormals(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, logits, locs, scales, temperature: float = 0.5, hard: bool = True, validate_args=None):
+    def __init__(self, logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor, temperature: float = 0.5,
+                 hard: bool = True, validate_args: bool | None = None):
         self.logits, self.locs, self.scales = logits, locs, scales
         self.temperature, self.hard = float(temperature), bool(hard)
         super().__init__(logits.shape[:-1], locs.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None) -> RelaxedMixtureOfDiagNormals:
+    def expand(self, batch_shape: torch.Size | tuple[int, ...],
+               _instance: RelaxedMixtureOfDiagNormals | None = None) -> RelaxedMixtureOfDiagNormals:
         batch_shape = torch.Size(batch_shape)
         k, d = self.locs.shape[-2:]
         return RelaxedMixtureOfDiagNormals(
@@ -71,7 +73,7 @@ class RelaxedMixtureOfDiagNormals(dist.TorchDistribution):
             self.scales.expand(batch_shape + (k, d)), self.temperature, self.hard,
         )
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         k, d = self.locs.shape[-2:]
         uniform = torch.rand(shape + (k,), dtype=self.logits.dtype, device=self.logits.device)
@@ -85,7 +87,7 @@ class RelaxedMixtureOfDiagNormals(dist.TorchDistribution):
         components = self.locs + self.scales * noise
         return (weights.unsqueeze(-1) * components).sum(-2)
 
-    def log_prob(self, value) -> torch.Tensor:
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         per_component = dist.Normal(self.locs, self.scales).log_prob(value.unsqueeze(-2)).sum(-1)
         return torch.logsumexp(F.log_softmax(self.logits, -1) + per_component, -1)
 

@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 
-from .transforms import get_layout
+from .transforms import TransformFamily, get_layout
 
 
 class NormalPrior(nn.Module):
@@ -62,7 +62,7 @@ class PosePrior(nn.Module):
     #: False for the deterministic pose (no prior, point-estimated u, KL = 0).
     stochastic = True
 
-    def __init__(self, layout, code_dim: int):
+    def __init__(self, layout: str | TransformFamily, code_dim: int):
         super().__init__()
         self.layout = get_layout(layout)
         self.code_dim = int(code_dim)
@@ -85,7 +85,7 @@ class DeterministicPose(PosePrior):
 
     stochastic = False
 
-    def __init__(self, layout):
+    def __init__(self, layout: str | TransformFamily):
         super().__init__(layout, get_dim(layout))
 
     def forward(self) -> dist.Distribution:
@@ -105,7 +105,7 @@ class DiagonalNormalPose(PosePrior):
     (ψ, log Sx, log Sy, Tx, Ty) of 002 §V.iii. ``fit_loc=False`` keeps ν at the identity.
     """
 
-    def __init__(self, layout, scale_init: float = 0.1, fit_loc: bool = True, fit_scale: bool = True):
+    def __init__(self, layout: str | TransformFamily, scale_init: float = 0.1, fit_loc: bool = True, fit_scale: bool = True):
         super().__init__(layout, get_dim(layout))
         loc = self.layout.identity_theta()
         log_scale = torch.full_like(loc, math.log(scale_init))
@@ -127,7 +127,7 @@ class LowRankNormalPose(PosePrior):
     near θ = identity. ``rank = dim θ`` is the full-covariance prior.
     """
 
-    def __init__(self, layout, rank: int = 2, weight_init: float = 0.01):
+    def __init__(self, layout: str | TransformFamily, rank: int = 2, weight_init: float = 0.01):
         super().__init__(layout, rank)
         dim = get_dim(layout)
         if not 1 <= rank <= dim:
@@ -149,11 +149,11 @@ class LowRankNormalPose(PosePrior):
 POSE_PRIORS = {"none": DeterministicPose, "diagonal": DiagonalNormalPose, "lowrank": LowRankNormalPose}
 
 
-def get_dim(layout) -> int:
+def get_dim(layout: str | TransformFamily) -> int:
     return get_layout(layout).dim
 
 
-def build_pose_prior(kind: str, layout, **options) -> PosePrior:
+def build_pose_prior(kind: str, layout: str | TransformFamily, **options) -> PosePrior:
     """``kind`` ∈ :data:`POSE_PRIORS` (``none``, ``diagonal``, ``lowrank``) for transform ``layout``."""
     if kind not in POSE_PRIORS:
         raise ValueError(f"unknown pose prior {kind!r}; valid: {', '.join(POSE_PRIORS)}")

@@ -33,7 +33,7 @@ def random_affine_copy(
     n, _, height, width = images.shape
     g = torch.Generator().manual_seed(seed)
 
-    def uniform(low, high):
+    def uniform(low: float, high: float):
         return low + (high - low) * torch.rand(n, generator=g)
 
     def happens():

@@ -19,6 +19,7 @@ official 10,000 test images.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,7 @@ class LocalizationSet(ImageSet):
 
     theta: torch.Tensor  # [N, D] in the data set's layout
 
-    def to(self, device) -> "LocalizationSet":
+    def to(self, device: torch.device | str) -> "LocalizationSet":
         return LocalizationSet(self.images.to(device), self.labels.to(device), self.theta.to(device))
 
 
@@ -77,7 +78,8 @@ def place(images: torch.Tensor, seed: int, canvas: int = CANVAS, scale: float = 
     return out, theta
 
 
-def load_localization(name: str, data_root=None, val_size: int | None = None, test_size: int | None = None,
+def load_localization(name: str, data_root: str | os.PathLike | None = None, val_size: int | None = None,
+                      test_size: int | None = None,
                       train_size: int | None = None, download: bool = False) -> LocalizationSplits:
     """``rotated_mnist`` or ``placed_fashion_mnist`` (see the module docstring); ``*_size`` keep the
     first that many images of a split (smoke runs)."""

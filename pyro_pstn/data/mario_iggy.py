@@ -14,6 +14,7 @@ Training, validation and test images come from separate seeded generators (``see
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ class RotatedImageSet(ImageSet):
     angles: torch.Tensor | None = None
 
 
-def load_sprites(data_root=None) -> torch.Tensor:
+def load_sprites(data_root: str | os.PathLike | None = None) -> torch.Tensor:
     """The two sprites as a float32 tensor [2, 3, 32, 32] (Mario, Iggy) in [0, 1]."""
     path = resolve_data_root(data_root) / SPRITES_FILE
     if not path.exists():
@@ -67,7 +68,7 @@ def rotated_sprites(sprites: torch.Tensor, size: int, rotation_range: float, num
 
 
 def mario_iggy(
-    data_root=None,
+    data_root: str | os.PathLike | None = None,
     rotation_range: float = 90.0,
     num_modes: int = 1,
     train_size: int = 12000,

@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ class DataError(Exception):
     """A data file or data root is missing, corrupt or inconsistent; the message says how to fix it."""
 
 
-def _per_channel(values, channels: int, what: str) -> tuple[float, ...]:
+def _per_channel(values: float | Sequence[float], channels: int, what: str) -> tuple[float, ...]:
     values = (values,) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
     if len(values) == 1:
         values = values * channels
@@ -163,12 +164,12 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | list[int] | torch.Tensor):
         if isinstance(index, list):
             index = torch.as_tensor(index, dtype=torch.long)
         return self.images[index], self.labels[index]
 
-    def to(self, device) -> "ImageSet":
+    def to(self, device: torch.device | str) -> "ImageSet":
         return ImageSet(self.images.to(device), self.labels.to(device))
 
 

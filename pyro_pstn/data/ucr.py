@@ -159,7 +159,7 @@ def load_ucr_files(train_file: Path, test_file: Path | None, name: str, seed: in
         test_note = f"a stratified {VAL_FRACTION:.0%} of {train_file.name} held out as test (seed {seed + 10_000})"
     train_idx, val_idx = stratified_split(y_train, seed, VAL_FRACTION)
 
-    def to_set(x, y):
+    def to_set(x: torch.Tensor, y: torch.Tensor):
         return ImageSet(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
 
     return DataSplits(

@@ -116,7 +116,8 @@ def build_model(
 class _Networks:
     """The networks of a model for a spec: the user's where given, else the papers' (sized from the spec)."""
 
-    def __init__(self, spec: DataSpec, layout, spread_init: float, classifier, localizer):
+    def __init__(self, spec: DataSpec, layout: str | TransformFamily, spread_init: float, classifier: nn.Module,
+                 localizer: nn.Module):
         self.spec, self.layout, self.spread_init = spec, layout, spread_init
         self.user_classifier, self.user_localizer = classifier, localizer
 

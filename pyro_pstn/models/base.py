@@ -169,10 +169,10 @@ class TransformClassifier(PyroModule):
         return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)
 
     # ---- the generative story and its guide (overridden) ---------------------------------
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         """No latent variables to infer (deterministic models)."""
 
     # ---- prediction ----------------------------------------------------------------------
@@ -181,7 +181,8 @@ class TransformClassifier(PyroModule):
         return self.model
 
 
-def draw(model, guide, x: torch.Tensor, num_samples: int, sites=("logits",)) -> dict[str, torch.Tensor]:
+def draw(model: nn.Module, guide: Callable, x: torch.Tensor, num_samples: int,
+         sites: tuple[str, ...] = ("logits",)) -> dict[str, torch.Tensor]:
     """S vectorised joint draws from guide and model: {site: [S, B, ...]}.
 
     ``"logits"`` names the model's return value, the class logits.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pyro
 import torch
+import torch.nn as nn
 
 from .base import TransformClassifier
 
@@ -13,10 +14,10 @@ class CNN(TransformClassifier):
     stochastic_predictions = False
     latent_sites = ()
 
-    def __init__(self, classifier, **kwargs):
+    def __init__(self, classifier: nn.Module, **kwargs):
         super().__init__(classifier, layout=None, **kwargs)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         with self.data_plate(x):
             return self.observe(self.classifier(x), y)
 
@@ -30,7 +31,7 @@ class STN(TransformClassifier):
 
     stochastic_predictions = False
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         loc, _ = self.localizer(x)
         with self.data_plate(x):
             theta = pyro.deterministic("theta", loc, event_dim=1)

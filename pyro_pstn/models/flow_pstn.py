@@ -17,6 +17,8 @@ PID controller (:class:`inference.EntropyController`) may choose it every step f
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -56,7 +58,8 @@ class FlowPSTN(TransformClassifier):
         """g_φ(T | e(x)) for a batch of images: batch shape [B], event [D]."""
         return self.flow(self.embedder(x))
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None,
+              augment: bool = True) -> torch.Tensor | None:
         """``augment=False`` (the loss's argument during the authors' warm-up epochs without
         augmentation, ``no_aug_until``; see :class:`AugmentationWarmup`): the classifier sees x
         itself and T is not sampled."""
@@ -67,7 +70,8 @@ class FlowPSTN(TransformClassifier):
                 theta = pyro.sample("theta", self.prior())  # T ~ U(box)
             return self.observe(self.classifier(self.transform(x, theta)), y)  # y ~ Cat(f(A_T(x)))
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None, augment: bool = True) -> torch.Tensor | None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None,
+              augment: bool = True) -> torch.Tensor | None:
         if not augment:
             return None
         g = self.transformation_distribution(x)
@@ -87,5 +91,5 @@ class AugmentationWarmup:
     def __init__(self, epochs: int):
         self.epochs = int(epochs)
 
-    def __call__(self, trainer) -> dict:
+    def __call__(self, trainer: Any) -> dict:
         return {"augment": trainer.epoch >= self.epochs}

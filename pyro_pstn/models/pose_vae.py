@@ -134,23 +134,23 @@ class VAE(LatentVAE):
         probs = torch.sigmoid(self.decoder(z))
         return probs if theta is None else warp(probs, theta, self.layout)
 
-    def model(self, x, y=None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
             return self.observe(self.render(z), x)
 
-    def guide(self, x, y=None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
             loc, scale = self.z_head(self.encoder(x))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
-    def encode(self, x) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.z_head(self.encoder(x))[0]
 
     @torch.no_grad()
-    def generate(self, num, pose="identity") -> torch.Tensor:
+    def generate(self, num: int, pose: str = "identity") -> torch.Tensor:
         z = self.prior_z(next(self.parameters())).sample((num,))
         return torch.sigmoid(self.decoder(z))
 
@@ -184,7 +184,7 @@ class TVAE(VAE):
             u = pyro.sample("u", self.pose_prior())
         return pyro.deterministic("theta", self.pose_prior.to_theta(u), event_dim=1)
 
-    def model(self, x, y=None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             with self.kl_scaled(kl_weight):
                 z = pyro.sample("z", self.prior_z(x))
@@ -197,7 +197,7 @@ class TVAE(VAE):
             u = pyro.sample("u", self.pose_prior.guide_distribution(*self.u_head(h)))
         return self.pose_prior.to_theta(u)
 
-    def guide(self, x, y=None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
             with self.kl_scaled(kl_weight):
@@ -206,7 +206,7 @@ class TVAE(VAE):
             self.guide_pose(h, kl_weight)
 
     @torch.no_grad()
-    def generate(self, num, pose="identity") -> torch.Tensor:
+    def generate(self, num: int, pose: str = "identity") -> torch.Tensor:
         z = self.prior_z(next(self.parameters())).sample((num,))
         return self.render(z, self._pose(num, pose))
 
@@ -252,7 +252,7 @@ class DTVAE(TVAE):
         """y = T_θ⁻¹(x): the image with its pose undone."""
         return warp(x, theta, self.layout, inverse=True)
 
-    def guide(self, x, y=None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         with pyro.plate("data", x.shape[0]):
             theta = self.guide_pose(self.localizer(x), kl_weight)
             with self.kl_scaled(kl_weight):
@@ -260,11 +260,11 @@ class DTVAE(TVAE):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
-    def pose_mean(self, x) -> torch.Tensor:
+    def pose_mean(self, x: torch.Tensor) -> torch.Tensor:
         return self.pose_prior.to_theta(self.pose_prior.guide_distribution(*self.u_head(self.localizer(x))).mean)
 
     @torch.no_grad()
-    def encode(self, x) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.z_head(self.encoder(self.upright(x, self.pose_mean(x))))[0]
 
 
@@ -303,7 +303,8 @@ class CatVAE(LatentVAE):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_head(self.encoder(x)).unflatten(-1, (self.num_variables, self.num_categories))
 
-    def model(self, x, y=None, kl_weight=None, temperature=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None,
+              temperature: float | None = None) -> torch.Tensor | None:
         with pyro.plate("data", x.shape[0]):
             uniform = x.new_zeros(self.num_variables, self.num_categories)
             with self.kl_scaled(kl_weight):
@@ -311,17 +312,18 @@ class CatVAE(LatentVAE):
             probs = torch.sigmoid(self.decoder(log_z.exp().flatten(-2)))
             return self.observe(probs, x)
 
-    def guide(self, x, y=None, kl_weight=None, temperature=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None,
+              temperature: float | None = None) -> None:
         with pyro.plate("data", x.shape[0]), self.kl_scaled(kl_weight):
             pyro.sample("z", self._relaxed(self.logits(x), temperature))
 
     @torch.no_grad()
-    def encode(self, x) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The K × C category probabilities, flattened (003's "10 × 10 matrix")."""
         return self.logits(x).softmax(-1).flatten(-2)
 
     @torch.no_grad()
-    def generate(self, num, pose="identity") -> torch.Tensor:
+    def generate(self, num: int, pose: str = "identity") -> torch.Tensor:
         """Hard one-hot codes drawn uniformly, decoded."""
         device = next(self.parameters()).device
         idx = torch.randint(self.num_categories, (num, self.num_variables), device=device)
@@ -373,7 +375,7 @@ def build_pose_vae(
                          "architecture='dense'")
     encoder = DenseTrunk(image_shape, hidden) if architecture == "dense" else ConvVAETrunk(image_shape)
 
-    def decoder_of(in_features):
+    def decoder_of(in_features: int):
         return (DenseDecoder(in_features, image_shape, hidden) if architecture == "dense"
                 else ConvVAEDecoder(in_features, image_shape))
 

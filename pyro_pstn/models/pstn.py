@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn as nn
 from pyro import poutine
 
 from ..priors import GammaPrior, NormalPrior
@@ -24,19 +25,19 @@ class DA(TransformClassifier):
     paper's baseline; pass ``test_time_augmentation=True`` to average over prior draws instead.
     """
 
-    def __init__(self, classifier, prior: NormalPrior, test_time_augmentation: bool = False, **kwargs):
+    def __init__(self, classifier: nn.Module, prior: NormalPrior, test_time_augmentation: bool = False, **kwargs):
         super().__init__(classifier, **kwargs)
         self.prior = prior
         self.test_time_augmentation = test_time_augmentation
         self.stochastic_predictions = test_time_augmentation
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
                 theta = pyro.sample("theta", self.prior())  # θ ~ N(θ_id, σ_DA² I)
             return self.observe(self.classifier(self.transform(x, theta)), y)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         with self.data_plate(x), self.kl_scaled(kl_weight):
             pyro.sample("theta", self.prior())  # q(θ) = p(θ)
 
@@ -44,7 +45,7 @@ class DA(TransformClassifier):
         if self.test_time_augmentation:
             return self.model
 
-        def at_identity(x, y=None, **schedule):
+        def at_identity(x: torch.Tensor, y: torch.Tensor | None = None, **schedule):
             return poutine.condition(self.model, data={"theta": self.identity_theta(x.shape[0], x)})(x, y, **schedule)
 
         return at_identity
@@ -62,7 +63,7 @@ class PSTN(TransformClassifier):
 
     predicts_at_mean = True
 
-    def __init__(self, classifier, localizer, prior: NormalPrior, **kwargs):
+    def __init__(self, classifier: nn.Module, localizer: nn.Module, prior: NormalPrior, **kwargs):
         super().__init__(classifier, localizer=localizer, **kwargs)
         self.prior = prior
 
@@ -70,13 +71,13 @@ class PSTN(TransformClassifier):
         """Var q(θ|x) from the localizer's spread head σ(x): σ²."""
         return spread**2
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
                 theta = pyro.sample("theta", self.prior())  # eq. 4
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 3
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         loc, scale = self.localizer(x)
         with self.data_plate(x), self.kl_scaled(kl_weight):
             pyro.sample("theta", dist.Normal(loc, scale).to_event(1))  # eq. 8
@@ -100,7 +101,7 @@ class GammaPSTN(TransformClassifier):
     latent_sites = ("lambda", "theta")
     predicts_at_mean = True
 
-    def __init__(self, classifier, localizer, prior: GammaPrior, **kwargs):
+    def __init__(self, classifier: nn.Module, localizer: nn.Module, prior: GammaPrior, **kwargs):
         super().__init__(classifier, localizer=localizer, **kwargs)
         self.prior = prior
         #: (x, μ(x)) of the guide's last localizer pass. Model and guide share μ(x) (eqs. 5 and 7), and
@@ -121,7 +122,7 @@ class GammaPSTN(TransformClassifier):
         shared, self.guide_loc = self.guide_loc, None
         return shared[1] if shared is not None and shared[0] is x else self.localizer(x)[0]
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> torch.Tensor | None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> torch.Tensor | None:
         loc = self.location(x)
         with self.data_plate(x):
             with self.kl_scaled(kl_weight):
@@ -129,7 +130,7 @@ class GammaPSTN(TransformClassifier):
             theta = self._theta_given_lambda(loc, lam)  # eq. 5
             return self.observe(self.classifier(self.transform(x, theta)), y)  # eq. 4
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight=None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         loc, rate = self.localizer(x)
         self.guide_loc = (x, loc)  # for the model's θ | λ (eq. 5)
         with self.data_plate(x):

@@ -112,7 +112,7 @@ class Stacked(PyroModule):
         return self.base.kl_weight
 
     @kl_weight.setter
-    def kl_weight(self, value) -> None:
+    def kl_weight(self, value: float) -> None:
         """One weight per member (``[R]`` or ``[R, 1]``), or one for all."""
         like = self.base.kl_weight
         value = torch.as_tensor(value, dtype=like.dtype, device=like.device)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..transforms import TransformFamily
+
 
 @torch.no_grad()
-def identity_init(loc: nn.Module, spread: nn.Module | None, layout, spread_init: float) -> None:
+def identity_init(loc: nn.Module, spread: nn.Module | None, layout: str | TransformFamily, spread_init: float) -> None:
     """Start a localizer at the identity for every input: the μ head with zero weights and bias
     θ_id, the spread head (if any) with zero weights and bias ``spread_init``."""
     loc.weight.zero_()

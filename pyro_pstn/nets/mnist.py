@@ -70,7 +70,8 @@ def feature_pool(image_size: int | tuple[int, int], kernel_size: int = 5) -> tup
     return tuple(min(s, MAX_FEATURE_SIDE) for s in sides)
 
 
-def _num_features(channels: tuple[int, int], in_channels: int, image_size, kernel_size: int = 5, pool_to=None) -> int:
+def _num_features(channels: tuple[int, int], in_channels: int, image_size: int | tuple[int, int], kernel_size: int = 5,
+                  pool_to: int | None = None) -> int:
     with torch.no_grad():
         features = conv_features(in_channels, channels, kernel_size, pool_to=pool_to)
         return features(torch.zeros(1, in_channels, *_size(image_size))).shape[-1]
@@ -161,29 +162,30 @@ class Localizer(Stackable, nn.Module):
         return loc, None if spread is None else F.softplus(spread).clamp_min(1e-8)
 
 
-def _image_args(in_channels: int, image_size) -> dict:
+def _image_args(in_channels: int, image_size: int | tuple[int, int]) -> dict:
     """The input arguments of a network for ``in_channels`` × ``image_size`` images (sized from a
     data spec): any channels, any side from 16 up, heads on at most a 4 × 4 feature map."""
     return dict(in_channels=in_channels, image_size=_size(image_size), pool_to=feature_pool(image_size))
 
 
-def mnist_cnn_classifier(num_classes: int = 10, in_channels: int = 1, image_size=28) -> Classifier:
+def mnist_cnn_classifier(num_classes: int = 10, in_channels: int = 1, image_size: int | tuple[int, int] = 28) -> Classifier:
     """The CNN baseline: 28,086 parameters on 1 × 28 × 28 images with 10 classes."""
     return Classifier((12, 24), 52, num_classes, **_image_args(in_channels, image_size))
 
 
-def mnist_stn_classifier(num_classes: int = 10, in_channels: int = 1, image_size=28) -> Classifier:
+def mnist_stn_classifier(num_classes: int = 10, in_channels: int = 1, image_size: int | tuple[int, int] = 28) -> Classifier:
     """The classifier behind the STN and P-STN localizers: 21,840 parameters (1 × 28 × 28, 10 classes)."""
     return Classifier((10, 20), 50, num_classes, **_image_args(in_channels, image_size))
 
 
-def mnist_stn_localizer(layout: str | AffineLayout = "similarity", in_channels: int = 1, image_size=28) -> Localizer:
+def mnist_stn_localizer(layout: str | AffineLayout = "similarity", in_channels: int = 1,
+                        image_size: int | tuple[int, int] = 28) -> Localizer:
     """Deterministic STN localizer: 6,886 parameters for the similarity layout (1 × 28 × 28)."""
     return Localizer(layout, (12, 18), spread_head=False, **_image_args(in_channels, image_size))
 
 
 def mnist_pstn_localizer(layout: str | AffineLayout = "similarity", spread_init: float = -5.0, in_channels: int = 1,
-                         image_size=28) -> Localizer:
+                         image_size: int | tuple[int, int] = 28) -> Localizer:
     """Probabilistic localizer (μ and spread heads): 4,822 parameters for the similarity layout (1 × 28 × 28)."""
     return Localizer(layout, (8, 14), spread_head=True, spread_init=spread_init, **_image_args(in_channels, image_size))
 

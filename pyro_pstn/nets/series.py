@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..transforms import apply_flat, get_layout
+from ..transforms import TransformFamily, apply_flat, get_layout
 from .heads import identity_init
 
 #: The authors' kernel sizes of the classifier's five convolutions (their dict's four entries map
@@ -51,7 +51,7 @@ class SeriesLocalizer(nn.Module):
     for signals; identity-initialised (μ head: zero weights, bias θ_id; spread head: zero weights,
     bias ``spread_init``)."""
 
-    def __init__(self, layout, spread_head: bool, spread_init: float = -5.0, in_channels: int = 1,
+    def __init__(self, layout: str | TransformFamily, spread_head: bool, spread_init: float = -5.0, in_channels: int = 1,
                  dropout: float = 0.5):
         super().__init__()
         self.layout = get_layout(layout)
@@ -75,6 +75,6 @@ def ucr_classifier(num_classes: int, baseline: bool = False, in_channels: int = 
                             in_channels=in_channels)
 
 
-def ucr_localizer(layout="cpab1d", spread_head: bool = True, spread_init: float = -5.0,
+def ucr_localizer(layout: str | TransformFamily = "cpab1d", spread_head: bool = True, spread_init: float = -5.0,
                   in_channels: int = 1) -> SeriesLocalizer:
     return SeriesLocalizer(layout, spread_head, spread_init, in_channels=in_channels)

@@ -37,34 +37,34 @@ def _eye(theta: torch.Tensor) -> torch.Tensor:
     return torch.eye(2, dtype=theta.dtype, device=theta.device).expand(*theta.shape[:-1], 2, 2)
 
 
-def _rotation_matrix(t):
+def _rotation_matrix(t: torch.Tensor):
     return _with_translation(_rotation(t[..., 0]), torch.zeros_like(t[..., 0]), torch.zeros_like(t[..., 0]))
 
 
-def _translation_matrix(t):
+def _translation_matrix(t: torch.Tensor):
     return _with_translation(_eye(t), t[..., 0], t[..., 1])
 
 
-def _scale_translation_matrix(t):
+def _scale_translation_matrix(t: torch.Tensor):
     return _with_translation(t[..., 0, None, None] * _eye(t), t[..., 1], t[..., 2])
 
 
-def _similarity_matrix(t):
+def _similarity_matrix(t: torch.Tensor):
     return _with_translation(t[..., 1, None, None] * _rotation(t[..., 0]), t[..., 2], t[..., 3])
 
 
-def _uai_similarity_matrix(t):
+def _uai_similarity_matrix(t: torch.Tensor):
     c, s, scale = torch.cos(t[..., 0]), torch.sin(t[..., 0]), t[..., 1]
     linear = torch.stack([torch.stack([scale * c, -s], -1), torch.stack([s, scale * c], -1)], -2)
     return _with_translation(linear, t[..., 2], t[..., 3])
 
 
-def _affine5_matrix(t):
+def _affine5_matrix(t: torch.Tensor):
     scales = torch.diag_embed(torch.exp(t[..., 1:3]))
     return _with_translation(_rotation(t[..., 0]) @ scales, t[..., 3], t[..., 4])
 
 
-def _affine_matrix(t):
+def _affine_matrix(t: torch.Tensor):
     return t.reshape(*t.shape[:-1], 2, 3)
 
 

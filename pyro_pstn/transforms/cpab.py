@@ -132,13 +132,13 @@ class CPAB:
     def __repr__(self) -> str:
         return f"CPAB(ndim={self.ndim}, cells={self.cells}, steps={self.steps})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, CPAB) and (other.ndim, other.cells, other.steps) == (self.ndim, self.cells, self.steps)
 
     def __hash__(self) -> int:
         return hash((CPAB, self.ndim, self.cells, self.steps))
 
-    def identity_theta(self, dtype=torch.float32, device=None) -> torch.Tensor:
+    def identity_theta(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(self.dim, dtype=dtype, device=device)
 
     # ---- the tessellation and its constraints (float64, once) -------------------------------

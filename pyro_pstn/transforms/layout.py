@@ -55,7 +55,7 @@ class AffineLayout:
         if self.limits is not None and len(self.limits) != self.dim:
             raise ValueError(f"layout {self.name!r}: limits need {self.dim} entries, got {len(self.limits)}")
 
-    def identity_theta(self, dtype=torch.float32, device=None) -> torch.Tensor:
+    def identity_theta(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.tensor(self.identity, dtype=dtype, device=device)
 
     def clamp(self, theta: torch.Tensor) -> torch.Tensor:

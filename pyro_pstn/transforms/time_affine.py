@@ -11,7 +11,8 @@ import torch
 from .layout import EXP_LIMIT, THETA_LIMIT
 
 
-def signal_positions(length: int, align_corners: bool, dtype=torch.float32, device=None) -> torch.Tensor:
+def signal_positions(length: int, align_corners: bool, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> torch.Tensor:
     """The sample positions of a signal of ``length`` in [-1, 1], in ``affine_grid``'s convention."""
     if align_corners:
         return torch.linspace(-1, 1, length, dtype=dtype, device=device)
@@ -31,13 +32,13 @@ class TimeAffine:
     def __repr__(self) -> str:
         return "TimeAffine()"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, TimeAffine)
 
     def __hash__(self) -> int:
         return hash(TimeAffine)
 
-    def identity_theta(self, dtype=torch.float32, device=None) -> torch.Tensor:
+    def identity_theta(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(self.dim, dtype=dtype, device=device)
 
     def grid(self, theta: torch.Tensor, size: list[int], align_corners: bool = False, inverse: bool = False) -> torch.Tensor:

@@ -52,7 +52,7 @@ class ThinPlateSpline:
     def __repr__(self) -> str:
         return f"ThinPlateSpline(grid_size={self.grid_size}, extent={self.extent})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ThinPlateSpline) and (other.grid_size, other.extent) == (self.grid_size, self.extent)
 
     def __hash__(self) -> int:
@@ -62,7 +62,7 @@ class ThinPlateSpline:
     def identity(self) -> tuple[float, ...]:
         return (0.0,) * self.dim
 
-    def identity_theta(self, dtype=torch.float32, device=None) -> torch.Tensor:
+    def identity_theta(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(self.dim, dtype=dtype, device=device)
 
     @functools.cached_property

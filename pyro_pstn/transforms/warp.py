@@ -5,7 +5,7 @@ once before a network or ``grid_sample``, and back once after (anchors.md §7.3.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +24,13 @@ def apply_flat(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, even
     return out.reshape(*batch_shape, *out.shape[1:])
 
 
-def has_inverse(layout) -> bool:
+def has_inverse(layout: str | TransformFamily) -> bool:
     """Whether ``warp(..., inverse=True)`` can apply T_θ⁻¹ for this family in closed form: the
     affine and Lie layouts (A(θ)⁻¹), CPAB (T_{−θ}) and the time warp; not the thin-plate spline."""
     return is_invertible(get_layout(layout))
 
 
-def _fill(fill, x: torch.Tensor, event: int):
+def _fill(fill: float | Sequence[float] | torch.Tensor, x: torch.Tensor, event: int):
     """A number, or one value per channel shaped to broadcast over ``x`` [N, C, *spatial]."""
     if isinstance(fill, (int, float)):
         return float(fill)
