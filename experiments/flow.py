@@ -39,6 +39,7 @@ from inference.metrics import classification_metrics
 from inference.plots import histograms, line_plot
 from inference.predictive import predict
 from inference.runs import write_json, write_result
+from inference.spec import TRAIN_FIELDS
 from inference.sweep import each_record
 from pyro_pstn.data import MARIO_IGGY_SETS, MNIST_DIGITS, ImageSet
 from pyro_pstn.flows import BASES
@@ -93,7 +94,9 @@ def main() -> None:
 @common_options
 def fit(results_dir: str, run_root: str, progress: bool | None, fixed_alpha: bool, entropy_target: float, **options) -> None:
     """Fit one flow_pstn; print its test metrics and learned rotation range per class."""
-    config = FlowConfig(entropy_target=None if fixed_alpha else entropy_target, **options)
+    config = FlowConfig(entropy_target=None if fixed_alpha else entropy_target,
+                        **{k: v for k, v in options.items() if k not in TRAIN_FIELDS},
+                        train={k: v for k, v in options.items() if k in TRAIN_FIELDS})
     record, = study_records([config], Path(results_dir), Path(run_root), progress, 1, False)
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "rotation_range_deg", "wall_seconds")}, indent=2))
 
@@ -171,8 +174,8 @@ def _mode_shares(poses: torch.Tensor, num_modes: int, half_width: float) -> torc
 
 def _invariance_configs(epochs: int, classifier_width: int, train_size: int | None, device: str, data_root: str | None,
                         alpha: float, mnist_alpha: float | None = None) -> dict[str, FlowConfig]:
-    common = dict(layout="lie_rotation", entropy_target=None, epochs=epochs, classifier_width=classifier_width,
-                  device=device, data_root=data_root)
+    common = dict(layout="lie_rotation", entropy_target=None, classifier_width=classifier_width, data_root=data_root,
+                  train=dict(epochs=epochs, device=device))
     return {"mario_iggy90": FlowConfig(data="mario_iggy90", train_size=train_size, alpha=alpha, **common),
             "mnist01569": FlowConfig(data="mnist01569", train_size=train_size or 10000,
                                      alpha=alpha if mnist_alpha is None else mnist_alpha, **common)}
@@ -273,9 +276,9 @@ def discover(epochs: int, classifier_width: int, train_size: int | None, device:
     results, run_root = Path(results_dir), Path(run_root)
     base = _invariance_configs(epochs, classifier_width, train_size, device, data_root, invariance_alpha)["mario_iggy90"]
     config = FlowConfig(data="mario_iggy90", layout="lie_decoupled", base="mixture", components=components,
-                        flow_layers=flow_layers, alpha=alpha, entropy_target=None, lr=3e-3, epochs=epochs, no_aug_until=0,
+                        flow_layers=flow_layers, alpha=alpha, entropy_target=None, no_aug_until=0,
                         classifier_width=classifier_width, classifier_from=str(run_root / base.name),
-                        train_size=train_size, device=device, data_root=data_root)
+                        train_size=train_size, data_root=data_root, train=dict(lr=3e-3, epochs=epochs, device=device))
     study_records([base], results, run_root, progress, 1, aggregate_only)  # the run whose classifier is frozen
     record, = study_records([config], results, run_root, progress, 1, aggregate_only)
     out = results / "flow"
@@ -325,8 +328,8 @@ def modes(epochs: int, classifier_width: int, train_size: int | None, device: st
           workers: int, aggregate_only: bool) -> None:
     """004 Fig. 4 (right): a multi-modal g(T | x) on the 3-mode Mario-Iggy set, mixture base vs Gaussian base."""
     results, run_root = Path(results_dir), Path(run_root)
-    common = dict(data="mario_iggy_3modes", layout="lie_rotation", entropy_target=None, epochs=epochs,
-                  classifier_width=classifier_width, train_size=train_size, device=device, data_root=data_root)
+    common = dict(data="mario_iggy_3modes", layout="lie_rotation", entropy_target=None, classifier_width=classifier_width,
+                  train_size=train_size, data_root=data_root, train=dict(epochs=epochs, device=device))
     unimodal = FlowConfig(alpha=classifier_alpha, **common)
     mixture = FlowConfig(base="mixture", components=components, flow_layers=flow_layers, alpha=alpha,
                          no_aug_until=0, classifier_from=str(run_root / unimodal.name), **common)
@@ -456,8 +459,8 @@ def align(epochs: int, classifier_width: int, train_size: int | None, device: st
     """Accuracy vs an extra test-time rotation, with and without mean-shift alignment (A.3.9)."""
     results, run_root = Path(results_dir), Path(run_root)
     config = FlowConfig(data="mario_iggy45", layout="lie_rotation", entropy_target=None, alpha=alpha,
-                        epochs=epochs, classifier_width=classifier_width, train_size=train_size, device=device,
-                        data_root=data_root)
+                        classifier_width=classifier_width, train_size=train_size, data_root=data_root,
+                        train=dict(epochs=epochs, device=device))
     record, = study_records([config], results, run_root, progress, workers, aggregate_only)
     out = results / "flow"
     numbers = measured(out / "alignment.json", aggregate_only,

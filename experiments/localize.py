@@ -89,7 +89,7 @@ def main() -> None:
 def pretrain_command(data: str, epochs: int, train_size: int | None, device: str, data_root: str | None, results_dir: str,
                      run_root: str, progress: bool | None) -> None:
     """Train the 28k CNN on upright images; localizers are later fitted in front of it, frozen."""
-    config = PretrainConfig(data=data, epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+    config = PretrainConfig(data=data, train_size=train_size, data_root=data_root, train=dict(epochs=epochs, device=device))
     record = cached_record(result_path(Path(results_dir), config.name), config,
                            lambda: {**pretrain(config, Path(run_root), progress), "paper_test_accuracy": PAPER_001_PRETRAINED[config.data]},
                            lambda r: f"test accuracy {r['test']['accuracy']:.4f}")
@@ -112,9 +112,8 @@ def fit_command(model: str, data: str, epochs: int, classifier: str | None, seed
                 test_size: int | None, val_size: int, device: str, data_root: str | None, results_dir: str, run_root: str,
                 progress: bool | None) -> None:
     """Fit one localizer in front of the frozen classifier and report accuracy, NLL and ε."""
-    config = LocalizeConfig(model=model, data=data, epochs=epochs, classifier=classifier, seed=seed,
-                            train_size=train_size, test_size=test_size, val_size=val_size, device=device,
-                            data_root=data_root)
+    config = LocalizeConfig(model=model, data=data, classifier=classifier, train_size=train_size, test_size=test_size,
+                            val_size=val_size, data_root=data_root, train=dict(epochs=epochs, seed=seed, device=device))
     record = cached_record(result_path(Path(results_dir), config.name), config,
                            lambda: run_localize(config, Path(run_root), progress),
                            lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}")
@@ -171,8 +170,8 @@ def _study_command(data_name: str):
         else:
             raise ValueError(f"{pre_record} not found: run `python -m experiments.localize pretrain --data "
                              f"{study['base']}` first")
-        configs = [LocalizeConfig(model=m, data=data_name, epochs=epochs, seed=seed, classifier=classifier,
-                                  device=device, data_root=data_root) for m in models for seed in seeds]
+        configs = [LocalizeConfig(model=m, data=data_name, classifier=classifier, data_root=data_root,
+                                  train=dict(epochs=epochs, seed=seed, device=device)) for m in models for seed in seeds]
         records = each_record([(result_path(results, c.name), c, partial(run_localize, c, run_root, progress))
                                for c in configs],
                               summary=lambda r: f"accuracy {r['test']['accuracy']:.4f}, ε {r['test']['epsilon']:.3f}",
@@ -195,7 +194,7 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
 
     study = STUDIES[data_name]
     pretrained = json.loads(pre_record.read_text()) if pre_record.exists() else None
-    epochs = sorted({c.epochs for c in configs})
+    epochs = sorted({c.train.epochs for c in configs})
     authors = 100 if data_name == "rotated_mnist" else 600
     lines = [
         f"# Localization on {study['title']} with a frozen classifier",
@@ -302,8 +301,8 @@ def failure_mode(depths: list[int], seeds: list[int], models: list[str], epochs:
                  results_dir: str, run_root: str, progress: bool | None) -> None:
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
-    configs = [FailureConfig(model=m, depth=d, seed=s, epochs=epochs, device=device, data_root=data_root,
-                             train_size=train_size, test_size=test_size) for m in models for d in depths for s in seeds]
+    configs = [FailureConfig(model=m, depth=d, data_root=data_root, train_size=train_size, test_size=test_size,
+                             train=dict(epochs=epochs, seed=s, device=device)) for m in models for d in depths for s in seeds]
     jobs = [(result_path(results, c.name), c, partial(run_failure, c, run_root, progress if workers == 1 else False))
             for c in configs]
     done = each_record(jobs if aggregate_only else shard.select(jobs), workers,
@@ -331,7 +330,7 @@ def _failure_findings(summary: dict) -> list[str]:
 def write_failure(results: Path, configs: list[FailureConfig], records: list[dict]) -> str:
     from inference.plots import line_plot
 
-    epochs = sorted({c.epochs for c in configs})
+    epochs = sorted({c.train.epochs for c in configs})
     lines = ["# The STN's failure mode with deeper classifiers (paper 001 §5.4, Fig. 12)", "",
              f"Produced by `python -m experiments.localize failure_mode --epochs {','.join(map(str, epochs))}`. "
              "Classifiers: `depth` blocks of [Linear(128), ReLU, Dropout(0.5)] (width and dropout our choice). nn_upright: "

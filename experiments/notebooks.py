@@ -77,15 +77,16 @@ def _fit_posterior_run(run_root: Path, data_root: str | None) -> Path:
 
 
 def _fit_pose_vae_run(run_root: Path, data_root: str | None) -> Path:
-    config = PoseVAEConfig(model="tvae", transform="affine", pose_prior="diagonal", z_dim=8, epochs=5, data_root=data_root)
+    config = PoseVAEConfig(model="tvae", transform="affine", pose_prior="diagonal", z_dim=8, data_root=data_root,
+                           train=dict(epochs=5))
     if not (run_root / config.name / "samples.png").exists():
         run_pose_vae(config, run_root, progress=None)
     return run_root / config.name
 
 
 def _fit_flow_run(run_root: Path, data_root: str | None) -> Path:
-    config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=15,
-                        train_size=4000, no_aug_until=2, entropy_target=0.0, data_root=data_root)
+    config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, train_size=4000,
+                        no_aug_until=2, entropy_target=0.0, data_root=data_root, train=dict(epochs=15))
     if not (run_root / config.name / CONTROL_LOG).exists():
         run_flow(config, run_root, progress=None)
     return run_root / config.name
@@ -97,7 +98,7 @@ def _fit_localize_run(run_root: Path, data_root: str | None) -> Path:
     localize_root = Path("runs") / "localize"
     pre = PretrainConfig(data="mnist", data_root=data_root)
     cached_record(result_path(RESULTS, pre.name), pre, lambda: pretrain(pre, localize_root), lambda r: "done")
-    config = LocalizeConfig(model="gamma_pstn", epochs=10, data_root=data_root)
+    config = LocalizeConfig(model="gamma_pstn", data_root=data_root, train=dict(epochs=10))
     cached_record(result_path(RESULTS, config.name), config, lambda: run_localize(config, localize_root),
                   lambda r: "done")
     return localize_root / config.name

@@ -39,6 +39,7 @@ from inference.pose_vae_runs import (
     run_pose_vae,
 )
 from inference.runs import write_result
+from inference.spec import TRAIN_FIELDS, config_from_dict
 from inference.sweep import Shard, each_record, shard_done
 from pyro_pstn.data import load_dataset
 from pyro_pstn.models import POSE_VAE_MODELS
@@ -59,7 +60,7 @@ RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "pose_vae"
 #: 003 as published: PyTorch-VAE's convolutions, MSE + 0.001·KL, AdamW (torch's default weight decay
 #: 0.01), lr 1e-3, 20 epochs; batch 64 (PyTorch-VAE's configs; 003 does not say).
-PAPER_003_PROTOCOL = dict(architecture="conv", loss="mse", optimizer="adamw", weight_decay=0.01, batch_size=64)
+PAPER_003_PROTOCOL = dict(architecture="conv", loss="mse", train=dict(optimizer="adamw", weight_decay=0.01, batch_size=64))
 
 
 def result_path(results: Path, config: PoseVAEConfig) -> Path:
@@ -116,7 +117,8 @@ def main() -> None:
 @common_options
 def fit(results_dir: str, run_root: str, progress: bool | None, **options) -> None:
     """Fit one pose VAE and print its test ELBO terms and linear-probe accuracy."""
-    config = PoseVAEConfig(**options)
+    config = PoseVAEConfig(**{k: v for k, v in options.items() if k not in TRAIN_FIELDS},
+                           train={k: v for k, v in options.items() if k in TRAIN_FIELDS})
     record = run_pose_vae(config, Path(run_root), progress)
     click.echo(json.dumps({k: record[k] for k in ("name", "test", "probe_accuracy", "wall_seconds")}, indent=2))
     click.echo(f"samples: {Path(run_root) / config.name / 'samples.png'}")
@@ -139,8 +141,13 @@ STUDY002_PRIORS = [
 ]
 
 
+def _epochs(record: dict) -> int:
+    """A run record's epochs, whichever format its config was written in."""
+    return config_from_dict(PoseVAEConfig, record["config"]).train.epochs
+
+
 def study002_configs(epochs: int, device: str, data_root: str | None) -> tuple[dict, list[PoseVAEConfig]]:
-    common = dict(epochs=epochs, device=device, data_root=data_root)
+    common = dict(data_root=data_root, train=dict(epochs=epochs, device=device))
     size_runs = {(label, z): PoseVAEConfig(model=m, transform=t, z_dim=z, **common)
                  for label, (m, t) in STUDY002_MODELS.items() for z in STUDY002_Z}
     prior_runs = [PoseVAEConfig(model=m, transform=t, pose_prior=p, z_dim=z, rank=r, **common)
@@ -207,7 +214,7 @@ def write_study002(results: Path, run_root: Path, size_runs: dict, prior_runs: l
         "",
     ]
     if done:
-        epochs = sorted({r["config"]["epochs"] for r in done})
+        epochs = sorted({_epochs(r) for r in done})
         priors_done = [r for r in (_load(results, c) for c in prior_runs) if r]
         wall = sum(r["wall_seconds"] for r in done + priors_done)
         lines += [f"Epochs: {', '.join(map(str, epochs))}. Machine: {done[0]['machine']}. "
@@ -276,9 +283,10 @@ ROWS_003 = tuple(_row003(key) for key in PAPER_003_TABLE1)
 def study003_configs(protocol: str, epochs: int, device: str, data_root: str | None) -> dict[tuple, PoseVAEConfig]:
     """003 Table 1's eight runs under ``protocol``: ``ours`` (002's dense nets, Bernoulli ELBO, Adam,
     batch 100) or ``paper`` (:data:`PAPER_003_PROTOCOL`)."""
-    extra = PAPER_003_PROTOCOL if protocol == "paper" else {}
+    extra = dict(PAPER_003_PROTOCOL if protocol == "paper" else {})
+    train = dict(epochs=epochs, device=device, **extra.pop("train", {}))
     return {key: PoseVAEConfig(model=key[1], z_dim=10, data="fashion_mnist", train_on=key[0], aligner=key[2],
-                               epochs=epochs, device=device, data_root=data_root, **extra)
+                               data_root=data_root, train=train, **extra)
             for key in PAPER_003_TABLE1}
 
 
@@ -353,7 +361,7 @@ def study003(protocol: str, rows: list[str], epochs: int, device: str, data_root
             losses = [_loss003(r, split) for split in ("base", "augmented")]
             lines.append(f"| {key[0]} | {label} | {key[2]} | {acc['base']:.4f} | {acc['augmented']:.4f} | "
                          f"{losses[0]} | {losses[1]} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} | "
-                         f"{r['config']['epochs']} | {r['wall_seconds'] / 60:.1f} |")
+                         f"{_epochs(r)} | {r['wall_seconds'] / 60:.1f} |")
         effects = []
         for (train_on, model, stn), config in table.items():
             with_stn = records.get((train_on, model, True)) if not stn else None

@@ -7,9 +7,9 @@ class, the final α and entropy, and the timing. :func:`fitted_flow` opens a fin
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from .metrics import classification_metrics
 from .plots import line_plot
 from .predictive import predict
 from .runs import open_run, run_record, write_atomic
+from .spec import training
 
 CONTROL_LOG = "control.csv"
 EMBEDDING_DIM = 32
@@ -46,9 +47,6 @@ class FlowConfig:
     temperature: float = 0.5
     classifier_width: int = 8
     embedder_width: int = 8
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
     alpha: float = 0.1
     entropy_target: float | None = 2.0
     pid_kp: float = 0.01
@@ -60,9 +58,10 @@ class FlowConfig:
     classifier_from: str | None = None  # a run directory whose classifier is loaded and frozen
     train_size: int | None = None
     test_samples: int = 10
-    seed: int = 0
-    device: str = "cpu"
     data_root: str | None = None
+    # a dict: fields over the defaults (A.3.5: Adam lr 1e-3, batch 256, 100 epochs, seed 0); its KL
+    # weight is α, the entropy weight the controller starts from
+    train: TrainConfig | dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.data not in FLOW_DATA:
@@ -72,26 +71,27 @@ class FlowConfig:
                              f"valid: {', '.join(LIE_LAYOUTS)}")
         if self.base not in BASES:
             raise ValueError(f"unknown base {self.base!r}; valid: {', '.join(BASES)}")
-        for field in ("flow_layers", "components", "classifier_width", "embedder_width", "epochs", "batch_size",
-                      "test_samples"):
-            if getattr(self, field) < (0 if field == "flow_layers" else 1):
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("flow_layers", "components", "classifier_width", "embedder_width", "test_samples"):
+            if getattr(self, name) < (0 if name == "flow_layers" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.alpha_min <= self.alpha <= self.alpha_max:
             raise ValueError(f"need 0 ≤ alpha_min ≤ alpha ≤ alpha_max, got {self.alpha_min}, {self.alpha}, {self.alpha_max}")
+        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 100)
+        train = training(self.train, dict(epochs=100, batch_size=256, lr=1e-3, localizer_lr_mult=1.0, weight_decay=0.0,
+                                          val_every=max(1, epochs // 5), checkpoint_every=5, seed=0))
+        self.train = dataclasses.replace(train, kl_weight=self.alpha)
 
     @property
     def name(self) -> str:
         control = f"H{self.entropy_target:g}" if self.entropy_target is not None else f"a{self.alpha:g}"
         parts = [self.data, self.layout, f"L{self.flow_layers}", f"{self.base}{self.components}", control,
-                 f"c{self.classifier_width}", f"e{self.epochs}"]
+                 f"c{self.classifier_width}", f"e{self.train.epochs}"]
         if self.classifier_from:
             parts.append("frozen-" + Path(self.classifier_from).name.split("-")[0])
         if self.train_size:
             parts.append(f"n{self.train_size}")
-        if self.seed:
-            parts.append(f"s{self.seed}")
+        if self.train.seed:
+            parts.append(f"s{self.train.seed}")
         return "-".join(parts)
 
 
@@ -158,10 +158,7 @@ def run_flow(config: FlowConfig, run_root: Path, progress: bool | None = None) -
         pid = PIDController(config.entropy_target, config.pid_kp, config.pid_ki, config.pid_kd,
                             config.alpha_min, config.alpha_max)
     controller = EntropyController(pid)
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, localizer_lr_mult=1.0,
-                               weight_decay=0.0, kl_weight=config.alpha, val_every=max(1, config.epochs // 5),
-                               checkpoint_every=5, seed=config.seed, device=config.device)
-    trainer = Trainer(model, train_config, step_hooks=(AugmentationWarmup(config.no_aug_until), controller))
+    trainer = Trainer(model, config.train, step_hooks=(AugmentationWarmup(config.no_aug_until), controller))
     open_run(run_dir, asdict(config), trainer)
     trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
     log = np.array([(s, a, np.nan if h is None else h) for s, a, h in controller.log])

@@ -28,7 +28,7 @@ from pyro_pstn.nets import mnist_cnn_classifier
 from . import flow_runs, localizer_runs, pose_vae_runs
 from .engine import CHECKPOINT, Trainer, restore
 from .fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
-from .spec import FitConfig, read_config, read_json
+from .spec import FitConfig, nest_training, read_config, read_json
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,10 @@ KINDS = {
 
 
 def kind_of(config: dict) -> str:
-    """The kind whose config class has every key of ``config`` (the one with the fewest fields)."""
+    """The kind whose config class has every key of ``config`` (the one with the fewest fields), in the
+    current format or an earlier one."""
     fits = [(len(dataclasses.fields(k.config)), name) for name, k in KINDS.items()
-            if set(config) <= {f.name for f in dataclasses.fields(k.config)}]
+            if set(nest_training(k.config, config)) <= {f.name for f in dataclasses.fields(k.config)}]
     if not fits:
         raise ValueError(f"config keys {sorted(config)[:8]}… match no kind of run ({', '.join(KINDS)})")
     return min(fits)[1]
@@ -110,10 +111,7 @@ def load_run(run_dir: str | Path) -> FittedRun:
     config = read_config(kind.config, run_dir / CONFIG_FILE, raw)
     if not (run_dir / CHECKPOINT).is_file():
         raise ValueError(f"{run_dir} has no {CHECKPOINT} yet: finish it with `{kind.command}` (or its --resume)")
-    if hasattr(config, "train"):
-        config.train.device = "cpu"
-    else:
-        config.device = "cpu"
+    config.train.device = "cpu"
     model, data = kind.build(config)
     model = restore(model, run_dir / CHECKPOINT)
     metrics_path = run_dir / METRICS_FILE

@@ -11,9 +11,10 @@ The defaults are the authors' settings (``../shared/reference/anchors.md`` §1.6
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from .localization import posterior_variance, spread_by_error, transformation_er
 from .metrics import classification_metrics
 from .predictive import posterior_draws, predict
 from .runs import open_run, run_record
+from .spec import training
 
 LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
 #: The base data set whose upright images each localization set transforms.
@@ -46,24 +48,23 @@ PRETRAIN_DATA = ("mnist", "fashion_mnist")
 @dataclass
 class PretrainConfig:
     """The paper's 28k CNN on upright images (``UAI_pretrain_mnist.sh``: batch 64, Adam 1e-3, 100
-    epochs with a step decay every 10; ours: constant lr, ``epochs`` as given)."""
+    epochs with a step decay every 10; ours: constant lr, 10 epochs unless ``train`` says otherwise)."""
 
     data: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
     data_root: str | None = None
     train_size: int | None = None  # smoke runs only
+    train: TrainConfig | dict = field(default_factory=dict)  # a dict: fields over the defaults below
 
     def __post_init__(self):
         if self.data not in PRETRAIN_DATA:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(PRETRAIN_DATA)}")
+        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 10)
+        self.train = training(self.train, dict(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.0, val_every=epochs,
+                                               seed=0))
 
     @property
     def name(self) -> str:
-        return f"classifier-{self.data}-e{self.epochs}" + (f"-smoke{self.train_size}" if self.train_size else "")
+        return f"classifier-{self.data}-e{self.train.epochs}" + (f"-smoke{self.train_size}" if self.train_size else "")
 
 
 def pretrain(config: PretrainConfig, run_root: Path, progress: bool | None = None) -> dict:
@@ -72,11 +73,9 @@ def pretrain(config: PretrainConfig, run_root: Path, progress: bool | None = Non
     data = load_dataset(config.data, config.data_root, val_size=None, normalize=False)
     train = data.train if config.train_size is None else ImageSet(data.train.images[: config.train_size],
                                                                   data.train.labels[: config.train_size])
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     model = CNN(mnist_cnn_classifier())
-    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                         weight_decay=0.0, val_every=config.epochs, seed=config.seed,
-                                         device=config.device))
+    trainer = Trainer(model, config.train)
     run_dir = Path(run_root) / config.name
     open_run(run_dir, asdict(config), trainer)
     trainer.fit(train, data.val, run_dir=run_dir, progress=progress)
@@ -98,63 +97,60 @@ def load_classifier(run_root: Path, data: str, name: str | None = None) -> torch
 
 # ---- localizers around it ------------------------------------------------------------------------
 
-@dataclass
-class LocalizerTraining:
-    """What every localization fit shares: the optimiser (no weight decay), the P-STN's samples and
-    KL weight, the β head's bias, and smoke-run sizes (defaults: 001's settings, anchors.md §1.6).
-    ``fit_localizer`` reads these fields."""
+def localizer_training(given: TrainConfig | dict, localizer_lr_mult: float, samples: int | None,
+                       kl_weight: float | None) -> TrainConfig:
+    """What every localization fit trains with (001's settings, anchors.md §1.6, as defaults under
+    ``given``): batch 64, Adam lr 1e-3 without weight decay, S = 10 samples, w = 3e-5, 100 epochs,
+    validation five times and a checkpoint every epoch. ``samples`` / ``kl_weight``, where not None,
+    are what the model needs whatever was given: 1 sample for a model that draws nothing, the KL
+    weight D of the Gaussian P-STN (as 000)."""
+    epochs = given.epochs if isinstance(given, TrainConfig) else given.get("epochs", 100)
+    train = training(given, dict(epochs=100, batch_size=64, lr=1e-3, localizer_lr_mult=localizer_lr_mult,
+                                 weight_decay=0.0, num_particles=10, kl_weight=3e-5, val_every=max(1, epochs // 5),
+                                 checkpoint_every=1, seed=0))
+    forced = {k: v for k, v in (("num_particles", samples), ("kl_weight", kl_weight)) if v is not None}
+    return dataclasses.replace(train, **forced) if forced else train
 
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    localizer_lr_mult: float = 1.0
-    train_samples: int = 10
-    test_samples: int = 10
-    kl_weight: float = 3e-5  # Gamma P-STN's w (per dimension)
-    spread_init: float = -3.0
-    seed: int = 0
-    device: str = "cpu"
-    data_root: str | None = None
-    train_size: int | None = None  # smoke runs only
-    test_size: int | None = None
 
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    def _smoke_suffix(self) -> list[str]:
-        if not (self.train_size or self.test_size):
-            return []
-        return [f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}"]
+def _smoke_suffix(train_size: int | None, test_size: int | None) -> list[str]:
+    return [f"smoke{train_size or 'all'}x{test_size or 'all'}"] if train_size or test_size else []
 
 
 @dataclass
-class LocalizeConfig(LocalizerTraining):
+class LocalizeConfig:
     """One localizer fit in front of a frozen classifier (defaults: 001 §5.1.1's settings). The
-    Gaussian P-STN's KL weight is D, as in 000; ``kl_weight`` is the Gamma P-STN's."""
+    Gaussian P-STN's KL weight is D, as in 000; ``train``'s ``kl_weight`` is the Gamma P-STN's w; the
+    localizer's learning rate is the authors' script's for the data set (rotated 1, placement ×0.1)."""
+
+    LEGACY_TRAIN_FIELDS = {"train_samples": "num_particles"}  # configs written before ``train``
 
     model: str = "gamma_pstn"
     data: str = "rotated_mnist"
     prior_scale: float = 0.5  # σ_p of the Gaussian P-STN (001 gives none for this task)
+    spread_init: float = -3.0  # the β head's initial bias
     classifier: str | None = None  # the pretrain run's name under the run root; None: ``pretrain``'s default
     val_size: int = 1000  # validation images watched during training
-    localizer_lr_mult: float | None = None  # None: the study's, as the authors' script (rotated 1, placement 0.1)
+    test_samples: int = 10
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+    test_size: int | None = None
+    train: TrainConfig | dict = field(default_factory=dict)  # a dict: fields over localizer_training's defaults
 
     def __post_init__(self):
         if self.model not in LOCALIZER_MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(LOCALIZER_MODELS)}")
         if self.data not in LOCALIZATION_SETS:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(LOCALIZATION_SETS)}")
-        if self.val_size < 1:
-            raise ValueError(f"val_size must be at least 1, got {self.val_size}")
-        if self.localizer_lr_mult is None:
-            self.localizer_lr_mult = LOCALIZER_LR_MULT[self.data]
-        super().__post_init__()
+        if self.val_size < 1 or self.test_samples < 1:
+            raise ValueError(f"val_size and test_samples must be at least 1, got {self.val_size}, {self.test_samples}")
+        dim = get_layout(LOCALIZATION_SETS[self.data][1]).dim
+        self.train = localizer_training(self.train, LOCALIZER_LR_MULT[self.data], 1 if self.model == "stn" else None,
+                                        None if self.model == "gamma_pstn" else float(dim))
 
     @property
     def name(self) -> str:
-        return "-".join([self.data, self.model, f"e{self.epochs}", f"seed{self.seed}", *self._smoke_suffix()])
+        return "-".join([self.data, self.model, f"e{self.train.epochs}", f"seed{self.train.seed}",
+                         *_smoke_suffix(self.train_size, self.test_size)])
 
 
 def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module) -> TransformClassifier:
@@ -171,15 +167,10 @@ def build_localizing_model(config: LocalizeConfig, classifier: torch.nn.Module) 
     return GammaPSTN(frozen, localizer, GammaPrior(layout.dim), **common)
 
 
-def fit_localizer(run_dir: Path, config: LocalizerTraining, model: nn.Module, samples: int, kl_weight: float, data: DataSplits,
-            progress: bool | None) -> Trainer:
-    """Fit ``model`` with ``config``'s optimiser settings (no weight decay; validation five times,
-    a checkpoint every epoch) in ``run_dir``, resuming from its checkpoint if there is one."""
-    trainer = Trainer(model, TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                         localizer_lr_mult=config.localizer_lr_mult, weight_decay=0.0,
-                                         num_particles=samples, kl_weight=kl_weight,
-                                         val_every=max(1, config.epochs // 5), checkpoint_every=1, seed=config.seed,
-                                         device=config.device))
+def fit_localizer(run_dir: Path, config: LocalizeConfig | FailureConfig, model: nn.Module, data: DataSplits,
+                  progress: bool | None) -> Trainer:
+    """Fit ``model`` with ``config.train`` in ``run_dir``, resuming from its checkpoint if there is one."""
+    trainer = Trainer(model, config.train)
     open_run(run_dir, asdict(config), trainer)
     trainer.fit(data.train, data.val, run_dir=run_dir, progress=progress)
     model.cpu()
@@ -220,12 +211,10 @@ def run_localize(config: LocalizeConfig, run_root: Path, progress: bool | None =
     classifier = load_classifier(run_root, BASE_OF[config.data], config.classifier)
     data = load_localization(config.data, config.data_root, val_size=config.val_size, test_size=config.test_size,
                              train_size=config.train_size)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     model = build_localizing_model(config, classifier)
-    samples = 1 if config.model == "stn" else config.train_samples
-    kl = config.kl_weight if config.model == "gamma_pstn" else float(model.layout.dim)
     run_dir = Path(run_root) / config.name
-    trainer = fit_localizer(run_dir, config, model, samples, kl, data, progress)
+    trainer = fit_localizer(run_dir, config, model, data, progress)
     result = evaluate_localization(model, data, 1 if config.model == "stn" else config.test_samples)
     arrays = result.pop("arrays")
     torch.save({k: v for k, v in arrays.items() if v is not None}, run_dir / "localization.pt")
@@ -249,28 +238,37 @@ FAILURE_MODELS = ("nn_upright", "nn", "stn", "gamma_pstn")
 
 
 @dataclass
-class FailureConfig(LocalizerTraining):
+class FailureConfig:
     """One run of 001 Fig. 12 (``UAI_rebuttal_rotmnist_modelsize*.sh``: 100 epochs, lr 1e-3, localizer lr
     ×0.1, S = 10, w = 3e-5, β head bias −3, seeds 0–4). Nothing is frozen here; the localizers are the
     MNIST-subset ones for one rotation angle (the scripts' are not recorded)."""
+
+    LEGACY_TRAIN_FIELDS = {"train_samples": "num_particles"}  # configs written before ``train``
 
     model: str = "stn"
     depth: int = 1
     width: int = 128
     dropout: float = 0.5
-    localizer_lr_mult: float = 0.1
+    spread_init: float = -3.0
+    test_samples: int = 10
+    data_root: str | None = None
+    train_size: int | None = None  # smoke runs only
+    test_size: int | None = None
+    train: TrainConfig | dict = field(default_factory=dict)  # a dict: fields over localizer_training's defaults
 
     def __post_init__(self):
         if self.model not in FAILURE_MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(FAILURE_MODELS)}")
         if not 1 <= self.depth <= 10:
             raise ValueError(f"depth must be in 1..10, got {self.depth}")
-        super().__post_init__()
+        if self.test_samples < 1:
+            raise ValueError(f"test_samples must be at least 1, got {self.test_samples}")
+        self.train = localizer_training(self.train, 0.1, None if self.model == "gamma_pstn" else 1, None)
 
     @property
     def name(self) -> str:
-        return "-".join(["failure", self.model, f"depth{self.depth}", f"e{self.epochs}", f"seed{self.seed}",
-                         *self._smoke_suffix()])
+        return "-".join(["failure", self.model, f"depth{self.depth}", f"e{self.train.epochs}", f"seed{self.train.seed}",
+                         *_smoke_suffix(self.train_size, self.test_size)])
 
 
 def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = None) -> dict:
@@ -283,7 +281,7 @@ def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = N
         upright = load_dataset("mnist", config.data_root, val_size=1000, test_size=config.test_size, normalize=False)
         data.train = ImageSet(upright.train.images[: config.train_size], upright.train.labels[: config.train_size])
         data.val, data.test = upright.val, upright.test
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     classifier = MLPClassifier(config.depth, config.width, dropout=config.dropout)
     if config.model in ("nn", "nn_upright"):
         model = CNN(classifier)
@@ -292,9 +290,8 @@ def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = N
     else:
         model = GammaPSTN(classifier, mnist_pstn_localizer("rotation", config.spread_init), GammaPrior(1),
                           layout="rotation")
+    trainer = fit_localizer(Path(run_root) / config.name, config, model, data, progress)
     sampling = config.model == "gamma_pstn"
-    trainer = fit_localizer(Path(run_root) / config.name, config, model, config.train_samples if sampling else 1,
-                      config.kl_weight, data, progress)
     test = classification_metrics(predict(model, data.test.images, config.test_samples if sampling else 1),
                                   data.test.labels)
     if model.localizer is not None:

@@ -7,9 +7,8 @@ in front of the VAE) is fitted once per data set and shared by the runs that use
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,11 +21,12 @@ from pyro_pstn.nets import Aligner
 from pyro_pstn.priors import DeterministicPose, DiagonalNormalPose, LowRankNormalPose, PosePrior
 from pyro_pstn.transforms import get_layout
 
-from .engine import OPTIMIZERS, TrainConfig, Trainer
+from .engine import TrainConfig, Trainer
 from .latents import elbo_terms, encode, linear_probe
 from .plots import image_grid
 from .runs import open_run, run_record, save_atomic
 from .schedules import TemperatureSchedule
+from .spec import training
 
 POSE_PRIOR_NAMES = ("none", "diagonal", "fixed_mean", "lowrank")
 VAE_LOSSES = ("bernoulli", "mse")
@@ -51,32 +51,26 @@ class PoseVAEConfig:
     data: str = "mnist"
     train_on: str = "base"  # base | augmented (003's fixed augmented copy of the training set)
     aligner: bool = False  # 003: an STN trained to undo the augmentation, in front of the VAE
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 1e-3
-    kl_weight: float = 1.0
     architecture: str = "dense"  # dense (002's 2 × 256) | conv (003's PyTorch-VAE convolutions)
     loss: str = "bernoulli"  # bernoulli (002) | mse (003: MSE + 0.001·KL, as a Gaussian likelihood)
-    optimizer: str = "adam"  # adam | adamw (003)
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
     data_root: str | None = None
     train_size: int | None = None  # smoke runs only: the first N training images (named in the run)
     test_size: int | None = None  # smoke runs only: the first N test images
+    # a dict: fields over the defaults (002's: Adam lr 1e-3, batch 100, 50 epochs, KL weight 1, seed 0)
+    train: TrainConfig | dict = field(default_factory=dict)
 
     def __post_init__(self):
         checks = [("model", POSE_VAE_MODELS), ("pose_prior", POSE_PRIOR_NAMES), ("data", VAE_DATA),
-                  ("train_on", ("base", "augmented")), ("architecture", ARCHITECTURES), ("loss", VAE_LOSSES),
-                  ("optimizer", tuple(OPTIMIZERS))]
-        for field, valid in checks:
-            if getattr(self, field) not in valid:
-                raise ValueError(f"unknown {field} {getattr(self, field)!r}; valid: {', '.join(valid)}")
-        for field in ("z_dim", "rank", "epochs", "batch_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}")
-        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
-            raise ValueError(f"need a finite lr > 0 and kl_weight ≥ 0, got lr={self.lr}, kl_weight={self.kl_weight}")
+                  ("train_on", ("base", "augmented")), ("architecture", ARCHITECTURES), ("loss", VAE_LOSSES)]
+        for name, valid in checks:
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        for name in ("z_dim", "rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 50)
+        self.train = training(self.train, dict(epochs=50, batch_size=100, lr=1e-3, localizer_lr_mult=1.0, weight_decay=0.0,
+                                               kl_weight=1.0, val_every=epochs, checkpoint_every=5, seed=0))
         get_layout(self.transform)  # raises, listing the valid families
         if self.model == "dtvae" and self.transform.startswith("tps"):
             raise ValueError("dtvae un-warps x by T_θ⁻¹, which thin-plate splines lack; use an affine transform")
@@ -92,14 +86,15 @@ class PoseVAEConfig:
             parts.append("augtrain")
         if self.aligner:
             parts.append("stn")
-        parts += [v for v, default in ((self.architecture, "dense"), (self.loss, "bernoulli"), (self.optimizer, "adam"))
+        train = self.train
+        parts += [v for v, default in ((self.architecture, "dense"), (self.loss, "bernoulli"), (train.optimizer, "adam"))
                   if v != default]
-        if self.weight_decay:
-            parts.append(f"wd{self.weight_decay:g}")
-        if self.batch_size != 100:
-            parts.append(f"b{self.batch_size}")
-        if self.epochs != 50:
-            parts.append(f"e{self.epochs}")
+        if train.weight_decay:
+            parts.append(f"wd{train.weight_decay:g}")
+        if train.batch_size != 100:
+            parts.append(f"b{train.batch_size}")
+        if train.epochs != 50:
+            parts.append(f"e{train.epochs}")
         if self.train_size or self.test_size:
             parts.append(f"smoke{self.train_size or 'all'}x{self.test_size or 'all'}")
         return "-".join(parts)
@@ -115,7 +110,7 @@ class PoseVAEConfig:
 def build_model(config: PoseVAEConfig) -> LatentVAE:
     prior = config.pose_prior_module() if config.model in ("tvae", "dtvae") else None
     gaussian = config.loss == "mse"
-    return build_pose_vae(config.model, config.z_dim, prior, kl_weight=config.kl_weight,
+    return build_pose_vae(config.model, config.z_dim, prior, kl_weight=config.train.kl_weight,
                           architecture=config.architecture, likelihood="gaussian" if gaussian else "bernoulli",
                           noise_scale=mse_noise_scale(MSE_KL_FACTOR, IMAGE_PIXELS) if gaussian else 1.0)
 
@@ -169,8 +164,8 @@ def aligner_for(config: PoseVAEConfig, sets: dict[str, ImageSet], run_root: Path
     if path.exists():
         aligner = Aligner("similarity")
         aligner.load_state_dict(torch.load(path, map_location="cpu"))
-        return aligner.to(config.device).eval()
-    aligner = fit_aligner(sets["train"], sets["train_augmented"], device=config.device, progress=progress)
+        return aligner.to(config.train.device).eval()
+    aligner = fit_aligner(sets["train"], sets["train_augmented"], device=config.train.device, progress=progress)
     save_atomic(aligner.state_dict(), path)
     return aligner
 
@@ -191,13 +186,8 @@ def run_pose_vae(config: PoseVAEConfig, run_root: Path, progress: bool | None = 
         train = aligned(aligner, train)
         tests = {name: aligned(aligner, data) for name, data in tests.items()}
     model = build_model(config)
-    train_config = TrainConfig(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, localizer_lr_mult=1.0,
-        weight_decay=config.weight_decay, optimizer=config.optimizer,
-        kl_weight=config.kl_weight, val_every=config.epochs, checkpoint_every=5, seed=config.seed, device=config.device,
-    )
     hooks = (TemperatureSchedule(),) if config.model == "cat_vae" else ()
-    trainer = Trainer(model, train_config, step_hooks=hooks)
+    trainer = Trainer(model, config.train, step_hooks=hooks)
     open_run(run_dir, asdict(config), trainer)
     trainer.fit(train, run_dir=run_dir, progress=progress)
     model.eval()
@@ -206,7 +196,7 @@ def run_pose_vae(config: PoseVAEConfig, run_root: Path, progress: bool | None = 
     codes_train = encode(model, train.images)
     probe = linear_probe(codes_train, train.labels, {n: encode(model, d.images) for n, d in tests.items()},
                          {n: d.labels for n, d in tests.items()})
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     pose_model = config.model in ("tvae", "dtvae")
     grids = {"u at the identity" if pose_model else "z ~ p(z)": model.generate(20, "identity").cpu()}
     if pose_model and model.pose_prior.stochastic:

@@ -124,7 +124,7 @@ def run_record(config: Any, start: float, measured: dict, trainer: Trainer | Non
     (``time.perf_counter()``), the machine, and when it finished."""
     timing = {"train_seconds": trainer.history.train_seconds} if trainer is not None else {}
     return {"name": config.name, "config": asdict(config), **measured, **timing,
-            "wall_seconds": time.perf_counter() - start, "machine": machine(device or config.device),
+            "wall_seconds": time.perf_counter() - start, "machine": machine(device or config.train.device),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

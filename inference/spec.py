@@ -110,10 +110,41 @@ class FitConfig:
         return config_from_dict(cls, json.loads(text))
 
 
+#: The fields of a :class:`TrainConfig`: how any kind of run is trained.
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def training(given: TrainConfig | dict, defaults: dict) -> TrainConfig:
+    """A run spec's training: ``given`` itself where it is a :class:`TrainConfig`, else its fields
+    (a dict) over ``defaults``, the training protocol of that kind of run."""
+    if isinstance(given, TrainConfig):
+        return given
+    if not isinstance(given, dict):
+        raise ValueError(f"train must be a TrainConfig or a dict of its fields, got {type(given).__name__}")
+    unknown = set(given) - TRAIN_FIELDS
+    if unknown:
+        raise ValueError(f"unknown training fields {sorted(unknown)}; valid: {sorted(TRAIN_FIELDS)}")
+    return TrainConfig(**{**defaults, **given})
+
+
+def nest_training(cls: type, raw: dict) -> dict:
+    """``raw`` with the training fields that a config of ``cls`` written before its training became one
+    :class:`TrainConfig` kept at its top level (``epochs``, ``lr``, ``seed``, …; renamed by the class's
+    ``LEGACY_TRAIN_FIELDS``) moved under ``train``; other configs as they are."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "train" not in names or "train" in raw:
+        return raw
+    renames = getattr(cls, "LEGACY_TRAIN_FIELDS", {})
+    moved = {k for k in raw if k not in names and renames.get(k, k) in TRAIN_FIELDS}
+    return {**{k: v for k, v in raw.items() if k not in moved}, "train": {renames.get(k, k): raw[k] for k in moved}}
+
+
 def config_from_dict(cls: type[T], raw: dict) -> T:
-    """The dataclass ``cls`` from a dict, rejecting unknown keys (listing the valid ones)."""
+    """The dataclass ``cls`` from a dict (of the current format or an earlier one, :func:`nest_training`),
+    rejecting unknown keys (listing the valid ones)."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a JSON object of {cls.__name__} fields, got {type(raw).__name__}")
+    raw = nest_training(cls, raw)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:

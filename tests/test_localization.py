@@ -135,7 +135,8 @@ def test_pretrain_then_fit_a_localizer_on_rotated_mnist(tmp_path, data_root, pre
     from experiments.localize import write_study
     from inference.localizer_runs import LocalizeConfig
 
-    config = LocalizeConfig(epochs=1, train_size=128, test_size=200, val_size=64, classifier="classifier-mnist-e1-smoke1000")
+    config = LocalizeConfig(train_size=128, test_size=200, val_size=64, classifier="classifier-mnist-e1-smoke1000",
+                            train=dict(epochs=1))
     baseline = {"accuracy": 0.4, "nll": 2.0}
     text = write_study("rotated_mnist", tmp_path, tmp_path / "runs", baseline, tmp_path / "missing.json", [config],
                        [record])
@@ -161,10 +162,10 @@ def test_placement_crops_96_by_96_canvases_for_the_28_by_28_classifier(tmp_path,
                                         *common],
                                  catch_exceptions=False)
         assert fit.exit_code == 0, fit.output
-        configs.append(LocalizeConfig(model=model, data="placed_fashion_mnist", epochs=1, train_size=64, test_size=40,
-                                      val_size=16, classifier=classifier))
+        configs.append(LocalizeConfig(model=model, data="placed_fashion_mnist", train_size=64, test_size=40,
+                                      val_size=16, classifier=classifier, train=dict(epochs=1)))
         records.append(json.loads((tmp_path / "localization" / "runs" / f"{configs[-1].name}.json").read_text()))
-        assert records[-1]["config"]["localizer_lr_mult"] == 0.1  # the authors' placement script; rotated: 1
+        assert records[-1]["config"]["train"]["localizer_lr_mult"] == 0.1  # the authors' placement script; rotated: 1
     arrays = torch.load(tmp_path / "runs" / configs[1].name / "localization.pt")
     assert arrays["inputs"].shape == (8, 1, 96, 96) and arrays["crops"].shape == (8, 1, 28, 28)
     assert arrays["mu"].shape == (40, 4)

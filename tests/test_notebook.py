@@ -43,8 +43,8 @@ def test_inspect_posteriors_notebook_shows_time_warps_of_a_series_run(tmp_path, 
 
 
 def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root):
-    config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, epochs=1, data_root=str(data_root),
-                           train_size=600, test_size=200)
+    config = PoseVAEConfig(model="tvae", pose_prior="diagonal", z_dim=4, data_root=str(data_root),
+                           train_size=600, test_size=200, train=dict(epochs=1))
     run_pose_vae(config, tmp_path, progress=False)
     outputs, text = _execute("02_pose_vae.ipynb", tmp_path / config.name)
     assert _figures(outputs) >= 5
@@ -52,8 +52,8 @@ def test_pose_vae_notebook_executes_on_a_small_run(tmp_path, data_root):
 
 
 def test_flow_invariance_notebook_executes_on_a_small_run(tmp_path, data_root):
-    config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, epochs=2,
-                        no_aug_until=1, train_size=128, batch_size=64, data_root=str(data_root))
+    config = FlowConfig(data="mario_iggy_3modes", layout="lie_rotation", base="mixture", components=3, no_aug_until=1,
+                        train_size=128, data_root=str(data_root), train=dict(epochs=2, batch_size=64))
     run_flow(config, tmp_path, progress=False)
     outputs, text = _execute("03_flow_invariance.ipynb", tmp_path / config.name)
     assert _figures(outputs) >= 4

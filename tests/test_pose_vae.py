@@ -295,7 +295,7 @@ def test_003s_networks_keep_28_by_28_and_sample_dims_and_name_their_runs():
     assert h.shape == (2, 3, 128 * 4 * 4) and decoder(torch.randn(2, 3, 10)).shape == (2, 3, 1, 28, 28)
     configs = cli.study003_configs("paper", 20, "cpu", None)
     config = configs[("base", "cat_vae", False)]
-    assert (config.architecture, config.loss, config.optimizer, config.batch_size) == ("conv", "mse", "adamw", 64)
+    assert (config.architecture, config.loss, config.train.optimizer, config.train.batch_size) == ("conv", "mse", "adamw", 64)
     assert config.name == "fashion_mnist-cat_vae-conv-mse-adamw-wd0.01-b64-e20"
     assert cli.study003_configs("ours", 20, "cpu", None)[("base", "cat_vae", False)].name == "fashion_mnist-cat_vae-e20"
     with pytest.raises(ValueError, match="valid: dense, conv"):

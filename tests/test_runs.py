@@ -213,7 +213,7 @@ def test_a_smoke_sweep_into_the_committed_results_is_refused(tmp_path):
 
 def test_flow_classifier_from_a_run_of_fit_is_a_clear_error(tmp_path, data_root):
     assert _fit(*QUICK, "--out-dir", tmp_path, "--run-name", "cnn", "--data-root", data_root).exit_code == 0
-    config = FlowConfig(data="mario_iggy90", epochs=1, classifier_from=str(tmp_path / "cnn"))
+    config = FlowConfig(data="mario_iggy90", classifier_from=str(tmp_path / "cnn"), train=dict(epochs=1))
     with pytest.raises(ValueError, match="its classifier does not fit this model's SimpleConv"):
         build_model(config, 1, 2)
 
