@@ -254,6 +254,8 @@ class Trainer:
 
     #: The model's plates: ``data`` (a stack adds ``members`` outside it).
     max_plate_nesting = 1
+    #: The ELBO of each ``TrainConfig.elbo`` (a stack's are member by member).
+    elbos = ELBOS
 
     def __init__(self, model: nn.Module, config: TrainConfig, step_hooks: tuple[StepHook, ...] = ()):
         # Pyro's modern style: parameters live in the modules (and the torch optimiser), not in
@@ -265,7 +267,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.kl_weight = model_kl_weight(model, config.kl_weight)
         self.step_hooks = tuple(step_hooks)
-        elbo = ELBOS[config.elbo](
+        elbo = self.elbos[config.elbo](
             num_particles=config.num_particles, vectorize_particles=config.num_particles > 1,
             max_plate_nesting=self.max_plate_nesting,
         )

@@ -15,9 +15,8 @@ import dataclasses
 from typing import Callable, Sequence
 
 import torch
-import torch.nn as nn
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 from torch.utils.data import Dataset
 
@@ -32,32 +31,53 @@ from .loading import as_image_set, check_dataset
 MEMBER_FIELDS = ("seed", "kl_weight")
 
 
-def member_elbos(loss_module: nn.Module, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
-    """The ELBO of each member, ``[R]``, from the traces of the loss module's own ELBO: with
-    ``Trace_ELBO`` log p − log q of the draws at every latent site (the estimator for reparameterised
-    sites, which are all a stackable model has); with ``TraceMeanField_ELBO`` the analytic
-    −KL(q ‖ p) wherever torch knows it, as that ELBO computes it."""
-    elbo, total, particles = loss_module.elbo, 0.0, 0
-    analytic = isinstance(elbo, TraceMeanField_ELBO)
-    for model_trace, guide_trace in elbo._get_traces(loss_module.model, loss_module.guide, (x, y), schedule):
-        terms = []  # each [(S,) R, B] or [R, 1]: summed over all but the member dim (−2) below
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
-                terms.append(site["log_prob"])
-                continue
-            q = guide_trace.nodes[name]
-            if not q["fn"].has_rsample:
-                raise ValueError(f"guide site {name!r} is not reparameterised: a stack needs rsample")
-            kl = _analytic_kl(q, site) if analytic else None
-            terms += [site["log_prob"], -q["log_prob"]] if kl is None else [-kl]
-        terms += [-q["log_prob"] for name, q in guide_trace.nodes.items()  # auxiliary guide sites
-                  if q["type"] == "sample" and name not in model_trace.nodes]
-        for term in terms:
-            total = total + term.sum(-1).reshape(-1, term.shape[-2]).sum(0)
-        particles += elbo.num_particles if elbo.vectorize_particles else 1
-    return total / particles
+class MemberELBO:
+    """What makes an ELBO one of a stack (mixed into Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO``,
+    as Pyro's own variants subclass them): :meth:`member_elbos` is the ELBO of each member, ``[R]``,
+    from the same traces the ELBO draws (log p − log q of the draws at every latent site, the estimator
+    for reparameterised sites, which are all a stackable model has; the analytic −KL(q ‖ p) wherever
+    torch knows it with ``TraceMeanField_ELBO``); the loss is the sum of the members' −ELBO."""
+
+    analytic = False
+
+    def member_elbos(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+        total, particles = 0.0, 0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            terms = []  # each [(S,) R, B] or [R, 1]: summed over all but the member dim (−2) below
+            for name, site in model_trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if site["is_observed"]:
+                    terms.append(site["log_prob"])
+                    continue
+                q = guide_trace.nodes[name]
+                if not q["fn"].has_rsample:
+                    raise ValueError(f"guide site {name!r} is not reparameterised: a stack needs rsample")
+                kl = _analytic_kl(q, site) if self.analytic else None
+                terms += [site["log_prob"], -q["log_prob"]] if kl is None else [-kl]
+            terms += [-q["log_prob"] for name, q in guide_trace.nodes.items()  # auxiliary guide sites
+                      if q["type"] == "sample" and name not in model_trace.nodes]
+            for term in terms:
+                total = total + term.sum(-1).reshape(-1, term.shape[-2]).sum(0)
+            particles += self.num_particles if self.vectorize_particles else 1
+        return total / particles
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+        return -self.member_elbos(model, guide, *args, **kwargs).sum()
+
+
+class MemberTrace_ELBO(MemberELBO, Trace_ELBO):
+    """``Trace_ELBO`` of a stack, member by member."""
+
+
+class MemberTraceMeanField_ELBO(MemberELBO, TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` of a stack, member by member."""
+
+    analytic = True
+
+
+#: The stack's ELBO of each of :data:`inference.engine.ELBOS`.
+MEMBER_ELBOS = {"trace": MemberTrace_ELBO, "meanfield": MemberTraceMeanField_ELBO}
 
 
 def _analytic_kl(guide_site: dict, model_site: dict) -> torch.Tensor | None:
@@ -75,6 +95,7 @@ class StackTrainer(Trainer):
     ``seed`` and ``kl_weight``); ``fit`` takes one training (and validation) set per member."""
 
     max_plate_nesting = 2
+    elbos = MEMBER_ELBOS
 
     def __init__(self, model: Stacked, configs: list[TrainConfig], step_hooks: Sequence[Callable] = ()):
         if len(configs) != model.members:
@@ -94,7 +115,8 @@ class StackTrainer(Trainer):
     # ---- one step ------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor, **schedule) -> torch.Tensor:
         """Σ_r −ELBO_r / B for images ``[R, B, C, H, W]``; each member's term is kept for its history."""
-        per_member = -member_elbos(self.elbo, x, y, **self.accepted(schedule)) / x.shape[-4]
+        loss = self.elbo  # the loss module of a member ELBO
+        per_member = -loss.elbo.member_elbos(loss.model, loss.guide, x, y, **self.accepted(schedule)) / x.shape[-4]
         self._member_losses = per_member.detach()
         return per_member.sum()
 

@@ -96,7 +96,7 @@ def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(n
     seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate. Each
     step is the engine's (Trainer.train_step vs StackTrainer.train_step: KL weight conversion,
     localizer learning rate, coupled weight decay, Adam). With the ``meanfield`` ELBO the KLs are
-    analytic in both (TraceMeanField_ELBO alone vs the stack's member_elbos)."""
+    analytic in both (TraceMeanField_ELBO alone vs the stack's MemberTraceMeanField_ELBO)."""
     kl_weights, scales = [0.0, 1e-3, 0.5], [0.05, 0.1, 0.3]
     singles, configs = [], []
     for r in range(R):
@@ -127,6 +127,32 @@ def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(n
             torch.testing.assert_close(p, q, rtol=0, atol=1e-10, msg=f"member {r}: {key}")
         for (key, b), c in zip(member.named_buffers(), single.buffers()):
             torch.testing.assert_close(b, c, rtol=0, atol=0, msg=f"member {r}: {key}")
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_a_stacks_elbo_is_pyros_own_estimator_split_by_member(elbo):
+    """The stack's loss is a subclass of Pyro's ELBO (Trace_ELBO / TraceMeanField_ELBO): for the same
+    draws its member ELBOs sum to what Pyro's own estimator computes for the whole stack (float64)."""
+    import pyro
+    from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    from inference.stacked import MEMBER_ELBOS
+
+    torch.manual_seed(0)
+    model = Stacked.from_models([build_model("gamma_pstn", gamma_rate=1.0 + r).double() for r in range(R)])
+    model.base.classifier.eval()
+    x, y = torch.randn(R, 5, 1, 28, 28, dtype=torch.float64), torch.randint(10, (R, 5))
+    kl_weight = torch.tensor([[0.0], [1e-3], [0.5]], dtype=torch.float64)
+    options = dict(num_particles=2, vectorize_particles=True, max_plate_nesting=2)
+    stack_elbo = MEMBER_ELBOS[elbo](**options)
+    assert isinstance(stack_elbo, {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo])
+    pyro.set_rng_seed(1)
+    members = stack_elbo.member_elbos(model.model, model.guide, x, y, kl_weight=kl_weight)
+    pyro.set_rng_seed(1)
+    whole = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo](**options).differentiable_loss(
+        model.model, model.guide, x, y, kl_weight=kl_weight)
+    assert members.shape == (R,)
+    torch.testing.assert_close(-members.sum(), whole, rtol=1e-12, atol=0)
 
 
 def _copy(model):
