@@ -116,6 +116,9 @@ def locked(path: str | os.PathLike, wait: bool = False, what: str = "run") -> It
 
 #: Config fields that say where or how a run ran, not what it computes: left out of its identity.
 MACHINE_FIELDS = frozenset({"device", "threads", "data_root", "spec", "data_source"})
+#: Config fields that name another run by its directory: in an identity, by the run's name alone
+#: (a study's runs under another --run-root are the same runs).
+RUN_FIELDS = frozenset({"classifier_from"})
 
 
 def run_record(config: Any, start: float, measured: dict, trainer: Trainer | None = None, device: str | None = None) -> dict:
@@ -129,9 +132,14 @@ def run_record(config: Any, start: float, measured: dict, trainer: Trainer | Non
 
 
 def identity(config: dict) -> dict:
-    """A config (nested dicts) without its :data:`MACHINE_FIELDS`: two runs of one identity are
-    the same run, wherever they ran."""
-    return {k: identity(v) if isinstance(v, dict) else v for k, v in config.items() if k not in MACHINE_FIELDS}
+    """A config (nested dicts) without its :data:`MACHINE_FIELDS`, and with the runs it builds on
+    (:data:`RUN_FIELDS`) by name: two runs of one identity are the same run, wherever they ran."""
+    def value(key: str, v: object) -> object:
+        if isinstance(v, dict):
+            return identity(v)
+        return Path(v).name if key in RUN_FIELDS and isinstance(v, str) else v
+
+    return {k: value(k, v) for k, v in config.items() if k not in MACHINE_FIELDS}
 
 
 def open_run(run_dir: str | os.PathLike, config: dict, trainer: Trainer | None = None) -> bool:

@@ -66,6 +66,10 @@ def test_config_diff_and_identity():
     assert identity(stored) == identity(moved)  # where it ran is not what it computed
     changed = {**moved, "train": {**moved["train"], "lr": 0.5}}
     assert config_diff(identity(stored), identity(changed)) == ["train.lr: 0.001 → 0.5"]
+    # a run built on another run names it by its run name, under whichever run root it lies
+    frozen = {"alpha": 0.1, "classifier_from": "runs/flow/base-run"}
+    assert identity(frozen) == identity({**frozen, "classifier_from": "/elsewhere/base-run"})
+    assert identity(frozen) != identity({**frozen, "classifier_from": "runs/flow/other-run"})
 
 
 def test_open_run_refuses_a_directory_of_another_config(tmp_path):
