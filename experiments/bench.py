@@ -4,7 +4,7 @@ of the same loss; (``--stack``) the per-member step time of stacked runs against
 one step at several numbers of torch threads.
 
     python -m experiments.bench [--batch-sizes 8,256] [--steps 200]
-    python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50]
+    python -m experiments.bench --stack [--members 1,5,25,40] [--steps 50] [--vmap]
     python -m experiments.bench --warps
     python -m experiments.bench --ucr
     python -m experiments.bench --threads 1,2 [--batch-sizes 8,256]
@@ -26,13 +26,14 @@ from .cli import CommaList, SafeCommand, device_option
 @click.option("--members", type=CommaList(int, min=1), default="1,5,25,40", help="With --stack: the stack sizes R.")
 @click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
               help="With --stack: the model stacked.")
+@click.option("--vmap", is_flag=True, help="With --stack: the networks stacked by torch.func.vmap, not their member layout.")
 @click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
 @click.option("--ucr", is_flag=True, help="One training step of the UCR models (batch 16; S = 1 and 10).")
 @click.option("--threads", type=CommaList(int, min=1), default=None,
               help="Step time at these numbers of torch threads, e.g. 1,2.")
 @device_option()
-def main(batch_sizes: list[int], steps: int | None, stack: bool, members: list[int], model: str, warps: bool, ucr: bool,
-         threads: list[int] | None, device: str) -> None:
+def main(batch_sizes: list[int], steps: int | None, stack: bool, members: list[int], model: str, vmap: bool, warps: bool,
+         ucr: bool, threads: list[int] | None, device: str) -> None:
     """Print the ratio of our Pyro step time to a plain PyTorch step (medians, same run), with
     --stack the per-member speed-up of stacked runs, with --warps the CPAB warps' cost."""
     if threads:
@@ -42,7 +43,7 @@ def main(batch_sizes: list[int], steps: int | None, stack: bool, members: list[i
     elif ucr:
         click.echo(measure_ucr_step(steps or 5, device))
     elif stack:
-        click.echo(measure_stack(members, steps or 50, device=device, model=model))
+        click.echo(measure_stack(members, steps or 50, device=device, model=model, vmap=vmap))
     else:
         click.echo(measure(batch_sizes, steps or 200, device))
 

@@ -101,10 +101,11 @@ def measure(batch_sizes: Sequence[int] = (8, 256), steps: int = 200, device: str
 
 
 def measure_stack(members: Sequence[int] = (1, 5, 25, 40), steps: int = 50, batch: int = 8, device: str = "cpu",
-                  model: str = "gamma_pstn") -> str:
+                  model: str = "gamma_pstn", vmap: bool = False) -> str:
     """Per-member step time of a stack of R runs (StackTrainer) against one single run (Trainer), the
     engine's own train_step on both sides, batch ``batch``; steps interleave single and stacked so
-    drift affects both alike; medians."""
+    drift affects both alike; medians. ``vmap``: the stack's networks through ``torch.func.vmap``
+    (:class:`~pyro_pstn.nets.members.VmapMembers`) instead of their member layout."""
     pyro.settings.set(module_local_params=True)
     config = TrainConfig(kl_weight=1e-3, device=device)
     single = Trainer(build_model(model, fill=-0.4242), config)
@@ -121,11 +122,12 @@ def measure_stack(members: Sequence[int] = (1, 5, 25, 40), steps: int = 50, batc
 
     lines = [
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"pyro {pyro.__version__}, device {device}; {model}, batch {batch}, {steps} timed steps each",
+        f"pyro {pyro.__version__}, device {device}; {model}, batch {batch}, {steps} timed steps each; members "
+        + ("by torch.func.vmap" if vmap else "by the networks' member layout"),
         f"{'R':>4} {'single ms':>10} {'stack ms':>10} {'per member ms':>14} {'speed-up per member':>20}",
     ]
     for r_count in members:
-        stack = StackTrainer(Stacked.from_models([build_model(model, fill=-0.4242) for _ in range(r_count)]),
+        stack = StackTrainer(Stacked.from_models([build_model(model, fill=-0.4242) for _ in range(r_count)], vmap=vmap),
                              [dataclasses.replace(config, seed=r) for r in range(r_count)])
         xs = torch.randn(r_count, batch, 1, 28, 28, device=stack.device)
         ys = torch.randint(0, 10, (r_count, batch), device=stack.device)

@@ -1,9 +1,10 @@
 """Stacked networks (issue 12): member r of a stack computes exactly what the ordinary network does."""
 import pytest
 import torch
+import torch.nn as nn
 
 from pyro_pstn.nets import Classifier, Localizer, mnist_cnn_classifier, mnist_pstn_localizer, mnist_stn_localizer
-from pyro_pstn.nets.members import MemberLinear, apply_members
+from pyro_pstn.nets.members import MemberLinear, VmapMembers, apply_members
 
 R = 3
 
@@ -89,24 +90,40 @@ from pyro_pstn.models.stacked import Stacked  # noqa: E402
 from .noise import Noise  # noqa: E402
 
 
-@pytest.mark.parametrize("name, elbo", [("cnn", "trace"), ("stn", "trace"), ("da", "trace"), ("pstn", "trace"),
-                                        ("gamma_pstn", "trace"), ("pstn", "meanfield"), ("gamma_pstn", "meanfield")])
-def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(name, elbo):
+class UsersNet(nn.Module):
+    """A classifier of a user's, with no member layout: any module from [*S, B, 1, 28, 28] to logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 3, 5, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*x.shape[:-3], -1)
+
+
+@pytest.mark.parametrize("name, elbo, users", [("cnn", "trace", False), ("stn", "trace", False), ("da", "trace", False),
+                                               ("pstn", "trace", False), ("gamma_pstn", "trace", False),
+                                               ("pstn", "meanfield", False), ("gamma_pstn", "meanfield", False),
+                                               ("cnn", "trace", True), ("gamma_pstn", "trace", True)])
+def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(name, elbo, users):
     """Issue 12: float64, the members' own draws replayed into the single runs; members differ in
     seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate. Each
     step is the engine's (Trainer.train_step vs StackTrainer.train_step: KL weight conversion,
     localizer learning rate, coupled weight decay, Adam). With the ``meanfield`` ELBO the KLs are
-    analytic in both (TraceMeanField_ELBO alone vs the stack's MemberTraceMeanField_ELBO)."""
+    analytic in both (TraceMeanField_ELBO alone vs the stack's MemberTraceMeanField_ELBO). ``users``:
+    the classifier is a network of the user's, stacked by vmap (issue 34)."""
     kl_weights, scales = [0.0, 1e-3, 0.5], [0.05, 0.1, 0.3]
     singles, configs = [], []
     for r in range(R):
         torch.manual_seed(10 + r)
-        model = build_model(name, prior_scale=scales[r], gamma_rate=1.0 + r).double()
+        extra = {"classifier": UsersNet()} if users else {}
+        model = build_model(name, prior_scale=scales[r], gamma_rate=1.0 + r, **extra).double()
         model.classifier.eval()  # dropout off: its masks are not replayed
         singles.append(model)
         configs.append(TrainConfig(lr=1e-2, kl_weight=kl_weights[r], seed=r, elbo=elbo))
     stack = StackTrainer(Stacked.from_models([_copy(m) for m in singles]), configs)
     stack.model.base.classifier.eval()
+    assert isinstance(stack.model.base.classifier, VmapMembers) == users
     trainers = [Trainer(m, c) for m, c in zip(singles, configs)]
     torch.manual_seed(0)
     x, y = torch.randn(R, 6, 1, 28, 28, dtype=torch.float64), torch.randint(10, (R, 6))
@@ -159,3 +176,14 @@ def _copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_a_stack_of_networks_without_a_member_layout_refuses_batch_norm_and_bad_shapes():
+    nets = [UsersNet() for _ in range(R)]
+    stacked = VmapMembers(nets, event_dim=3)
+    x = torch.randn(2, R, 4, 1, 28, 28)  # [S, R, B, C, H, W]
+    torch.testing.assert_close(stacked(x)[:, 1], nets[1](x[:, 1]))
+    with pytest.raises(ValueError, match=rf"members expects inputs \[..., {R}, B, …, …, …\]"):
+        stacked(torch.randn(4, 1, 28, 28))
+    with pytest.raises(ValueError, match="has batch norm"):
+        VmapMembers([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)) for _ in range(R)], event_dim=3)

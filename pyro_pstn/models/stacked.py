@@ -10,7 +10,8 @@ share the architecture and layout. The generative story is the single model's, R
 so the ELBO is the sum of the members' ELBOs and each member's gradient is the one it would get
 alone: Adam and coupled weight decay are elementwise, so member r follows its single run's path
 given the same random draws. Images are ``[R, B, C, H, W]``, labels ``[R, B]``; the networks
-carry a member dimension (:mod:`pyro_pstn.nets.members`), the priors' tensors a leading
+carry a member dimension (:mod:`pyro_pstn.nets.members`: the papers' networks their member layout,
+any other network :class:`~pyro_pstn.nets.members.VmapMembers`), the priors' tensors a leading
 ``[R, 1]``, the KL weight is a tensor ``[R, 1]``. ``member(r)`` is an ordinary model again, so
 prediction, metrics and run directories are the single run's.
 """
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 from pyro.nn import PyroModule
 
+from ..nets.members import Stackable, VmapMembers
 from .base import TransformClassifier
 
 
@@ -78,7 +80,9 @@ class Stacked(PyroModule):
         self.members = members
 
     @classmethod
-    def from_models(cls, models: list[TransformClassifier]) -> "Stacked":
+    def from_models(cls, models: list[TransformClassifier], vmap: bool = False) -> "Stacked":
+        """The stack of ``models``; ``vmap``: every network through :class:`VmapMembers`, even those with a
+        member layout (to measure one against the other)."""
         first = models[0]
         if len({type(m) for m in models}) != 1 or any(
                 getattr(m.layout, "name", None) != getattr(first.layout, "name", None) for m in models):
@@ -89,8 +93,12 @@ class Stacked(PyroModule):
         base = _copy(first)
         for name in _NETWORKS:
             net = getattr(first, name)
-            if net is not None:
-                setattr(base, name, type(net).stack([getattr(m, name) for m in models]))
+            if net is None:
+                continue
+            nets = [getattr(m, name) for m in models]
+            # a member layout where the network has one (grouped convolutions: fast), else vmap
+            layout = isinstance(net, Stackable) and not vmap
+            setattr(base, name, type(net).stack(nets) if layout else VmapMembers(nets, first.event_dim))
         for name in _PRIORS:
             if hasattr(first, name):
                 setattr(base, name, _stack_buffers([getattr(m, name) for m in models]))
