@@ -187,3 +187,12 @@ def test_a_stack_of_networks_without_a_member_layout_refuses_batch_norm_and_bad_
         stacked(torch.randn(4, 1, 28, 28))
     with pytest.raises(ValueError, match="has batch norm"):
         VmapMembers([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)) for _ in range(R)], event_dim=3)
+
+
+def test_a_frozen_network_stays_frozen_in_a_stack():
+    from pyro_pstn.nets import Frozen
+
+    stacked = VmapMembers([Frozen(UsersNet()) for _ in range(R)], event_dim=3)
+    params = list(stacked.parameters())
+    assert params and not any(p.requires_grad for p in params)
+    assert not any(p.requires_grad for p in stacked.member(0).parameters())

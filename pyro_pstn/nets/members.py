@@ -159,8 +159,9 @@ class VmapMembers(nn.Module):
         self._template = [copy.deepcopy(nets[0])]  # a list: not a submodule, so its weights are not the stack's
         self._names = {name: name.replace(".", "__") for name in params}
         self._buffer_names = {name: "buffer__" + name.replace(".", "__") for name in buffers}
+        trainable = {name: p.requires_grad for name, p in nets[0].named_parameters()}  # a frozen network stays frozen
         for name, key in self._names.items():
-            self.register_parameter(key, nn.Parameter(params[name].detach().clone()))
+            self.register_parameter(key, nn.Parameter(params[name].detach().clone(), requires_grad=trainable[name]))
         for name, key in self._buffer_names.items():
             self.register_buffer(key, buffers[name].clone())
         self.members, self.event_dim = len(nets), event_dim
