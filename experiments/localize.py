@@ -42,11 +42,12 @@ from inference.localizer_runs import (
     frozen_baseline,
     pretrain,
     run_failure,
+    run_failure_stack,
     run_localize,
 )
 from inference.runs import write_json, write_result
 from inference.stats import median_mad
-from inference.sweep import Shard, cached_record, each_record, shard_done
+from inference.sweep import Shard, cached_record, each_record, shard_done, stacked_records
 from inference.tables import Column, markdown
 from pyro_pstn.data.localization import LOCALIZATION_SETS
 
@@ -293,23 +294,31 @@ def write_study(data_name: str, results: Path, run_root: Path, baseline: dict, p
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Smoke runs only.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel processes.")
+@click.option("--stack", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fit up to this many seeds of one model and depth as one stack (each run's results as alone).")
 @click.option("--aggregate-only", is_flag=True, help="Only rebuild the table and figures from the result files.")
 @shard_option()
 @with_options(_COMMON)
 def failure_mode(depths: list[int], seeds: list[int], models: list[str], epochs: int, train_size: int | None,
-                 test_size: int | None, workers: int, aggregate_only: bool, shard: Shard, device: str, data_root: str | None,
-                 results_dir: str, run_root: str, progress: bool | None) -> None:
+                 test_size: int | None, workers: int, stack: int, aggregate_only: bool, shard: Shard, device: str,
+                 data_root: str | None, results_dir: str, run_root: str, progress: bool | None) -> None:
     """001 §5.4, Fig. 12: accuracy and the variance of the learned mean rotation against classifier depth."""
     results, run_root = Path(results_dir), Path(run_root)
     configs = [FailureConfig(model=m, depth=d, data_root=data_root, train_size=train_size, test_size=test_size,
                              train=dict(epochs=epochs, seed=s, device=device)) for m in models for d in depths for s in seeds]
     jobs = [(result_path(results, c.name), c, partial(run_failure, c, run_root, progress if workers == 1 else False))
             for c in configs]
-    done = each_record(jobs if aggregate_only else shard.select(jobs), workers,
-                       lambda r: f"accuracy {r['test']['accuracy']:.4f}", fit_missing=not aggregate_only)
+    if stack > 1 and not aggregate_only:
+        stacked_records(shard.select(jobs), partial(run_failure_stack, run_root=run_root, progress=progress), stack,
+                        key=lambda c: (c.model, c.depth), summary=_accuracy)
+    done = each_record(jobs if aggregate_only else shard.select(jobs), workers, _accuracy, fit_missing=not aggregate_only)
     if shard.partial and not aggregate_only:
         return shard_done(shard, sum(path.exists() for path, _, _ in jobs), len(jobs))
     click.echo(write_failure(results, configs, done))
+
+
+def _accuracy(record: dict) -> str:
+    return f"accuracy {record['test']['accuracy']:.4f}"
 
 
 def _failure_findings(summary: dict) -> list[str]:

@@ -20,16 +20,15 @@ import torch
 
 from pyro_pstn.data import DataSpec, DataSplits, load_dataset
 from pyro_pstn.models import TransformClassifier, build_model
-from pyro_pstn.models.stacked import Stacked
 
 from . import distributed
 from .distributed import DistributedTrainer
 from .engine import CHECKPOINT, History, Trainer
 from .metrics import classification_metrics, reliability_bins
 from .predictive import posterior_draws, predict, predict_at_mean
-from .runs import locked, save_atomic, write_atomic
+from .runs import locked, write_atomic
 from .spec import FitConfig, config_from_dict
-from .stacked import StackTrainer
+from .stacked import STACK_FILE, fit_stack
 
 CONFIG_FILE, METRICS_FILE, POSTERIOR_FILE = "config.json", "metrics.json", "posterior.nc"
 
@@ -165,9 +164,6 @@ def finish_run(model: TransformClassifier, config: FitConfig, data: DataSplits, 
     return metrics
 
 
-STACK_FILE = "stack.json"
-
-
 def run_fit_stack(
     configs: list[FitConfig],
     run_dirs: list[str | Path],
@@ -186,41 +182,18 @@ def run_fit_stack(
     its model, epoch and history (not Adam's moments: a stack resumes from ``stack_dir``), and its
     ``train_seconds`` is its share, 1/R, of the stack's training time.
     """
-    stack_dir, run_dirs = Path(stack_dir), [Path(d) for d in run_dirs]
     built = []
     for config in configs:
         pyro.set_rng_seed(config.train.seed)  # the member's initial weights are its single run's
         built.append(build(config, download))
     datas, models = zip(*built)
-    trainer = StackTrainer(Stacked.from_models(list(models)), [c.train for c in configs])
-    with locked(stack_dir, what="stack"):
-        if resume:
-            trainer.resume(stack_dir / CHECKPOINT)
-        else:
-            try:
-                stack_dir.mkdir(parents=True, exist_ok=False)
-            except FileExistsError:
-                raise ValueError(f"stack directory {stack_dir} already exists: --resume it") from None
-            write_atomic(stack_dir / STACK_FILE, json.dumps({"configs": [asdict(c) for c in configs],
-                                                              "run_dirs": [str(d) for d in run_dirs]}, indent=2))
-        wall = time.perf_counter()
-        trainer.fit([d.train for d in datas], [d.val for d in datas], run_dir=stack_dir, progress=progress,
-                    on_epoch_end=on_epoch_end)
+    wall = time.perf_counter()
+    trainer = fit_stack(list(models), [c.train for c in configs], [asdict(c) for c in configs], run_dirs, stack_dir,
+                        [d.train for d in datas], [d.val for d in datas], resume, progress, on_epoch_end)
     wall = (time.perf_counter() - wall) / len(configs)
-    results = []
-    for r, (config, data, run_dir) in enumerate(zip(configs, datas, run_dirs)):
-        member = trainer.model.member(r).eval()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / CONFIG_FILE, config.to_json())
-        member_trainer = Trainer(member, config.train)
-        member_trainer.epoch, member_trainer.step = trainer.epoch, trainer.step
-        member_trainer.history = trainer.member_histories[r]
-        state = member_trainer.state_dict()
-        del state["optimizer"]  # the stack's Adam state lives in stack_dir
-        save_atomic(state, run_dir / CHECKPOINT)
-        results.append(finish_run(member, config, data, trainer.member_histories[r], trainer.epoch, trainer.step,
-                                  trainer.device, run_dir, wall))
-    return results
+    return [finish_run(trainer.model.member(r).eval(), config, data, trainer.member_histories[r], trainer.epoch,
+                       trainer.step, trainer.device, Path(run_dir), wall)
+            for r, (config, data, run_dir) in enumerate(zip(configs, datas, run_dirs))]
 
 
 def read_stack(stack_dir: str | Path) -> tuple[list[FitConfig], list[str]]:

@@ -31,8 +31,9 @@ from .engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from .localization import posterior_variance, spread_by_error, transformation_errors
 from .metrics import classification_metrics
 from .predictive import posterior_draws, predict
-from .runs import open_run, run_record
-from .spec import training
+from .runs import check_same_config, identity, open_run, run_record
+from .spec import read_json, training
+from .stacked import STACK_FILE, fit_stack
 
 LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
 #: The base data set whose upright images each localization set transforms.
@@ -271,26 +272,30 @@ class FailureConfig:
                          *_smoke_suffix(self.train_size, self.test_size)])
 
 
-def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = None) -> dict:
-    """Fit one (model, depth, seed); report test accuracy and the variance of μ(x) over the test images
-    (near 0: the localizer learned the identity, the failure mode)."""
-    start = time.perf_counter()
+def _failure_data(config: FailureConfig) -> DataSplits:
     data = load_localization("rotated_mnist", config.data_root, val_size=1000, test_size=config.test_size,
                              train_size=config.train_size)
     if config.model == "nn_upright":
         upright = load_dataset("mnist", config.data_root, val_size=1000, test_size=config.test_size, normalize=False)
         data.train = ImageSet(upright.train.images[: config.train_size], upright.train.labels[: config.train_size])
         data.val, data.test = upright.val, upright.test
+    return data
+
+
+def _failure_model(config: FailureConfig) -> TransformClassifier:
+    """The model of ``config``, initialised under its seed (as its single run and its stack member)."""
     torch.manual_seed(config.train.seed)
     classifier = MLPClassifier(config.depth, config.width, dropout=config.dropout)
     if config.model in ("nn", "nn_upright"):
-        model = CNN(classifier)
-    elif config.model == "stn":
-        model = STN(classifier, layout="rotation", localizer=mnist_stn_localizer("rotation"))
-    else:
-        model = GammaPSTN(classifier, mnist_pstn_localizer("rotation", config.spread_init), GammaPrior(1),
-                          layout="rotation")
-    trainer = fit_localizer(Path(run_root) / config.name, config, model, data, progress)
+        return CNN(classifier)
+    if config.model == "stn":
+        return STN(classifier, layout="rotation", localizer=mnist_stn_localizer("rotation"))
+    return GammaPSTN(classifier, mnist_pstn_localizer("rotation", config.spread_init), GammaPrior(1), layout="rotation")
+
+
+def _failure_test(config: FailureConfig, model: TransformClassifier, data: DataSplits) -> dict:
+    """Test accuracy, and the variance of μ(x) over the test images (near 0: the localizer learned
+    the identity, the failure mode)."""
     sampling = config.model == "gamma_pstn"
     test = classification_metrics(predict(model, data.test.images, config.test_samples if sampling else 1),
                                   data.test.labels)
@@ -299,4 +304,38 @@ def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = N
         with torch.no_grad():
             mu = torch.cat([model.localizer(x)[0] for x in data.test.images.split(1000)])
         test["mean_transformation_variance"] = float(mu.var())
-    return run_record(config, start, {"test": test}, trainer)
+    return test
+
+
+def run_failure(config: FailureConfig, run_root: Path, progress: bool | None = None) -> dict:
+    """Fit one (model, depth, seed) and measure it (:func:`_failure_test`)."""
+    start = time.perf_counter()
+    data, model = _failure_data(config), _failure_model(config)
+    trainer = fit_localizer(Path(run_root) / config.name, config, model, data, progress)
+    return run_record(config, start, {"test": _failure_test(config, model, data)}, trainer)
+
+
+def run_failure_stack(configs: list[FailureConfig], run_root: Path, progress: bool | None = None) -> list[dict]:
+    """Fit R runs of one (model, depth) that differ in seed as one stack (:func:`inference.stacked.fit_stack`)
+    and measure each member as its single run is measured; each leaves its single run's directory, and
+    its record the share, 1/R, of the stack's wall and training time (``stacked``: R)."""
+    first = configs[0]
+    if any(dataclasses.replace(c, train=dataclasses.replace(c.train, seed=0)) !=
+           dataclasses.replace(first, train=dataclasses.replace(first.train, seed=0)) for c in configs):
+        raise ValueError("the runs of a stack may differ only in their seed")
+    start = time.perf_counter()
+    data = _failure_data(first)
+    run_root, described = Path(run_root), [asdict(c) for c in configs]
+    stack_dir = run_root / f"stack-{first.name}-x{len(configs)}"
+    resume = (stack_dir / STACK_FILE).is_file()  # an interrupted stack of these runs continues
+    if resume:
+        stored = read_json(stack_dir / STACK_FILE, "stack description").get("configs", [])
+        check_same_config(stack_dir, {"runs": [identity(c) for c in stored]}, {"runs": [identity(c) for c in described]},
+                          "Delete that stack directory to fit these runs")
+    trainer = fit_stack([_failure_model(c) for c in configs], [c.train for c in configs], described,
+                        [run_root / c.name for c in configs], stack_dir, [data.train] * len(configs),
+                        [data.val] * len(configs), resume=resume, progress=progress)
+    tests = [_failure_test(config, trainer.model.member(r), data) for r, config in enumerate(configs)]
+    wall = (time.perf_counter() - start) / len(configs)
+    return [{**run_record(config, start, {"test": test}), "train_seconds": history.train_seconds, "wall_seconds": wall,
+             "stacked": len(configs)} for config, test, history in zip(configs, tests, trainer.member_histories)]

@@ -12,9 +12,11 @@ member is a statistically equivalent run, not a bit-identical replay of a single
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn as nn
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
@@ -24,8 +26,9 @@ from pyro_pstn.data import ImageSet
 from pyro_pstn.models.stacked import Stacked
 
 from .batchnorm import batch_norm_layers
-from .engine import ELBOS, EpochRecord, History, TrainConfig, Trainer, epoch_order, model_kl_weight, validate
+from .engine import CHECKPOINT, ELBOS, EpochRecord, History, TrainConfig, Trainer, epoch_order, model_kl_weight, validate
 from .loading import as_image_set, check_dataset
+from .runs import locked, save_atomic, write_json
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
 MEMBER_FIELDS = ("seed", "kl_weight")
@@ -126,8 +129,9 @@ class StackTrainer(Trainer):
         checked as a single run checks its data and held in memory (a step stacks the members' batches)."""
         if len(train) != self.model.members or (val is not None and len(val) != self.model.members):
             raise ValueError(f"a stack of {self.model.members} members needs one training (and validation) set each")
+        member = self.model.member(0)  # an ordinary model: the data are checked as a single run's
         for split in [*train, *(val or [])]:
-            check_dataset(self.model.base, split)
+            check_dataset(member, split)
         train = [as_image_set(t) for t in train]
         val = None if val is None else [as_image_set(v) for v in val]
         if len({len(t) for t in train}) != 1:
@@ -195,3 +199,39 @@ class StackTrainer(Trainer):
         super().load_state_dict(state)
         self.member_histories = [History([EpochRecord(**r) for r in h["records"]], h["train_seconds"])
                                  for h in state["member_histories"]]
+
+
+#: A stack directory's description: the members' configs and run directories.
+STACK_FILE = "stack.json"
+
+
+def fit_stack(models: list[nn.Module], trains: list[TrainConfig], configs: list[dict], run_dirs: Sequence[str | Path],
+              stack_dir: str | Path, train_sets: list[Dataset], val_sets: list[Dataset] | None, resume: bool = False,
+              progress: bool | None = None, on_epoch_end: Callable[..., object] | None = None) -> StackTrainer:
+    """Fit R models of one kind, each initialised as its single run, as one stack, and leave in each
+    member's run directory its ``config.json`` (``configs[r]``) and the checkpoint its single run would
+    leave (model, epoch and history; not Adam's moments: a stack resumes from ``stack_dir``, which holds
+    its own checkpoint and :data:`STACK_FILE`). Returns the trainer: ``model.member(r)`` and
+    ``member_histories[r]`` are member r's; what to measure on it is the caller's."""
+    stack_dir, run_dirs = Path(stack_dir), [Path(d) for d in run_dirs]
+    trainer = StackTrainer(Stacked.from_models(list(models)), list(trains))
+    with locked(stack_dir, what="stack"):
+        if resume:
+            trainer.resume(stack_dir / CHECKPOINT)
+        else:
+            try:
+                stack_dir.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                raise ValueError(f"stack directory {stack_dir} already exists: --resume it") from None
+            write_json(stack_dir / STACK_FILE, {"configs": configs, "run_dirs": [str(d) for d in run_dirs]})
+        trainer.fit(train_sets, val_sets, run_dir=stack_dir, progress=progress, on_epoch_end=on_epoch_end)
+    for r, (config, run_dir, train) in enumerate(zip(configs, run_dirs, trains)):
+        member_trainer = Trainer(trainer.model.member(r).eval(), train)
+        member_trainer.epoch, member_trainer.step = trainer.epoch, trainer.step
+        member_trainer.history = trainer.member_histories[r]
+        state = member_trainer.state_dict()
+        del state["optimizer"]  # the stack's Adam state lives in stack_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config)
+        save_atomic(state, run_dir / CHECKPOINT)
+    return trainer

@@ -10,6 +10,7 @@ cluster array at a time, resumable and safe to run twice at once.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -335,6 +336,35 @@ def cached_record(path: Path, config: Any, fit: Callable[[], dict], summary: Cal
         record = json.loads(path.read_text())  # as a later call reads it: keys are strings, tuples lists
         report(f"  done in {record['wall_seconds']:.0f} s: {summary(record)}")
         return record
+
+
+def stacked_records(jobs: list[tuple], fit_stack: Callable[[list], list[dict]], stack: int,
+                    key: Callable[[Any], object], summary: Callable[[dict], str] = lambda record: "") -> int:
+    """Fit the missing runs of ``(result path, config, fit)`` jobs in stacks of up to ``stack`` runs that
+    share ``key(config)``: ``fit_stack(configs)`` returns their records, written as :func:`cached_record`
+    writes one (each result file held while the stack is fitted, so a second process waits and finds
+    them). Returns how many runs were fitted; the rest (done, or left alone) are for :func:`each_record`."""
+    groups: dict[object, list[tuple]] = {}
+    for job in jobs:
+        if not Path(job[0]).exists():
+            groups.setdefault(key(job[1]), []).append(job)
+    fitted = 0
+    for group in groups.values():
+        for part in (group[i : i + stack] for i in range(0, len(group), stack)):
+            if len(part) < 2:
+                continue  # one run: fitted alone by each_record
+            paths = [Path(path) for path, _, _ in part]
+            with contextlib.ExitStack() as held:
+                for path in sorted(paths):  # one order for every process: no deadlock
+                    held.enter_context(locked(path, wait=True))
+                if any(path.exists() for path in paths):  # another process fitted them meanwhile
+                    continue
+                report(f"fitting {len(part)} runs as one stack: {part[0][1].name}, …")
+                for path, record in zip(paths, fit_stack([config for _, config, _ in part])):
+                    write_json(path, record)
+                    report(f"  {record['name']}: {summary(record)}")
+            fitted += len(part)
+    return fitted
 
 
 def _cached_job(job: tuple) -> dict:

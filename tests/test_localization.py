@@ -2,6 +2,7 @@
 spread split, the authors' localizers, frozen classifiers, and the command on real MNIST."""
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -191,6 +192,38 @@ def test_failure_mode_reports_accuracy_and_the_variance_of_the_mean_rotation(tmp
     assert (tmp_path / "localization" / "failure_mode_variance.png").stat().st_size > 0
     text = (tmp_path / "localization_failure_mode.md").read_text()
     assert "| gamma_pstn | 2 | 1 |" in text and "Reduced budget" in text
+
+
+def test_failure_mode_stacks_seeds_and_an_interrupted_stack_resumes(tmp_path, data_root, monkeypatch):
+    """Issue 34: --stack fits the seeds of a (model, depth) as one stack; every run still leaves its
+    record (marked ``stacked``) and its single run's directory, an odd one out is fitted alone, and a
+    stack whose directory an interrupted call left behind continues instead of being refused."""
+    from experiments.localize import main
+
+    monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
+    args = ["failure_mode", "--depths", "1", "--models", "stn,gamma_pstn", "--epochs", "1", "--train-size", "128",
+            "--test-size", "60", "--stack", "2", "--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]
+    stack_dir = tmp_path / "runs" / "stack-failure-stn-depth1-e1-seed0-smoke128x60-x2"
+    stack_dir.mkdir(parents=True)  # as a call killed right after starting this stack leaves it
+    (stack_dir / "stack.json").write_text(json.dumps({"configs": [], "run_dirs": []}))
+    refused = CliRunner().invoke(main, [*args, "--seeds", "0,1"])
+    assert refused.exit_code == 2 and "holds a run of another config" in refused.output
+    shutil.rmtree(stack_dir)
+    result = CliRunner().invoke(main, [*args, "--seeds", "0,1,2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    runs = tmp_path / "localization" / "runs"
+    records = {p.stem: json.loads(p.read_text()) for p in runs.glob("failure-*.json")}
+    assert len(records) == 6 and [r.get("stacked") for r in records.values()].count(2) == 4
+    single = records["failure-stn-depth1-e1-seed2-smoke128x60"]
+    stacked = records["failure-stn-depth1-e1-seed0-smoke128x60"]
+    assert set(stacked) == set(single) | {"stacked"} and stacked["config"] == {**single["config"], "train": {
+        **single["config"]["train"], "seed": 0}}
+    assert all((tmp_path / "runs" / name / "checkpoint.pt").is_file() for name in records)
+    for seed in (0, 1):  # a call killed after the stack's last checkpoint, before its records
+        (runs / f"failure-stn-depth1-e1-seed{seed}-smoke128x60.json").unlink()
+    again = CliRunner().invoke(main, [*args, "--seeds", "0,1,2"], catch_exceptions=False)
+    assert again.exit_code == 0 and "fitting 2 runs as one stack" in again.output
+    assert (runs / "failure-stn-depth1-e1-seed0-smoke128x60.json").is_file()
 
 
 def test_posterior_variance_is_sigma_squared_or_the_student_t_squared_scale():
