@@ -73,6 +73,7 @@ LOCALIZE = [
     (["placement", "--seeds", "x"], "'x' is not an integer"),
     (["failure_mode", "--depths", "11"], "'11' is not one of 1, 2, 3"),
     (["failure_mode", "--device", "tpu"], "unknown device 'tpu'"),
+    (["failure_mode", "--stack", "0"], "0 is not in the range x>=1"),
 ]
 
 
