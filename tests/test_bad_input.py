@@ -88,7 +88,7 @@ def test_localize_bad_input_exits_2(args, message, tmp_path):
 
 
 def _other_commands():
-    from experiments import confidence, fit_mnist30, notebooks, slurm
+    from experiments import confidence, fit_mnist30, notebooks, robustness, slurm
 
     return [
         (confidence.main, ["--samples", "0"], "every S must be at least 1"),
@@ -101,6 +101,11 @@ def _other_commands():
         (reproduce.main, ["paired", "--datasets", "Nope"], "no repetitions of 'Nope'"),
         (reproduce.main, ["ablation", "--factors", "nope"], "'nope' is not one of ours"),
         (reproduce.main, ["stacked_vs_single", "--sizes", "7"], "'7' is not one of 10, 30"),
+        (robustness.main, [], "Missing argument 'RUN_DIRS...'"),
+        (robustness.main, ["somewhere", "--scales", "0"], "'0' must be > 0"),
+        (robustness.main, ["somewhere", "--rotations", "nan"], "'nan' is not a finite number"),
+        (robustness.main, ["somewhere", "--name", "../x"], "'../x' is not a file name"),
+        (robustness.main, ["somewhere", "--results-dir", "results"], "somewhere holds no config.json"),
     ]
 
 
