@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
 
+import pyro
 import torch
 import torch.nn as nn
 from pyro.distributions.util import scale_and_mask
@@ -129,7 +130,11 @@ class StackTrainer(Trainer):
         checked as a single run checks its data and held in memory (a step stacks the members' batches)."""
         if len(train) != self.model.members or (val is not None and len(val) != self.model.members):
             raise ValueError(f"a stack of {self.model.members} members needs one training (and validation) set each")
-        member = self.model.member(0)  # an ordinary model: the data are checked as a single run's
+        # an ordinary model, for the data to be checked as a single run's; building it draws initial
+        # weights, so the random state is put back (a resumed stack draws what an uninterrupted one does)
+        state = pyro.util.get_rng_state()
+        member = self.model.member(0)
+        pyro.util.set_rng_state(state)
         for split in [*train, *(val or [])]:
             check_dataset(member, split)
         train = [as_image_set(t) for t in train]
