@@ -76,9 +76,8 @@ class FlowConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.alpha_min <= self.alpha <= self.alpha_max:
             raise ValueError(f"need 0 ≤ alpha_min ≤ alpha ≤ alpha_max, got {self.alpha_min}, {self.alpha}, {self.alpha_max}")
-        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 100)
         train = training(self.train, dict(epochs=100, batch_size=256, lr=1e-3, localizer_lr_mult=1.0, weight_decay=0.0,
-                                          val_every=max(1, epochs // 5), checkpoint_every=5, seed=0))
+                                          checkpoint_every=5, seed=0), val_every=lambda epochs: max(1, epochs // 5))
         self.train = dataclasses.replace(train, kl_weight=self.alpha)
 
     @property

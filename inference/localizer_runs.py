@@ -59,9 +59,8 @@ class PretrainConfig:
     def __post_init__(self):
         if self.data not in PRETRAIN_DATA:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(PRETRAIN_DATA)}")
-        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 10)
-        self.train = training(self.train, dict(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.0, val_every=epochs,
-                                               seed=0))
+        self.train = training(self.train, dict(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.0, seed=0),
+                              val_every=lambda epochs: epochs)
 
     @property
     def name(self) -> str:
@@ -105,10 +104,9 @@ def localizer_training(given: TrainConfig | dict, localizer_lr_mult: float, samp
     validation five times and a checkpoint every epoch. ``samples`` / ``kl_weight``, where not None,
     are what the model needs whatever was given: 1 sample for a model that draws nothing, the KL
     weight D of the Gaussian P-STN (as 000)."""
-    epochs = given.epochs if isinstance(given, TrainConfig) else given.get("epochs", 100)
     train = training(given, dict(epochs=100, batch_size=64, lr=1e-3, localizer_lr_mult=localizer_lr_mult,
-                                 weight_decay=0.0, num_particles=10, kl_weight=3e-5, val_every=max(1, epochs // 5),
-                                 checkpoint_every=1, seed=0))
+                                 weight_decay=0.0, num_particles=10, kl_weight=3e-5, checkpoint_every=1, seed=0),
+                     val_every=lambda epochs: max(1, epochs // 5))
     forced = {k: v for k, v in (("num_particles", samples), ("kl_weight", kl_weight)) if v is not None}
     return dataclasses.replace(train, **forced) if forced else train
 
@@ -229,8 +227,6 @@ def frozen_baseline(run_root: Path, data_name: str, classifier: str | None = Non
     data = load_localization(data_name, data_root, val_size=1, test_size=test_size, train_size=1)
     model = CNN(Frozen(classifier))
     return classification_metrics(predict(model, data.test.images, 1), data.test.labels)
-
-
 
 
 #: nn_upright: the MLP alone on upright MNIST (001 Fig. 12, black); nn: alone on rotated MNIST (red);

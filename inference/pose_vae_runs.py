@@ -68,9 +68,8 @@ class PoseVAEConfig:
         for name in ("z_dim", "rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        epochs = self.train.epochs if isinstance(self.train, TrainConfig) else self.train.get("epochs", 50)
         self.train = training(self.train, dict(epochs=50, batch_size=100, lr=1e-3, localizer_lr_mult=1.0, weight_decay=0.0,
-                                               kl_weight=1.0, val_every=epochs, checkpoint_every=5, seed=0))
+                                               kl_weight=1.0, checkpoint_every=5, seed=0), val_every=lambda epochs: epochs)
         get_layout(self.transform)  # raises, listing the valid families
         if self.model == "dtvae" and self.transform.startswith("tps"):
             raise ValueError("dtvae un-warps x by T_θ⁻¹, which thin-plate splines lack; use an affine transform")

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 from pyro_pstn.data import DataSpec, dataset_ndim, is_dataset_name, is_path, load_dataset, unknown_dataset
 from pyro_pstn.models import MODEL_NAMES, check_layout_family
@@ -114,9 +114,10 @@ class FitConfig:
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def training(given: TrainConfig | dict, defaults: dict) -> TrainConfig:
+def training(given: TrainConfig | dict, defaults: dict, val_every: Callable[[int], int] | None = None) -> TrainConfig:
     """A run spec's training: ``given`` itself where it is a :class:`TrainConfig`, else its fields
-    (a dict) over ``defaults``, the training protocol of that kind of run."""
+    (a dict) over ``defaults``, the training protocol of that kind of run; ``val_every(epochs)``, where
+    given, is that protocol's validation interval for the run's epochs (unless the dict sets one)."""
     if isinstance(given, TrainConfig):
         return given
     if not isinstance(given, dict):
@@ -124,7 +125,10 @@ def training(given: TrainConfig | dict, defaults: dict) -> TrainConfig:
     unknown = set(given) - TRAIN_FIELDS
     if unknown:
         raise ValueError(f"unknown training fields {sorted(unknown)}; valid: {sorted(TRAIN_FIELDS)}")
-    return TrainConfig(**{**defaults, **given})
+    fields = {**defaults, **given}
+    if val_every is not None and "val_every" not in given:
+        fields["val_every"] = val_every(fields["epochs"])
+    return TrainConfig(**fields)
 
 
 def nest_training(cls: type, raw: dict) -> dict:
