@@ -31,9 +31,9 @@ from .engine import CHECKPOINT, TrainConfig, Trainer, read_checkpoint
 from .localization import posterior_variance, spread_by_error, transformation_errors
 from .metrics import classification_metrics
 from .predictive import posterior_draws, predict
-from .runs import check_same_config, identity, open_run, run_record
-from .spec import read_json, training
-from .stacked import STACK_FILE, fit_stack
+from .runs import open_run, run_record
+from .spec import training
+from .stacked import fit_stack
 
 LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
 #: The base data set whose upright images each localization set transforms.
@@ -322,15 +322,9 @@ def run_failure_stack(configs: list[FailureConfig], run_root: Path, progress: bo
     start = time.perf_counter()
     data = _failure_data(first)
     run_root, described = Path(run_root), [asdict(c) for c in configs]
-    stack_dir = run_root / f"stack-{first.name}-x{len(configs)}"
-    resume = (stack_dir / STACK_FILE).is_file()  # an interrupted stack of these runs continues
-    if resume:
-        stored = read_json(stack_dir / STACK_FILE, "stack description").get("configs", [])
-        check_same_config(stack_dir, {"runs": [identity(c) for c in stored]}, {"runs": [identity(c) for c in described]},
-                          "Delete that stack directory to fit these runs")
     trainer = fit_stack([_failure_model(c) for c in configs], [c.train for c in configs], described,
-                        [run_root / c.name for c in configs], stack_dir, [data.train] * len(configs),
-                        [data.val] * len(configs), resume=resume, progress=progress)
+                        [run_root / c.name for c in configs], run_root / f"stack-{first.name}-x{len(configs)}",
+                        [data.train] * len(configs), [data.val] * len(configs), resume=None, progress=progress)
     tests = [_failure_test(config, trainer.model.member(r), data) for r, config in enumerate(configs)]
     wall = (time.perf_counter() - start) / len(configs)
     return [{**run_record(config, start, {"test": test}), "train_seconds": history.train_seconds, "wall_seconds": wall,

@@ -29,7 +29,8 @@ from pyro_pstn.models.stacked import Stacked
 from .batchnorm import batch_norm_layers
 from .engine import CHECKPOINT, ELBOS, EpochRecord, History, TrainConfig, Trainer, epoch_order, model_kl_weight, validate
 from .loading import as_image_set, check_dataset
-from .runs import locked, save_atomic, write_json
+from .runs import check_same_config, identity, locked, save_atomic, write_json
+from .spec import read_json
 
 #: What the members of a stack may differ in; every other TrainConfig field is shared.
 MEMBER_FIELDS = ("seed", "kl_weight")
@@ -211,16 +212,25 @@ STACK_FILE = "stack.json"
 
 
 def fit_stack(models: list[nn.Module], trains: list[TrainConfig], configs: list[dict], run_dirs: Sequence[str | Path],
-              stack_dir: str | Path, train_sets: list[Dataset], val_sets: list[Dataset] | None, resume: bool = False,
-              progress: bool | None = None, on_epoch_end: Callable[..., object] | None = None) -> StackTrainer:
+              stack_dir: str | Path, train_sets: list[Dataset], val_sets: list[Dataset] | None,
+              resume: bool | None = False, progress: bool | None = None,
+              on_epoch_end: Callable[..., object] | None = None) -> StackTrainer:
     """Fit R models of one kind, each initialised as its single run, as one stack, and leave in each
     member's run directory its ``config.json`` (``configs[r]``) and the checkpoint its single run would
     leave (model, epoch and history; not Adam's moments: a stack resumes from ``stack_dir``, which holds
-    its own checkpoint and :data:`STACK_FILE`). Returns the trainer: ``model.member(r)`` and
-    ``member_histories[r]`` are member r's; what to measure on it is the caller's."""
+    its own checkpoint and :data:`STACK_FILE`). ``resume``: True continues the stack there, False starts
+    one (refusing a directory that exists), None continues a stack of these ``configs`` if one is there
+    (a stack of others is refused, naming what differs) and starts one otherwise. Returns the trainer:
+    ``model.member(r)`` and ``member_histories[r]`` are member r's; what to measure on it is the caller's."""
     stack_dir, run_dirs = Path(stack_dir), [Path(d) for d in run_dirs]
     trainer = StackTrainer(Stacked.from_models(list(models)), list(trains))
     with locked(stack_dir, what="stack"):
+        if resume is None:
+            resume = (stack_dir / STACK_FILE).is_file()
+            if resume:
+                stored = read_json(stack_dir / STACK_FILE, "stack description").get("configs", [])
+                check_same_config(stack_dir, {"runs": [identity(c) for c in stored]},
+                                  {"runs": [identity(c) for c in configs]}, "Delete that stack directory to fit these runs")
         if resume:
             trainer.resume(stack_dir / CHECKPOINT)
         else:

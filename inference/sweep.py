@@ -10,7 +10,6 @@ cluster array at a time, resumable and safe to run twice at once.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -354,7 +353,7 @@ def stacked_records(jobs: list[tuple], fit_stack: Callable[[list], list[dict]], 
             if len(part) < 2:
                 continue  # one run: fitted alone by each_record
             paths = [Path(path) for path, _, _ in part]
-            with contextlib.ExitStack() as held:
+            with ExitStack() as held:
                 for path in sorted(paths):  # one order for every process: no deadlock
                     held.enter_context(locked(path, wait=True))
                 if any(path.exists() for path in paths):  # another process fitted them meanwhile
