@@ -11,16 +11,23 @@ from pyro_pstn.data import (
     subset_size,
     unknown_dataset,
 )
-from pyro_pstn.models import MODEL_NAMES
+from pyro_pstn.models import AUGERINO_LAYOUT, MODEL_NAMES
 from pyro_pstn.transforms import get_layout
 
 #: Learning rates of the UAI MNIST-subset scripts (anchors.md §1.6); DA uses the P-STN's.
-DEFAULT_LR = {"cnn": 1e-3, "stn": 1e-4, "da": 1e-3, "pstn": 1e-3, "gamma_pstn": 1e-3, "flow_pstn": 1e-3}
+DEFAULT_LR = {"cnn": 1e-3, "stn": 1e-4, "da": 1e-3, "pstn": 1e-3, "gamma_pstn": 1e-3, "flow_pstn": 1e-3,
+              "augerino": 1e-3}
 #: flow_pstn's entropy weight α on the summed log g(T | x) (paper 004 eq. 10). Not tuned on the
 #: MNIST subsets: a starting point; select it with ``experiments.reproduce grid --model flow_pstn``.
 FLOW_ALPHA = 0.1
-#: The transformation family per model when none is given: flow_pstn needs a Lie layout.
-DEFAULT_LAYOUT = {"flow_pstn": "lie_similarity"}
+#: Augerino's regulariser weight λ (``aug_reg``): 0.1, its RotMNIST script's (g-benton/learning-invariances,
+#: experiments/rotmnist/runner.py); its loss function and LILA's Augerino default to 0.01. On 2000 MNIST
+#: digits rotated by U(±180°), 30 epochs, 0.01 shrank the rotation range and 0.1 grew it (tests/test_augerino.py).
+AUGERINO_REG = 0.1
+#: Augerino's initial ρ (its ``UniformAug``: 0, a width ω = softplus(0) = 0.69 for every coefficient).
+AUGERINO_INIT = 0.0
+#: The transformation family per model when none is given: flow_pstn and augerino need a Lie layout.
+DEFAULT_LAYOUT = {"flow_pstn": "lie_similarity", "augerino": AUGERINO_LAYOUT}
 #: Gamma P-STN KL weight w per subset size (UAI script; per-dimension convention).
 #: MNIST10 and the full sets are not in that script: we take the nearest subset's value.
 UAI_KL_WEIGHT = {10: 1e-3, 30: 1e-3, 100: 3e-4, 1000: 1e-4, 3000: 3e-5, 10000: 1e-5, None: 1e-5}
@@ -65,6 +72,8 @@ def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
         return float(theta_dim)
     if model == "flow_pstn":
         return FLOW_ALPHA
+    if model == "augerino":
+        return AUGERINO_REG
     return 0.0
 
 
@@ -97,4 +106,6 @@ def authors_config(model: str = "gamma_pstn", data: str = "mnist30", train: dict
         train.setdefault("kl_weight", default_kl_weight(model, data, layout.dim))
     if kwargs.get("prior_scale") is None:
         kwargs["prior_scale"] = default_prior_scale(model, data)
+    if model == "augerino" and kwargs.get("spread_init") is None:
+        kwargs["spread_init"] = AUGERINO_INIT
     return FitConfig(model=model, data=data, train=TrainConfig(**train), **kwargs)

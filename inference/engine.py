@@ -222,13 +222,19 @@ def accepted_keywords(*functions) -> frozenset[str] | None:
 
 def parameter_groups(model: nn.Module, lr: float, localizer_lr_mult: float) -> list[dict]:
     """torch parameter groups: the localizer's parameters (what the model names in
-    ``localizer_parameters()``, if it does) at ``lr × localizer_lr_mult``, the rest at ``lr``."""
-    named = getattr(model, "localizer_parameters", None)
-    localizer = list(named()) if named is not None else []
-    localizer_ids = {id(p) for p in localizer}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in localizer_ids], "lr": lr}]
+    ``localizer_parameters()``, if it does) at ``lr × localizer_lr_mult``, those it names in
+    ``undecayed_parameters()`` (Augerino's ranges) without weight decay, the rest at ``lr``."""
+    def named(method: str) -> list[nn.Parameter]:
+        listed = getattr(model, method, None)
+        return list(listed()) if listed is not None else []
+
+    localizer, undecayed = named("localizer_parameters"), named("undecayed_parameters")
+    special = {id(p) for p in localizer + undecayed}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in special], "lr": lr}]
     if localizer:
         groups.append({"params": localizer, "lr": lr * localizer_lr_mult})
+    if undecayed:
+        groups.append({"params": undecayed, "lr": lr, "weight_decay": 0.0})
     return groups
 
 

@@ -90,7 +90,7 @@ def evaluate(model: TransformClassifier, data: DataSplits, config: FitConfig, ru
             warped = model.transform(images[:8], shown)  # draws and images are on the CPU
             augmentation_grid(images[:8], warped, run_dir / "augmentations.png", title + ": posterior augmentations")
     return {name: metrics, f"n_{name}": len(split), "evaluated_on": name, "test_samples": config.test_samples,
-            "reliability": bins.to_dict(), "eval_seconds": seconds, **at_mean, **spread}
+            "reliability": bins.to_dict(), "eval_seconds": seconds, **at_mean, **spread, **model.learned()}
 
 
 def run_fit(
@@ -219,6 +219,7 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
         (f"{name} NLL", f"{t['nll']:.4f}"),
         (f"{name} ECE (15 bins)", f"{t['ece']:.4f}"),
         (f"{name} Brier", f"{t['brier']:.4f}"),
+        *((("learned width ω", ", ".join(f"{k} {v:.3g}" for k, v in metrics["learned_width"].items())),) if "learned_width" in metrics else ()),
         ("run directory", str(run_dir)),
     ]
     width = max(len(k) for k, _ in rows)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from pyro_pstn.data import DataSpec, dataset_ndim, is_dataset_name, is_path, load_dataset, unknown_dataset
-from pyro_pstn.models import MODEL_NAMES, check_layout_family
+from pyro_pstn.models import BOX_MODELS, MODEL_NAMES, check_layout_family
 from pyro_pstn.transforms import LIE_LAYOUTS
 
 from .engine import TrainConfig
@@ -39,7 +39,7 @@ class FitConfig:
     prior_scale: float | None = None  # σ_p (pstn) or σ_DA (da); None: build_model's
     gamma_concentration: float = 1.0  # α0
     gamma_rate: float = 1.0  # β0
-    spread_init: float = -5.0  # initial bias of the σ / β head (the authors' var_init)
+    spread_init: float = -5.0  # initial bias of the σ / β head (the authors' var_init); augerino: its initial ρ
     fill: str = "background"  # see FILLS
     align_corners: bool = False
     test_samples: int = 10  # S at test time
@@ -68,8 +68,8 @@ class FitConfig:
         ndim = dataset_ndim(self.data)
         if ndim is not None:  # else checked when the data are loaded
             self.layout = check_layout_family(self.layout, ndim).name  # before anything is written
-        if self.model == "flow_pstn" and self.layout not in LIE_LAYOUTS:
-            raise ValueError(f"flow_pstn needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
+        if self.model in BOX_MODELS and self.layout not in LIE_LAYOUTS:
+            raise ValueError(f"{self.model} needs a Lie layout (θ in [−1, 1], identity 0), got {self.layout!r}; "
                              f"valid: {', '.join(LIE_LAYOUTS)}")
         if self.fill not in FILLS:
             raise ValueError(f"unknown fill {self.fill!r}; valid: {', '.join(FILLS)}")

@@ -32,6 +32,22 @@ class NormalPrior(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
+class Box(dist.Uniform):
+    """U(low, high) on the *closed* box: the uniform density wherever low ≤ θ ≤ high.
+
+    A draw low + u·(high − low) with u < 1 can round to ``high`` in float32, where
+    ``torch.distributions.Uniform`` gives log 0 = −inf (its box is half-open): one such draw in a
+    fit would make the loss infinite. The density is the same everywhere else, and its gradient
+    with respect to ``low`` / ``high`` is −∂ log(high − low), as for ``Uniform``.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        inside = (value >= self.low) & (value <= self.high)
+        return torch.where(inside, -(self.high - self.low).log(), -math.inf)
+
+
 class GammaPrior(nn.Module):
     """λ_d ~ Gamma(α0, β0) for each of D precisions (paper 001 eq. 6; α0 = β0 = 1 in the paper)."""
 

@@ -104,7 +104,8 @@ class UsersNet(nn.Module):
 @pytest.mark.parametrize("name, elbo, users", [("cnn", "trace", False), ("stn", "trace", False), ("da", "trace", False),
                                                ("pstn", "trace", False), ("gamma_pstn", "trace", False),
                                                ("pstn", "meanfield", False), ("gamma_pstn", "meanfield", False),
-                                               ("cnn", "trace", True), ("gamma_pstn", "trace", True)])
+                                               ("cnn", "trace", True), ("gamma_pstn", "trace", True),
+                                               ("augerino", "trace", False)])
 def test_member_r_of_a_stack_follows_its_single_run_through_three_engine_steps(name, elbo, users):
     """Issue 12: float64, the members' own draws replayed into the single runs; members differ in
     seed (initial weights), data, KL weight (member 0 has w = 0) and prior scale / rate. Each

@@ -40,7 +40,7 @@ def _traces(m, x, y, particles=None):
 
 
 EXPECTED_LATENTS = {"cnn": {}, "stn": {}, "da": {"theta": 4}, "pstn": {"theta": 4}, "gamma_pstn": {"lambda": 4, "theta": 4},
-                    "flow_pstn": {"theta": 4}}
+                    "flow_pstn": {"theta": 4}, "augerino": {"theta": 6}}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -28,8 +28,9 @@ from ..nets import (
     ucr_localizer,
 )
 from ..priors import GammaPrior, NormalPrior
-from ..transforms import LIE_LAYOUTS, TransformFamily, check_layout_family
-from .base import TransformClassifier, check_images, check_labels, draw, kl_weight_per_dimension
+from ..transforms import TransformFamily, check_layout_family
+from .augerino import Augerino, LearnedBox
+from .base import BoxClassifier, TransformClassifier, check_images, check_labels, draw, kl_weight_per_dimension
 from .classifiers import CNN, STN
 from .flow_pstn import AugmentationWarmup, FlowPSTN
 from .pose_vae import DTVAE, POSE_VAE_MODELS, TVAE, VAE, CatVAE, LatentVAE, build_pose_vae
@@ -38,16 +39,22 @@ from .pstn import DA, PSTN, GammaPSTN
 FLOW_EMBEDDING_DIM = 32  # the pose embedding e(x) of paper 004 (A.3.1)
 MIN_SERIES_LENGTH = 10  # cpab1d's cells: a shorter series has less than one value per cell
 
-MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN, "flow_pstn": FlowPSTN}
+MODELS = {"cnn": CNN, "stn": STN, "da": DA, "pstn": PSTN, "gamma_pstn": GammaPSTN, "flow_pstn": FlowPSTN,
+          "augerino": Augerino}
 MODEL_NAMES = tuple(MODELS)
+#: The models whose θ lives in a Lie layout's box [−1, 1]^D (:class:`BoxClassifier`).
+BOX_MODELS = tuple(name for name, cls in MODELS.items() if issubclass(cls, BoxClassifier))
+#: Augerino's own family: the six generators of its ``UniformAug`` (translations, rotation, scale, stretch, shear).
+AUGERINO_LAYOUT = "lie_affine"
 
 
 def default_layout(name: str, spec: DataSpec) -> str:
     """The transform family of ``name`` when none is given: ``cpab1d`` for series, a Lie layout
-    for ``flow_pstn``, else the similarity layout (rotation, scale, translation)."""
+    for ``flow_pstn`` (the similarity's) and ``augerino`` (its six generators), else the similarity
+    layout (rotation, scale, translation)."""
     if spec.ndim == 1:
         return "cpab1d"
-    return "lie_similarity" if name == "flow_pstn" else "similarity"
+    return {"flow_pstn": "lie_similarity", "augerino": AUGERINO_LAYOUT}.get(name, "similarity")
 
 
 def build_model(
@@ -57,7 +64,7 @@ def build_model(
     prior_scale: float = 0.1,
     fill: float | tuple[float, ...] | None = None,
     align_corners: bool = False,
-    spread_init: float = -5.0,
+    spread_init: float | None = None,
     gamma_concentration: float = 1.0,
     gamma_rate: float = 1.0,
     classifier: nn.Module | None = None,
@@ -75,10 +82,11 @@ def build_model(
     ``layout`` is any transform family (a name or an object of the
     :mod:`~pyro_pstn.transforms.family` contract); ``fill`` the warps' outside value (default: the
     spec's background); ``prior_scale`` σ_p of the Gaussian P-STN prior or σ_DA of the augmentation
-    baseline; ``spread_init`` the initial bias of the σ / β head (softplus(−5) ≈ 0.0067);
-    ``gamma_concentration`` / ``gamma_rate`` α0 / β0 of the Gamma P-STN (paper: 1, 1). ``flow_pstn``
-    (paper 004) takes a Lie layout, the P-STN's classifier, a SimpleConv(c = 8) pose embedder and a
-    4-layer conditional flow.
+    baseline; ``spread_init`` the initial bias of the σ / β head (default −5: softplus(−5) ≈ 0.0067),
+    or Augerino's initial ρ (default 0, Augerino's: ω = softplus(ρ) = 0.69); ``gamma_concentration``
+    / ``gamma_rate`` α0 / β0 of the Gamma P-STN (paper: 1, 1). ``flow_pstn`` (paper 004) takes a Lie
+    layout, the P-STN's classifier, a SimpleConv(c = 8) pose embedder and a 4-layer conditional flow;
+    ``augerino`` a Lie layout (default: its six generators) and the P-STN's classifier.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
@@ -87,19 +95,19 @@ def build_model(
     if spec.ndim == 1 and spec.shape[-1] < MIN_SERIES_LENGTH:
         raise ValueError(f"series of {spec.shape[-1]} values are too short to warp in time: the models need at least "
                          f"{MIN_SERIES_LENGTH} (one per cell of cpab1d's tessellation)")
+    if name in BOX_MODELS and spec.ndim != 2:
+        raise ValueError(f"{name} is built for images (Lie layouts of 2-D affine maps); for series use "
+                         f"{', '.join(n for n in MODEL_NAMES if n not in BOX_MODELS)}")
     layout_ = check_layout_family(layout or default_layout(name, spec), spec.ndim)
     common = dict(fill=spec.fill if fill is None else fill, align_corners=align_corners, spec=spec)
-    nets = _Networks(spec, layout_, spread_init, classifier, localizer)
+    nets = _Networks(spec, layout_, -5.0 if spread_init is None else spread_init, classifier, localizer)
     if name == "flow_pstn":
-        if spec.ndim != 2:
-            raise ValueError("flow_pstn is built for images (Lie layouts of 2-D affine maps); for series use cnn, stn, "
-                             "da, pstn or gamma_pstn")
-        if not bool((layout_.identity_theta() == 0).all()):  # the flow's uniform prior box is [−1, 1]^D around 0
-            raise ValueError(f"flow_pstn needs a family whose identity is θ = 0, with θ in [−1, 1] (a Lie layout: "
-                             f"{', '.join(LIE_LAYOUTS)}; or a family of your own), got {layout_.name!r}")
         flow = ConditionalTransformFlow(layout_.dim, FLOW_EMBEDDING_DIM, num_layers=4)
         embedder = SimpleConv(spec.channels, FLOW_EMBEDDING_DIM, width=8)
         return FlowPSTN(nets.classifier(), embedder, flow, layout=layout_, **common)
+    if name == "augerino":
+        box = LearnedBox(layout_.dim, 0.0 if spread_init is None else spread_init)
+        return Augerino(nets.classifier(), box, layout=layout_, **common)
     if name == "cnn":
         return CNN(nets.classifier(baseline=True), **common)
     if name == "stn":
@@ -148,6 +156,11 @@ __all__ = [
     "default_layout",
     "kl_weight_per_dimension",
     "AugmentationWarmup",
+    "Augerino",
+    "AUGERINO_LAYOUT",
+    "BOX_MODELS",
+    "BoxClassifier",
+    "LearnedBox",
     "FlowPSTN",
     "CNN",
     "DTVAE",

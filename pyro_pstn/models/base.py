@@ -12,7 +12,8 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..data.types import DataSpec
-from ..transforms import TransformFamily, get_layout, warp
+from ..priors import Box
+from ..transforms import LIE_LAYOUTS, TransformFamily, get_layout, warp
 
 
 def kl_weight_per_dimension(w: float, theta_dim: int) -> float:
@@ -165,6 +166,10 @@ class TransformClassifier(PyroModule):
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
         return iter(()) if self.localizer is None else self.localizer.parameters()
 
+    def undecayed_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters trained without weight decay (none but Augerino's ranges)."""
+        return iter(())
+
     def identity_theta(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
         return self.layout.identity_theta(like.dtype, like.device).expand(batch_size, self.layout.dim)
 
@@ -175,10 +180,36 @@ class TransformClassifier(PyroModule):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_weight: float | None = None) -> None:
         """No latent variables to infer (deterministic models)."""
 
+    def learned(self) -> dict:
+        """What the fit learned beyond its networks, for the run's metrics (Augerino: its ranges)."""
+        return {}
+
     # ---- prediction ----------------------------------------------------------------------
     def predictive_model(self) -> Callable[..., torch.Tensor | None]:
         """The model used for posterior predictive sampling (DA overrides it to test at θ_id)."""
         return self.model
+
+
+class BoxClassifier(TransformClassifier):
+    """Base of the models whose θ has a flat prior on the box [−1, 1]^D of a Lie layout, θ = 0 the
+    identity: ``flow_pstn`` (paper 004) and ``augerino`` (Benton et al. 2020). Their weight (004's
+    entropy weight α, Augerino's regulariser weight) applies to the summed term as it is, not per
+    dimension of θ."""
+
+    kl_per_dimension = False
+
+    def __init__(self, classifier: nn.Module, **kwargs):
+        super().__init__(classifier, **kwargs)
+        if self.layout is None or not bool((self.layout.identity_theta() == 0).all()):
+            raise ValueError(f"{type(self).__name__} needs a family whose identity is θ = 0, with θ in [−1, 1] (a Lie "
+                             f"layout: {', '.join(LIE_LAYOUTS)}; or a family of your own), got "
+                             f"{getattr(self.layout, 'name', None)!r}")
+        self.register_buffer("box_low", -torch.ones(self.layout.dim))
+        self.register_buffer("box_high", torch.ones(self.layout.dim))
+
+    def prior(self) -> dist.Distribution:
+        """θ ~ U([−1, 1]^D)."""
+        return Box(self.box_low, self.box_high).to_event(1)
 
 
 def draw(model: nn.Module, guide: Callable, x: torch.Tensor, num_samples: int,

@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 
 from ..flows import ConditionalTransformFlow
-from .base import TransformClassifier
+from .base import BoxClassifier
 
 
-class FlowPSTN(TransformClassifier):
+class FlowPSTN(BoxClassifier):
     """``flow_pstn``: a classifier f, a pose embedder e and a conditional flow g(T | e(x)).
 
     The flow's dimension must match the layout's (a Lie layout such as ``lie_rotation``,
@@ -36,23 +36,15 @@ class FlowPSTN(TransformClassifier):
     identity and whose coefficients live in [−1, 1]).
     """
 
-    #: α weighs the joint log-density of T (eq. 10), not a per-dimension KL.
-    kl_per_dimension = False
-
     def __init__(self, classifier: nn.Module, embedder: nn.Module, flow: ConditionalTransformFlow, **kwargs):
         super().__init__(classifier, **kwargs)
         if self.layout is None or flow.dim != self.layout.dim:
             raise ValueError(f"the flow has dimension {flow.dim} but layout {getattr(self.layout, 'name', None)!r} "
                              f"needs {getattr(self.layout, 'dim', '?')}")
         self.embedder, self.flow = embedder, flow
-        self.register_buffer("box_low", -torch.ones(flow.dim))
-        self.register_buffer("box_high", torch.ones(flow.dim))
         #: −mean log g(T | x) of the guide's last training draws (nats, a detached tensor, so
         #: reading it is the only device sync): the entropy the PID controls.
         self.last_entropy: torch.Tensor | None = None
-
-    def prior(self) -> dist.Distribution:
-        return dist.Uniform(self.box_low, self.box_high).to_event(1)
 
     def transformation_distribution(self, x: torch.Tensor) -> dist.TransformedDistribution:
         """g_φ(T | e(x)) for a batch of images: batch shape [B], event [D]."""

@@ -29,21 +29,30 @@ from ..nets.members import Stackable, VmapMembers
 from .base import TransformClassifier
 
 
-def _stack_buffers(modules: list[nn.Module]) -> nn.Module:
-    """A copy of ``modules[0]`` whose buffers are the members' buffers stacked, ``[R, 1, ...]``."""
+def _tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*module.named_buffers(), *module.named_parameters()]
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor, parameter: bool) -> None:
+    owner, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(owner) if owner else module, attr, nn.Parameter(value) if parameter else value)
+
+
+def _stack_state(modules: list[nn.Module]) -> nn.Module:
+    """A copy of ``modules[0]`` whose buffers and parameters are the members' stacked, ``[R, 1, ...]``
+    (a prior's buffers; the learned box of Augerino's ranges)."""
     stacked = copy.deepcopy(modules[0])
-    for name, _ in modules[0].named_buffers():
-        values = torch.stack([m.get_buffer(name) for m in modules]).unsqueeze(1)
-        owner, _, attr = name.rpartition(".")
-        setattr(stacked.get_submodule(owner) if owner else stacked, attr, values)
+    for name, value in _tensors(modules[0]):
+        values = torch.stack([m.get_parameter(name) if isinstance(value, nn.Parameter) else m.get_buffer(name)
+                              for m in modules]).unsqueeze(1)
+        _set(stacked, name, values.detach().clone(), isinstance(value, nn.Parameter))
     return stacked
 
 
-def _member_buffers(stacked: nn.Module, r: int) -> nn.Module:
+def _member_state(stacked: nn.Module, r: int) -> nn.Module:
     single = copy.deepcopy(stacked)
-    for name, value in stacked.named_buffers():
-        owner, _, attr = name.rpartition(".")
-        setattr(single.get_submodule(owner) if owner else single, attr, value[r, 0].clone())
+    for name, value in _tensors(stacked):
+        _set(single, name, value.detach()[r, 0].clone(), isinstance(value, nn.Parameter))
     return single
 
 
@@ -58,12 +67,13 @@ def _copy(model: TransformClassifier) -> TransformClassifier:
         model.guide_loc = shared
 
 
-#: The models whose networks have a member layout (flow_pstn's embedder and flow do not yet).
-STACKABLE_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn")
+#: The models that stack (flow_pstn's embedder and flow do not yet).
+STACKABLE_MODELS = ("cnn", "stn", "da", "pstn", "gamma_pstn", "augerino")
 
 #: The parts of a TransformClassifier that hold one run's state: networks (stacked by their
-#: ``stack`` class method) and priors (stacked buffer by buffer).
-_NETWORKS, _PRIORS = ("classifier", "localizer"), ("prior",)
+#: ``stack`` class method, else by vmap) and small modules of tensors (priors; Augerino's learned
+#: box), stacked tensor by tensor.
+_NETWORKS, _STATE = ("classifier", "localizer"), ("prior", "box")
 
 
 class Stacked(PyroModule):
@@ -87,7 +97,7 @@ class Stacked(PyroModule):
         if len({type(m) for m in models}) != 1 or any(
                 getattr(m.layout, "name", None) != getattr(first.layout, "name", None) for m in models):
             raise ValueError("the members of a stack must be one model class with one layout")
-        unsupported = [name for name, _ in first.named_children() if name not in _NETWORKS + _PRIORS]
+        unsupported = [name for name, _ in first.named_children() if name not in _NETWORKS + _STATE]
         if unsupported:
             raise ValueError(f"{type(first).__name__} cannot be stacked yet: no member layout for {unsupported}")
         base = _copy(first)
@@ -99,9 +109,9 @@ class Stacked(PyroModule):
             # a member layout where the network has one (grouped convolutions: fast), else vmap
             layout = isinstance(net, Stackable) and not vmap
             setattr(base, name, type(net).stack(nets) if layout else VmapMembers(nets, first.event_dim))
-        for name in _PRIORS:
-            if hasattr(first, name):
-                setattr(base, name, _stack_buffers([getattr(m, name) for m in models]))
+        for name in _STATE:
+            if isinstance(getattr(first, name, None), nn.Module):
+                setattr(base, name, _stack_state([getattr(m, name) for m in models]))
         like = next(first.parameters())
         base.kl_weight = torch.tensor([[float(m.kl_weight)] for m in models], dtype=like.dtype, device=like.device)
         return cls(base, len(models))
@@ -114,6 +124,9 @@ class Stacked(PyroModule):
     def localizer_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters trained at the localizer's learning rate (``localizer_lr_mult``)."""
         return iter(()) if self.localizer is None else self.localizer.parameters()
+
+    def undecayed_parameters(self) -> Iterator[nn.Parameter]:
+        return self.base.undecayed_parameters()
 
     @property
     def kl_weight(self) -> torch.Tensor:
@@ -135,9 +148,9 @@ class Stacked(PyroModule):
             net = getattr(self.base, name)
             if net is not None:
                 setattr(single, name, net.member(r))
-        for name in _PRIORS:
-            if hasattr(self.base, name):
-                setattr(single, name, _member_buffers(getattr(self.base, name), r))
+        for name in _STATE:
+            if isinstance(getattr(self.base, name, None), nn.Module):
+                setattr(single, name, _member_state(getattr(self.base, name), r))
         single.kl_weight = float(self.base.kl_weight[r, 0])
         return single.train(self.training)
 
