@@ -16,6 +16,7 @@ import numpy as np
 
 from pyro_pstn.data import MARIO_IGGY_SETS, DataSplits, ImageSet, load_dataset, mario_iggy
 from pyro_pstn.flows import BASES, ConditionalTransformFlow
+from pyro_pstn.models import Augerino, LearnedBox
 from pyro_pstn.models.flow_pstn import AugmentationWarmup, FlowPSTN
 from pyro_pstn.nets import SimpleConv
 from pyro_pstn.transforms import LIE_LAYOUTS, get_layout
@@ -35,9 +36,15 @@ EMBEDDING_DIM = 32
 FLOW_DATA = (*MARIO_IGGY_SETS, "mnist01569")
 
 
+#: The models of paper 004's studies: the flow, and Augerino, the baseline it is compared with.
+FLOW_MODELS = ("flow_pstn", "augerino")
+
+
 @dataclass
 class FlowConfig:
-    """One flow_pstn fit. ``entropy_target`` (nats) turns the PID controller on; None keeps α fixed."""
+    """One fit of a 004 study. ``entropy_target`` (nats) turns the PID controller on; None keeps α
+    fixed. ``model="augerino"``: Augerino with the same classifier and training, α its regulariser
+    weight λ, fixed (the flow's fields, ``flow_layers`` … ``embedder_width`` and the warm-up, unused)."""
 
     data: str = "mario_iggy90"
     layout: str = "lie_rotation_translation"
@@ -62,12 +69,17 @@ class FlowConfig:
     # a dict: fields over the defaults (A.3.5: Adam lr 1e-3, batch 256, 100 epochs, seed 0); its KL
     # weight is α, the entropy weight the controller starts from
     train: TrainConfig | dict = field(default_factory=dict)
+    model: str = "flow_pstn"
 
     def __post_init__(self):
+        if self.model not in FLOW_MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(FLOW_MODELS)}")
+        if self.model == "augerino" and self.entropy_target is not None:
+            raise ValueError("Augerino's regulariser weight α is fixed: pass entropy_target=None (--fixed-alpha)")
         if self.data not in FLOW_DATA:
             raise ValueError(f"unknown data {self.data!r}; valid: {', '.join(FLOW_DATA)}")
         if self.layout not in LIE_LAYOUTS:
-            raise ValueError(f"flow_pstn needs a Lie layout (identity θ = 0, θ in [−1, 1]); got {self.layout!r}, "
+            raise ValueError(f"{self.model} needs a Lie layout (identity θ = 0, θ in [−1, 1]); got {self.layout!r}, "
                              f"valid: {', '.join(LIE_LAYOUTS)}")
         if self.base not in BASES:
             raise ValueError(f"unknown base {self.base!r}; valid: {', '.join(BASES)}")
@@ -83,8 +95,8 @@ class FlowConfig:
     @property
     def name(self) -> str:
         control = f"H{self.entropy_target:g}" if self.entropy_target is not None else f"a{self.alpha:g}"
-        parts = [self.data, self.layout, f"L{self.flow_layers}", f"{self.base}{self.components}", control,
-                 f"c{self.classifier_width}", f"e{self.train.epochs}"]
+        transform = ["augerino"] if self.model == "augerino" else [f"L{self.flow_layers}", f"{self.base}{self.components}"]
+        parts = [self.data, self.layout, *transform, control, f"c{self.classifier_width}", f"e{self.train.epochs}"]
         if self.classifier_from:
             parts.append("frozen-" + Path(self.classifier_from).name.split("-")[0])
         if self.train_size:
@@ -106,13 +118,16 @@ def load_data(config: FlowConfig) -> DataSplits:
     return data
 
 
-def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN:
+def build_model(config: FlowConfig, channels: int, num_classes: int) -> FlowPSTN | Augerino:
     layout = get_layout(config.layout)
-    flow = ConditionalTransformFlow(layout.dim, EMBEDDING_DIM, config.flow_layers, base=config.base,
-                                    num_components=config.components, temperature=config.temperature)
-    model = FlowPSTN(SimpleConv(channels, num_classes, config.classifier_width),
-                     SimpleConv(channels, EMBEDDING_DIM, config.embedder_width), flow, layout=layout,
-                     kl_weight=config.alpha)
+    classifier = SimpleConv(channels, num_classes, config.classifier_width)
+    if config.model == "augerino":
+        model = Augerino(classifier, LearnedBox(layout.dim), layout=layout, kl_weight=config.alpha)
+    else:
+        flow = ConditionalTransformFlow(layout.dim, EMBEDDING_DIM, config.flow_layers, base=config.base,
+                                        num_components=config.components, temperature=config.temperature)
+        model = FlowPSTN(classifier, SimpleConv(channels, EMBEDDING_DIM, config.embedder_width), flow, layout=layout,
+                         kl_weight=config.alpha)
     if config.classifier_from is not None:
         if not (Path(config.classifier_from) / CHECKPOINT).exists():
             raise ValueError(f"--classifier-from {config.classifier_from}: no {CHECKPOINT} there; fit that run first")

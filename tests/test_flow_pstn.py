@@ -364,6 +364,31 @@ def test_flow_cli_fits_on_mario_iggy_and_logs_the_controller(data_root, tmp_path
     assert config.entropy_target == 0.5 and model.layout.name == "lie_rotation" and len(data.test) == 600
 
 
+def test_augerino_fits_in_the_004_studies_beside_the_flow(data_root, tmp_path):
+    """Augerino through ``experiments.flow fit --model augerino``: the flow's classifier and training,
+    one range for all images (so every class has the same width of t), its box's entropy logged."""
+    from click.testing import CliRunner
+
+    from experiments import flow as cli
+
+    result = CliRunner().invoke(cli.main, [
+        "fit", "--model", "augerino", "--fixed-alpha", "--data", "mario_iggy90", "--layout", "lie_rotation", "--epochs",
+        "1", "--train-size", "128", "--batch-size", "64", "--data-root", str(data_root), "--run-root", str(tmp_path / "runs"),
+        "--results-dir", str(tmp_path / "results"), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    name = "mario_iggy90-lie_rotation-augerino-a0.1-c8-e1-n128"
+    record = json.loads((tmp_path / "results" / "flow" / "runs" / f"{name}.json").read_text())
+    widths = [c["mean_width"] for c in record["rotation_range_deg"]["per_class"].values()]
+    assert max(widths) - min(widths) < 10 and 60 < widths[0] < 180  # about 95 % of ω · 180° = 0.69 · 171°
+    log = np.loadtxt(tmp_path / "runs" / name / "control.csv", delimiter=",", skiprows=1)
+    # log ω (the box's entropy), read before each step from the step before: from the second step on, as
+    # Augerino has no warm-up
+    assert np.isnan(log[0, 2]) and np.isfinite(log[1:, 2]).all()
+    run = load_run(tmp_path / "runs" / name)
+    assert type(run.model).__name__ == "Augerino" and run.config.model == "augerino"
+
+
 def test_flow_studies_rebuild_their_tables_without_the_models(data_root, tmp_path):
     """modes (a frozen-classifier run on top of another) and pid (two runs in two workers) fit, measure
     their models into results/flow/<study>.json, and --aggregate-only then rewrites the same markdown
@@ -397,6 +422,7 @@ def test_flow_studies_rebuild_their_tables_without_the_models(data_root, tmp_pat
     (["--layout", "similarity"], "is not one of 'lie_rotation'"),
     (["--classifier-from", "/nonexistent"], "fit that run first"),
     (["--alpha", "2"], "alpha_min"),
+    (["--model", "augerino"], "Augerino's regulariser weight α is fixed"),
 ])
 def test_flow_cli_rejects_bad_input_with_exit_code_2(args, message, tmp_path):
     from click.testing import CliRunner
