@@ -2,15 +2,19 @@
 UCR data set (anchors.md §1.6), filled in by :func:`authors_config`."""
 from __future__ import annotations
 
+import math
+
 from inference.engine import TrainConfig
 from inference.spec import FitConfig
 from pyro_pstn.data import (
     UCR_PREFIX,
     dataset_ndim,
     is_dataset_name,
+    is_lila,
     subset_size,
     unknown_dataset,
 )
+from pyro_pstn.data.lila import parse_lila
 from pyro_pstn.models import AUGERINO_LAYOUT, MODEL_NAMES
 from pyro_pstn.transforms import get_layout
 
@@ -51,6 +55,16 @@ UCR_TRAIN_SAMPLES = 10
 
 
 
+def protocol_size(data: str) -> int | None:
+    """The MNIST subset whose authors' values (w, σ_p) apply to ``data``: N of ``mnistN``; for a LILA
+    subset ``lila/<set>/<N>`` the papers' subset nearest to N on a log scale (312 → 100, 1250 → 1000,
+    5000 → 3000, 20000 → 10000); None (the full sets' values) for every other data set."""
+    if not is_lila(data):
+        return subset_size(data)
+    n = parse_lila(data)[3]
+    return min((k for k in UAI_KL_WEIGHT if k is not None), key=lambda k: abs(math.log(k / n)))
+
+
 def is_series(data: str) -> bool:
     """Whether ``data`` holds series (UCR sets and files): the UCR protocol's defaults apply."""
     return dataset_ndim(data) == 1
@@ -65,7 +79,7 @@ def default_kl_weight(model: str, data: str, theta_dim: int) -> float:
     """
     if model == "gamma_pstn" and is_series(data):
         return UCR_KL_WEIGHT.get(data.removeprefix(UCR_PREFIX), 1e-4)
-    n = subset_size(data)
+    n = protocol_size(data)
     if model == "gamma_pstn":
         return UAI_KL_WEIGHT[n]
     if model == "pstn":
@@ -82,7 +96,7 @@ def default_prior_scale(model: str, data: str) -> float:
         return DA_PRIOR_SCALE
     if is_series(data):
         return UCR_PRIOR_SCALE.get(data.removeprefix(UCR_PREFIX), 0.1)
-    return GAUSSIAN_PRIOR_SCALE[subset_size(data)]
+    return GAUSSIAN_PRIOR_SCALE[protocol_size(data)]
 
 
 def authors_config(model: str = "gamma_pstn", data: str = "mnist30", train: dict | None = None, **kwargs) -> FitConfig:

@@ -6,7 +6,8 @@
 >>> register_dataset("toy", lambda options: splits_from_arrays(x, y, seed=options.fold))  # ... or a loader
 
 A loader takes :class:`LoadOptions` and returns :class:`~pyro_pstn.data.types.DataSplits`.
-``ucr/<Name>`` names the UCR set in ``<root>/UCR/<Name>/``; a path to an ``.npz``, a folder of
+``ucr/<Name>`` names the UCR set in ``<root>/UCR/<Name>/``; ``lila/<set>/<N>`` a subset of LILA's
+transformed MNIST / Fashion-MNIST (:mod:`pyro_pstn.data.lila`); a path to an ``.npz``, a folder of
 class folders or a UCR ``.tsv`` / ``.ts`` file loads that file.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .datasets import DATASET_NAMES as MNIST_FAMILY
 from .datasets import load_mnist_family
 from .derived import augmented_set, digit_subset
 from .files import load_image_folder, load_npz
+from .lila import is_lila, load_lila
 from .localization import LOCALIZATION_SETS, load_localization
 from .mario_iggy import MARIO_IGGY_CLASSES, mario_iggy
 from .types import DataError, DataSplits, LoadOptions
@@ -51,7 +53,7 @@ def register_dataset(name: str, source: Loader | str | os.PathLike, *, ndim: int
 
     ``ndim`` (2 for images, 1 for series) lets configs check a transform family before loading.
     """
-    if not isinstance(name, str) or not name or name.startswith(UCR_PREFIX) or "/" in name:
+    if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"a data set name is a non-empty string without '/', got {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"data set {name!r} is registered already; pass overwrite=True to replace it")
@@ -77,19 +79,21 @@ def is_ucr(name: str) -> bool:
 
 def is_path(name: str) -> bool:
     """Whether ``name`` names a file or folder rather than a registered set."""
-    return isinstance(name, str) and name not in _REGISTRY and not is_ucr(name) and (
+    return isinstance(name, str) and name not in _REGISTRY and not is_ucr(name) and not is_lila(name) and (
         Path(name).suffix in FILE_SUFFIXES or os.sep in name or Path(name).exists())
 
 
 def is_dataset_name(name: str) -> bool:
-    """A registered name, ``ucr/<Name>``, or a path (whether it exists is checked on loading)."""
-    return isinstance(name, str) and (name in _REGISTRY or is_ucr(name) or is_path(name))
+    """A registered name, ``ucr/<Name>``, ``lila/<set>/<N>``, or a path (whether it exists, or the LILA
+    set is one, is checked on loading)."""
+    return isinstance(name, str) and (name in _REGISTRY or is_ucr(name) or is_lila(name) or is_path(name))
 
 
 def unknown_dataset(name: str) -> str:
     """The one message for a name that is not a data set (config, CLI and loader all use it)."""
     return (f"unknown data set {name!r}; valid names: {', '.join(_REGISTRY)}; or ucr/<Name> for a folder "
-            "<root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll); or a path to an .npz file, a folder with one "
+            "<root>/UCR/<Name> of the UCR archive (e.g. ucr/FaceAll); or lila/<set>/<N> for a subset of LILA's "
+            "transformed MNIST (e.g. lila/mnist_r180/312); or a path to an .npz file, a folder with one "
             "sub-folder of images per class, or a UCR .tsv / .ts file")
 
 
@@ -97,6 +101,8 @@ def dataset_ndim(name: str) -> int | None:
     """Spatial dimensions of data set ``name`` (2 images, 1 series) where known without loading it."""
     if is_ucr(name):
         return 1
+    if is_lila(name):
+        return 2
     if name in _REGISTRY:
         return _REGISTRY[name].ndim
     if is_path(name):
@@ -139,6 +145,8 @@ def load_dataset(
     options = LoadOptions(data_root, fold, val_size, test_size, download, normalize)
     if is_ucr(name):
         return load_ucr(name[len(UCR_PREFIX):], options.data_root, seed=fold, val_size=val_size, test_size=test_size)
+    if is_lila(name):
+        return load_lila(name, options)
     if name in _REGISTRY:
         return _REGISTRY[name].load(options)
     if is_path(name):
