@@ -44,6 +44,14 @@ class DataName(click.ParamType):
         self.fail(unknown_dataset(value), param, ctx)
 
 
+#: Why a stack does not run under torchrun (issue 34): what each would split.
+STACK_UNDER_TORCHRUN = (
+    "--folds / --seeds fit the runs as one stack, in one process: a stack's step already holds every member's "
+    "batch, and a torchrun group splits the batch of one run over its processes (each rank its share of the "
+    "examples, gradients averaged); the stack's trainer does not split its members' batches over processes. "
+    "Fit the stack without torchrun (it uses the cores a group would), or each run under torchrun on its own")
+
+
 @click.command(cls=SafeCommand)
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="gamma_pstn")
 @click.option("--data", type=DataName(), default="mnist30",
@@ -108,7 +116,7 @@ def main(**opts) -> None:
     try:
         if distributed.launched_by_torchrun():
             if len(opts["folds"] or ()) > 1 or len(opts["seeds"] or ()) > 1:
-                raise click.UsageError("--folds / --seeds fit a stack in one process; under torchrun fit one run")
+                raise click.UsageError(STACK_UNDER_TORCHRUN)
             group = distributed.join_process_group(opts["device"])
             opts["device"] = group.device
         metrics = _main(group, opts, given)
@@ -171,7 +179,7 @@ def _main(group: str | None, opts: dict, given: set[str]) -> list[dict]:
         run_dir = Path(opts["resume_dir"])
         if (run_dir / STACK_FILE).is_file():
             if group is not None:
-                raise click.UsageError(f"{run_dir} is a stack: resume it in one process, without torchrun")
+                raise click.UsageError(f"{run_dir} is a stack. {STACK_UNDER_TORCHRUN}")
             configs, member_dirs = read_stack(run_dir)
             check_resume_options(run_dir, asdict(configs[0]), opts, given - {"fold", "seed"})
             return _fit_stack(configs, member_dirs, run_dir, opts, resume=True)

@@ -110,3 +110,17 @@ def test_commands_that_are_not_data_parallel_refuse_torchrun(monkeypatch):
                        (flow.main, ["fit"])):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and "launch it with python, not torchrun" in result.output
+
+
+def test_a_stack_under_torchrun_is_refused_with_the_reason(monkeypatch, tmp_path):
+    """Issue 34: a stack does not split its members' batches over processes; the refusal says so."""
+    from click.testing import CliRunner
+
+    from experiments.fit import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(main, ["--folds", "0,1", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "a torchrun group splits the batch of one run" in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir())
