@@ -8,20 +8,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 import click
-from tqdm.auto import tqdm
 
-from inference.engine import CHECKPOINT
-from inference.fitting import CONFIG_FILE
-from inference.kinds import evaluate_precise_bn
-from inference.runs import write_json, write_result
-from inference.spec import FitConfig, config_from_dict
-from inference.stats import best_on_validation, differences, mean_std, paired
+from inference.kinds import as_evaluated, has_precise_bn, recompute_precise_bn
+from inference.runs import write_result
+from inference.stats import best_on_validation, differences, mean_std, paired, paired_cell, paired_table
 from inference.sweep import Shard, sweep
 from inference.tables import Column, markdown
 
@@ -49,17 +43,6 @@ def _ucr_selection_runs(results: Path, model: str, name: str) -> dict[float, dic
     param, values = UCR_GRIDS[model]
     paths = {v: ucr_path(results, "select", model, name, f"{param}{v:g}") for v in values}
     return {v: json.loads(p.read_text()) for v, p in paths.items() if p.exists()}
-
-
-def has_precise_bn(record: dict) -> bool:
-    """Whether a UCR result has metrics with precise BN (inference/batchnorm.py): fitted with it, or
-    evaluated again from its checkpoint (``--recompute-bn``; kept under ``precise_bn``)."""
-    return "precise_bn" in record or record.get("config", {}).get("train", {}).get("precise_bn", False)
-
-
-def as_evaluated(record: dict, precise: bool) -> dict:
-    """The metrics of a result (``test`` / ``val``, ``test_at_mean``) with precise BN or as fitted."""
-    return record["precise_bn"] if precise and "precise_bn" in record else record
 
 
 def _ucr_selection_metrics(results: Path, model: str, name: str) -> tuple[dict[float, dict], bool]:
@@ -146,8 +129,8 @@ def ucr(datasets: list[str], models: list[str], repetitions: int, epochs: int | 
         if model not in models:
             raise click.UsageError(f"--{param.replace('_', '-')} fixes {model}'s {PARAM_SYMBOL[param]}; "
                                    f"add {model} to --models")
-    if recompute_bn:
-        recompute_bn_ucr(results, datasets, models, run_root)
+    if recompute_bn:  # each finished run fitted with the running BN averages, evaluated again with precise BN
+        recompute_precise_bn(_ucr_records(results, datasets, models), run_root, click.echo)
         aggregate_only = True
     train = {"device": device, **({"epochs": epochs} if epochs else {}),
              **({"num_particles": train_samples} if train_samples else {})}
@@ -169,31 +152,23 @@ def paired_lines(results: Path, name: str, models: Iterable[str] = UCR_MODELS) -
     """Every model against every other on UCR set ``name``, paired by repetition (each repetition gives
     every model the same split and seed): accuracy, NLL and ECE differences with their standard errors;
     and for the models with a posterior location, the S-draw prediction against the one at μ(x)."""
-    by_rep, at_mean = {}, {}
+    by_rep, at_mean = {m: {} for m in models}, {}
     for model in models:
         for path in sorted((results / "ucr" / "runs").glob(f"{model}-{name}-rep*.json")):
             record = json.loads(path.read_text())
             evaluated = as_evaluated(record, has_precise_bn(record))
-            by_rep.setdefault(model, {})[record["fold"]] = evaluated["test"]
+            by_rep[model][record["fold"]] = evaluated["test"]
             if evaluated.get("test_at_mean"):
                 at_mean.setdefault(model, {})[record["fold"]] = evaluated["test_at_mean"]
     lines = [f"## {name}: differences paired by repetition (mean, standard error, pairs)", "",
-             "| a − b | accuracy | NLL | ECE |", "|---|---|---|---|"]
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            cells = []
-            for metric in ("accuracy", "nll", "ece"):
-                pair = paired(*({k: m[metric] for k, m in by_rep.get(x, {}).items()} for x in (b, a)))
-                cells.append(f"{pair[0]:+.4f} (SE {pair[1]:.4f}, {pair[2]})" if pair else "—")
-            lines.append(f"| {UCR_LABELS.get(b, b)} − {UCR_LABELS.get(a, a)} | " + " | ".join(cells) + " |")
+             *paired_table(by_rep, UCR_LABELS)]
     if at_mean:
         lines += ["", "Test-time averaging, S draws of θ − the classifier at μ(x), paired by repetition:", "",
                   "| model | accuracy | NLL | ECE |", "|---|---|---|---|"]
         for model, means in at_mean.items():
-            cells = [paired({k: m[metric] for k, m in by_rep[model].items()},
-                            {k: m[metric] for k, m in means.items()}) for metric in ("accuracy", "nll", "ece")]
-            lines.append(f"| {UCR_LABELS.get(model, model)} | " + " | ".join(
-                f"{c[0]:+.4f} (SE {c[1]:.4f}, {c[2]})" if c else "—" for c in cells) + " |")
+            cells = [paired_cell(paired({k: m[metric] for k, m in by_rep[model].items()},
+                                        {k: m[metric] for k, m in means.items()})) for metric in ("accuracy", "nll", "ece")]
+            lines.append(f"| {UCR_LABELS.get(model, model)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -213,46 +188,6 @@ def _ucr_records(results: Path, datasets: Iterable[str], models: Iterable[str]) 
     """The per-run result files (selection and repetitions) of ``models`` on ``datasets``."""
     return sorted(p for kind in ("select", "runs", "fixed") for p in (results / "ucr" / kind).glob("*.json")
                   if any(p.name.startswith(f"{m}-{n}-") for m in models for n in datasets))
-
-
-def _fitted_config(config: dict) -> dict:
-    """A stored config read back through FitConfig, with a run from before precise BN (no such
-    field) read as fitted without it (the field's default is on)."""
-    config = {**config, "train": {"precise_bn": False, **config["train"]}}
-    return asdict(config_from_dict(FitConfig, config))
-
-
-def recompute_bn_ucr(results: Path, datasets: Iterable[str], models: Iterable[str], run_root: str) -> None:
-    """``reproduce ucr --recompute-bn``: each finished run fitted with training's running BN averages
-    is evaluated again with precise BN (:func:`inference.kinds.evaluate_precise_bn`) from its
-    checkpoint in ``run_root``; the metrics go into its result file under ``precise_bn``, next to
-    (not over) the ones it was fitted with."""
-    todo, missing = [], []
-    for path in _ucr_records(results, datasets, models):
-        record = json.loads(path.read_text())
-        if has_precise_bn(record):
-            continue  # done, or fitted with precise BN already
-        run_dir = Path(run_root) / path.stem
-        try:  # the checkpoint must be this result's run (same config), not a later refit's
-            same = _fitted_config(json.loads((run_dir / CONFIG_FILE).read_text())) == _fitted_config(record["config"])
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            same = False
-        (todo if same and (run_dir / CHECKPOINT).is_file() else missing).append((path, record, run_dir))
-    if missing:
-        click.echo(f"{len(missing)} run(s) without their checkpoint under {run_root} (fitted on another machine, or "
-                   f"refitted since) cannot be evaluated again: {', '.join(p.stem for p, _, _ in missing)}")
-    for path, record, run_dir in tqdm(todo, desc="precise BN", unit="run", disable=None):
-        start = time.perf_counter()
-        metrics = evaluate_precise_bn(run_dir)
-        if metrics is None:  # no batch norm: the run's own numbers are already exact
-            continue
-        name = record["evaluated_on"]
-        record["precise_bn"] = {name: metrics[name], f"{name}_at_mean": metrics.get(f"{name}_at_mean"),
-                                "seconds": time.perf_counter() - start,
-                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_json(path, record)
-        click.echo(f"{path.name}: {name} accuracy {record[name]['accuracy']:.4f} with running BN averages, "
-                   f"{metrics[name]['accuracy']:.4f} with precise BN")
 
 
 def _ucr_precise_bn_lines(results: Path, models: Iterable[str], name: str, repetitions: int) -> list[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pyro
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from pyro_pstn.data import load_dataset
 from pyro_pstn.data.localization import load_localization
@@ -28,7 +30,8 @@ from pyro_pstn.nets import mnist_cnn_classifier
 from . import flow_runs, localizer_runs, pose_vae_runs
 from .engine import CHECKPOINT, Trainer, restore
 from .fitting import CONFIG_FILE, METRICS_FILE, evaluate, model_from_config
-from .spec import FitConfig, nest_training, read_config, read_json
+from .runs import write_json
+from .spec import FitConfig, config_from_dict, nest_training, read_config, read_json
 
 
 @dataclass(frozen=True)
@@ -129,3 +132,57 @@ def evaluate_precise_bn(run_dir: str | Path) -> dict | None:
     if not Trainer(run.model, run.config.train).recompute_batch_norm(run.data.train):
         return None
     return evaluate(run.model.eval(), run.data, run.config, None)
+
+
+# ---- result records evaluated with precise BN ---------------------------------------------------
+
+
+def has_precise_bn(record: dict) -> bool:
+    """Whether a sweep's result record has metrics with precise BN (:mod:`inference.batchnorm`): fitted
+    with it, or evaluated again from its checkpoint (:func:`recompute_precise_bn`; kept under ``precise_bn``)."""
+    return "precise_bn" in record or record.get("config", {}).get("train", {}).get("precise_bn", False)
+
+
+def as_evaluated(record: dict, precise: bool) -> dict:
+    """The metrics of a result record (``test`` / ``val``, ``test_at_mean``) with precise BN or as fitted."""
+    return record["precise_bn"] if precise and "precise_bn" in record else record
+
+
+def _fitted_config(config: dict) -> dict:
+    """A stored config read back through FitConfig, with a run from before precise BN (no such field)
+    read as fitted without it (the field's default is on)."""
+    config = {**config, "train": {"precise_bn": False, **config["train"]}}
+    return dataclasses.asdict(config_from_dict(FitConfig, config))
+
+
+def recompute_precise_bn(result_files: list[Path], run_root: str | Path, report: Callable[[str], None] = print) -> None:
+    """Each result record of ``result_files`` fitted with training's running BN averages evaluated again
+    with precise BN (:func:`evaluate_precise_bn`) from its checkpoint under ``run_root`` (the run
+    directory named as the file); the metrics go into the record under ``precise_bn``, next to (not
+    over) the ones it was fitted with. A run whose checkpoint is missing or of another config is named."""
+    todo, missing = [], []
+    for path in result_files:
+        record = json.loads(path.read_text())
+        if has_precise_bn(record):
+            continue  # done, or fitted with precise BN already
+        run_dir = Path(run_root) / path.stem
+        try:  # the checkpoint must be this result's run (same config), not a later refit's
+            same = _fitted_config(json.loads((run_dir / CONFIG_FILE).read_text())) == _fitted_config(record["config"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            same = False
+        (todo if same and (run_dir / CHECKPOINT).is_file() else missing).append((path, record, run_dir))
+    if missing:
+        report(f"{len(missing)} run(s) without their checkpoint under {run_root} (fitted on another machine, or "
+               f"refitted since) cannot be evaluated again: {', '.join(p.stem for p, _, _ in missing)}")
+    for path, record, run_dir in tqdm(todo, desc="precise BN", unit="run", disable=None):
+        start = time.perf_counter()
+        metrics = evaluate_precise_bn(run_dir)
+        if metrics is None:  # no batch norm: the run's own numbers are already exact
+            continue
+        name = record["evaluated_on"]
+        record["precise_bn"] = {name: metrics[name], f"{name}_at_mean": metrics.get(f"{name}_at_mean"),
+                                "seconds": time.perf_counter() - start,
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(path, record)
+        report(f"{path.name}: {name} accuracy {record[name]['accuracy']:.4f} with running BN averages, "
+               f"{metrics[name]['accuracy']:.4f} with precise BN")

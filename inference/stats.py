@@ -42,3 +42,22 @@ def best_on_validation(val: dict[float, dict]) -> float:
     """The hyperparameter value whose validation metrics have the best accuracy, ties broken by the
     lower NLL (a validation split of a few series ties often)."""
     return max(val, key=lambda v: (val[v]["accuracy"], -val[v]["nll"]))
+
+
+def paired_cell(pair: tuple[float, float, int] | None) -> str:
+    """A paired difference as a table cell: ``mean (SE se, pairs)``, ``—`` with fewer than two pairs."""
+    return f"{pair[0]:+.4f} (SE {pair[1]:.4f}, {pair[2]})" if pair else "—"
+
+
+def paired_table(by_key: dict[str, dict[int, dict]], labels: dict[str, str],
+                 metrics: tuple[str, ...] = ("accuracy", "nll", "ece")) -> list[str]:
+    """Markdown lines of every row against every other, ``b − a`` for each pair a before b, paired by
+    key (fold or repetition): ``by_key`` is {row: {key: metrics}}; ``labels`` names the rows."""
+    names = list(by_key)
+    lines = ["| a − b | " + " | ".join({"nll": "NLL", "ece": "ECE"}.get(m, m) for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            cells = [paired_cell(paired(*({k: v[m] for k, v in by_key[x].items()} for x in (b, a)))) for m in metrics]
+            lines.append(f"| {labels.get(b, b)} − {labels.get(a, a)} | " + " | ".join(cells) + " |")
+    return lines

@@ -5,7 +5,7 @@ import math
 from click.testing import CliRunner
 
 from experiments.reproduce import main as reproduce
-from inference.stats import best_on_validation, differences, mean_std, median_mad, paired
+from inference.stats import best_on_validation, differences, mean_std, median_mad, paired, paired_table
 
 
 def test_mean_std_and_differences():
@@ -56,3 +56,12 @@ def test_the_confidence_findings_follow_the_numbers_not_a_script():
     flipped = "\n".join(findings(_confidence_table(0.03, -0.09, (0.08, 0.05, 0.02)), 1000, (1, 3, 10)))
     assert "is *over*confident" in flipped and "The CNN is *under*confident" in flipped
     assert "does not rise steadily with S" in flipped and "the ordering flips" not in flipped
+
+
+def test_paired_table_sets_every_row_against_every_other_by_key():
+    by_key = {"a": {0: {"accuracy": 0.5}, 1: {"accuracy": 0.7}}, "b": {0: {"accuracy": 0.6}, 1: {"accuracy": 0.9}},
+              "c": {0: {"accuracy": 0.6}}}  # one pair only: no standard error
+    lines = paired_table(by_key, {"a": "A"}, metrics=("accuracy",))
+    assert lines[:2] == ["| a − b | accuracy |", "|---|---|"]
+    assert lines[2] == "| b − A | +0.1500 (SE 0.0500, 2) |"  # (0.1 + 0.2) / 2, std 0.0707 / √2
+    assert lines[3:] == ["| c − A | — |", "| c − b | — |"]
