@@ -33,7 +33,7 @@ from .metrics import classification_metrics
 from .predictive import posterior_draws, predict
 from .runs import open_run, run_record
 from .spec import training
-from .stacked import fit_stack
+from .stacked import fit_stack, stack_dir_name
 
 LOCALIZER_MODELS = ("stn", "pstn", "gamma_pstn")
 #: The base data set whose upright images each localization set transforms.
@@ -323,7 +323,7 @@ def run_failure_stack(configs: list[FailureConfig], run_root: Path, progress: bo
     data = _failure_data(first)
     run_root, described = Path(run_root), [asdict(c) for c in configs]
     trainer = fit_stack([_failure_model(c) for c in configs], [c.train for c in configs], described,
-                        [run_root / c.name for c in configs], run_root / f"stack-{first.name}-x{len(configs)}",
+                        [run_root / c.name for c in configs], run_root / stack_dir_name([c.name for c in configs]),
                         [data.train] * len(configs), [data.val] * len(configs), resume=None, progress=progress)
     tests = [_failure_test(config, trainer.model.member(r), data) for r, config in enumerate(configs)]
     wall = (time.perf_counter() - start) / len(configs)

@@ -12,6 +12,7 @@ member is a statistically equivalent run, not a bit-identical replay of a single
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -209,6 +210,13 @@ class StackTrainer(Trainer):
 
 #: A stack directory's description: the members' configs and run directories.
 STACK_FILE = "stack.json"
+
+
+def stack_dir_name(members: Sequence[str]) -> str:
+    """A stack's own directory name, from its members' names (run or result-file names), so a rerun of
+    the same members finds it again: ``stack<R>-<first member>-<digest of them all>``."""
+    digest = hashlib.sha1("\n".join(members).encode()).hexdigest()[:8]
+    return f"stack{len(members)}-{members[0]}-{digest}"
 
 
 def fit_stack(models: list[nn.Module], trains: list[TrainConfig], configs: list[dict], run_dirs: Sequence[str | Path],

@@ -10,7 +10,6 @@ cluster array at a time, resumable and safe to run twice at once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ from .engine import CHECKPOINT, read_checkpoint
 from .fitting import CONFIG_FILE, STACK_FILE, run_fit, run_fit_stack
 from .runs import check_same_config, identity, locked, write_json
 from .spec import FitConfig, config_from_dict
+from .stacked import stack_dir_name
 
 
 class SweepError(RuntimeError):
@@ -200,13 +200,6 @@ def _write_record(result_file: Path, config: FitConfig, metrics: dict, wall_seco
     return record
 
 
-def _stack_dir(run_root: str, result_files: list[Path]) -> Path:
-    """A stack's own directory, named after its members' result files (so a rerun finds it again)."""
-    stems = [Path(f).stem for f in result_files]
-    digest = hashlib.sha1("\n".join(stems).encode()).hexdigest()[:8]
-    return Path(run_root) / f"stack{len(stems)}-{stems[0]}-{digest}"
-
-
 def _run_stack(runs: list[Run], threads: int) -> list[dict]:
     """Fit the runs (one model and size; folds, seeds, w or σ_p may differ) as one stack in a worker
     process; each member leaves the result JSON and run directory of a single run (:func:`_run_one`).
@@ -222,7 +215,7 @@ def _run_stack(runs: list[Run], threads: int) -> list[dict]:
         elif todo:
             torch.set_num_threads(threads)
             configs = [run.at_threads(threads) for run in todo]
-            stack_dir = _stack_dir(todo[0].run_root, [run.result_file for run in todo])
+            stack_dir = Path(todo[0].run_root) / stack_dir_name([Path(run.result_file).stem for run in todo])
             resume = resumable(stack_dir, configs, stacked=True)
             for run in todo:  # a member's leftover from an earlier single run or stack
                 if run.run_dir.exists():

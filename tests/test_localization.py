@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from inference.localization import spread_by_error, transformation_errors, wrap_angle
+from inference.stacked import stack_dir_name
 from pyro_pstn.data.localization import place, rotate
 from pyro_pstn.nets import Frozen, count_parameters, large_localizer, mnist_cnn_classifier
 from pyro_pstn.transforms import warp
@@ -203,7 +204,7 @@ def test_failure_mode_stacks_seeds_and_an_interrupted_stack_resumes(tmp_path, da
     monkeypatch.setenv("PYRO_PSTN_DATA", str(data_root))
     args = ["failure_mode", "--depths", "1", "--models", "stn,gamma_pstn", "--epochs", "1", "--train-size", "128",
             "--test-size", "60", "--stack", "2", "--results-dir", str(tmp_path), "--run-root", str(tmp_path / "runs")]
-    stack_dir = tmp_path / "runs" / "stack-failure-stn-depth1-e1-seed0-smoke128x60-x2"
+    stack_dir = tmp_path / "runs" / stack_dir_name([f"failure-stn-depth1-e1-seed{s}-smoke128x60" for s in (0, 1)])
     stack_dir.mkdir(parents=True)  # as a call killed right after starting this stack leaves it
     (stack_dir / "stack.json").write_text(json.dumps({"configs": [], "run_dirs": []}))
     refused = CliRunner().invoke(main, [*args, "--seeds", "0,1"])
