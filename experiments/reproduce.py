@@ -161,7 +161,10 @@ def aggregate(results: Path, sizes: Iterable[int] = (), models: Iterable[str] = 
         "for comparison only; `—` where a paper has no such row."
         + (" flow_pstn (paper 004, not in papers 000/001): the same classifier and protocol, `lie_similarity` "
            "transformations drawn from a 4-layer conditional flow, entropy weight α = 0.1 fixed (not tuned)."
-           if any(r["model"] == "flow_pstn" for r in records) else ""),
+           if any(r["model"] == "flow_pstn" for r in records) else "")
+        + (" augerino (Benton et al. 2020, paper 004's baseline): the same classifier and protocol, one learned range of "
+           "`lie_affine` transformations for all images (initial ω = 0.69), width regulariser λ = 0.1."
+           if any(r["model"] == "augerino" for r in records) else ""),
         "",
     ]
     for size in sizes:
@@ -193,16 +196,16 @@ def aggregate(results: Path, sizes: Iterable[int] = (), models: Iterable[str] = 
         missing = [(m, f) for m in size_models for f in range(5) if not run_path(results, m, size, f).exists()]
         for selected_rows in (False, True):
             subset = [m for m, _ in missing if m.endswith(SELECTED) == selected_rows]
+            # one command per layout: a --layout applies to every model of its command
+            layouts = dict.fromkeys(m.split("-")[1] if "-" in m else "" for m in subset)
+            commands = [f"`python -m experiments.reproduce mnist_subsets --sizes {size}"
+                        f"{' --selected' if selected_rows else ''} --models "
+                        + ",".join(dict.fromkeys(m.removesuffix(SELECTED).split("-")[0] for m in subset
+                                                 if (m.split("-")[1] if "-" in m else "") == layout))
+                        + (f" --layout {layout}" if layout else "") + "`" for layout in sorted(layouts)]
             if subset:
-                lines += [
-                    "",
-                    f"Not run yet ({len(subset)} of {5 * len(size_models)}): "
-                    f"`python -m experiments.reproduce mnist_subsets --sizes {size}"
-                    f"{' --selected' if selected_rows else ''} "
-                    f"--models {','.join(dict.fromkeys(m.removesuffix(SELECTED).split('-')[0] for m in subset))}"
-                    f"{''.join(sorted({' --layout ' + m.split('-')[1] for m in subset if '-' in m}))}` fills them in "
-                    "(it skips finished runs).",
-                ]
+                lines += ["", f"Not run yet ({len(subset)} of {5 * len(size_models)}): {' and '.join(commands)} "
+                          f"fill{'' if len(commands) > 1 else 's'} them in (it skips finished runs)."]
         lines.append("")
     shortened = sorted(
         f"{r['model']}-mnist{r['size']}-fold{r['fold']}" for r in records

@@ -38,6 +38,10 @@ def test_mnist_subsets_sweep_keeps_per_run_files_resumes_and_aggregates(tmp_path
     table = (tmp_path / "results" / "mnist_subsets.md").read_text()
     assert "| gamma_pstn | 3 |" in table and "0.8100 ± 0.0392" in table  # paper 001 beside ours
     assert "Not the full protocol" in table and "Not run yet (29 of 35)" in table and "## MNIST10000" in table
+    # one command per layout: the paper rows and the diffeomorphic (cpab) rows cannot share a --layout
+    assert ("`python -m experiments.reproduce mnist_subsets --sizes 10000 --models cnn,stn,da,pstn,gamma_pstn` and "
+            "`python -m experiments.reproduce mnist_subsets --sizes 10000 --models stn,pstn --layout cpab` fill them in"
+            in table)
     # the papers' rows (000's diffeo rows too) are there whatever the command asked for, in one order
     mnist30 = table.split("## MNIST30")[1].split("## MNIST100")[0]
     assert [line.split(" | ")[0][2:] for line in mnist30.splitlines() if line.startswith("| ") and "---" not in line
