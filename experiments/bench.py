@@ -14,6 +14,7 @@ from __future__ import annotations
 import click
 
 from inference.benchmarks import measure, measure_stack, measure_threads, measure_ucr_step, measure_warps
+from pyro_pstn.models.stacked import STACKABLE_MODELS
 
 from .cli import CommaList, SafeCommand, device_option
 
@@ -24,7 +25,7 @@ from .cli import CommaList, SafeCommand, device_option
               help="Timed steps per variant (default: 200; 50 with --stack).")
 @click.option("--stack", is_flag=True, help="Per-member step time of stacked runs against one single run.")
 @click.option("--members", type=CommaList(int, min=1), default="1,5,25,40", help="With --stack: the stack sizes R.")
-@click.option("--model", type=click.Choice(("cnn", "stn", "da", "pstn", "gamma_pstn")), default="gamma_pstn",
+@click.option("--model", type=click.Choice(STACKABLE_MODELS), default="gamma_pstn",
               help="With --stack: the model stacked.")
 @click.option("--vmap", is_flag=True, help="With --stack: the networks stacked by torch.func.vmap, not their member layout.")
 @click.option("--warps", is_flag=True, help="CPAB warps against affine_grid + grid_sample (forward + backward).")
