@@ -15,7 +15,7 @@ from pyro_pstn.data import (
     unknown_dataset,
 )
 from pyro_pstn.data.lila import parse_lila
-from pyro_pstn.models import AUGERINO_LAYOUT, MODEL_NAMES
+from pyro_pstn.models import AUGERINO_INIT, AUGERINO_LAYOUT, MODEL_NAMES
 from pyro_pstn.transforms import get_layout
 
 #: Learning rates of the UAI MNIST-subset scripts (anchors.md §1.6); DA uses the P-STN's.
@@ -28,8 +28,6 @@ FLOW_ALPHA = 0.1
 #: experiments/rotmnist/runner.py); its loss function and LILA's Augerino default to 0.01. On 2000 MNIST
 #: digits rotated by U(±180°), 30 epochs, 0.01 shrank the rotation range and 0.1 grew it (tests/test_augerino.py).
 AUGERINO_REG = 0.1
-#: Augerino's initial ρ (its ``UniformAug``: 0, a width ω = softplus(0) = 0.69 for every coefficient).
-AUGERINO_INIT = 0.0
 #: The transformation family per model when none is given: flow_pstn and augerino need a Lie layout.
 DEFAULT_LAYOUT = {"flow_pstn": "lie_similarity", "augerino": AUGERINO_LAYOUT}
 #: Gamma P-STN KL weight w per subset size (UAI script; per-dimension convention).
@@ -120,6 +118,6 @@ def authors_config(model: str = "gamma_pstn", data: str = "mnist30", train: dict
         train.setdefault("kl_weight", default_kl_weight(model, data, layout.dim))
     if kwargs.get("prior_scale") is None:
         kwargs["prior_scale"] = default_prior_scale(model, data)
-    if model == "augerino" and kwargs.get("spread_init") is None:
+    if model == "augerino" and kwargs.get("spread_init") is None:  # FitConfig's default is the σ / β heads' −5
         kwargs["spread_init"] = AUGERINO_INIT
     return FitConfig(model=model, data=data, train=TrainConfig(**train), **kwargs)

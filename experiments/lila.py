@@ -43,9 +43,11 @@ def _cell(key: str):
     return lambda model, runs: mean_std([r["test"][key] for r in runs]) if runs else "not run"
 
 
-def aggregate(results: Path, epochs: int) -> str:
-    """One table per transformed set: mean ± std over seeds of every finished run, per size."""
+def aggregate(results: Path) -> str:
+    """One table per transformed set: mean ± std over seeds of every finished run, per size; the
+    epochs stated are those the runs were fitted for."""
     records = [json.loads(p.read_text()) for p in sorted((results / "lila" / "runs").glob("*.json"))]
+    epochs = ", ".join(map(str, sorted({r["config"]["train"]["epochs"] for r in records})))
     command = f"python -m experiments.lila --epochs {epochs}"
     lines = ["# LILA's subset protocol: test accuracy and NLL (mean ± std over seeds)", "",
              f"Produced by `{command}` (with `--sets` / `--sizes` for the rows run so far) from the per-run files in "
@@ -94,7 +96,7 @@ def main(sets: list[str], sizes: list[int], models: list[str], seeds: list[int],
                       {"device": device, "epochs": epochs, "seed": seed})
             for name in sets for n in sizes for model in models for seed in seeds]
     if sweep(jobs, shard, workers, threads, stack, aggregate_only):
-        click.echo(aggregate(results, epochs))
+        click.echo(aggregate(results))
 
 
 if __name__ == "__main__":

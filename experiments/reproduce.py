@@ -197,12 +197,13 @@ def aggregate(results: Path, sizes: Iterable[int] = (), models: Iterable[str] = 
         for selected_rows in (False, True):
             subset = [m for m, _ in missing if m.endswith(SELECTED) == selected_rows]
             # one command per layout: a --layout applies to every model of its command
-            layouts = dict.fromkeys(m.split("-")[1] if "-" in m else "" for m in subset)
+            by_layout: dict[str, dict[str, None]] = {}  # layout ("": the authors') → its models, in order
+            for row in subset:
+                model, _, layout = row.removesuffix(SELECTED).partition("-")
+                by_layout.setdefault(layout, {})[model] = None
             commands = [f"`python -m experiments.reproduce mnist_subsets --sizes {size}"
-                        f"{' --selected' if selected_rows else ''} --models "
-                        + ",".join(dict.fromkeys(m.removesuffix(SELECTED).split("-")[0] for m in subset
-                                                 if (m.split("-")[1] if "-" in m else "") == layout))
-                        + (f" --layout {layout}" if layout else "") + "`" for layout in sorted(layouts)]
+                        f"{' --selected' if selected_rows else ''} --models {','.join(models)}"
+                        + (f" --layout {layout}" if layout else "") + "`" for layout, models in sorted(by_layout.items())]
             if subset:
                 lines += ["", f"Not run yet ({len(subset)} of {5 * len(size_models)}): {' and '.join(commands)} "
                           f"fill{'' if len(commands) > 1 else 's'} them in (it skips finished runs)."]

@@ -219,8 +219,9 @@ def summary_table(metrics: dict, run_dir: Path) -> str:
         (f"{name} NLL", f"{t['nll']:.4f}"),
         (f"{name} ECE (15 bins)", f"{t['ece']:.4f}"),
         (f"{name} Brier", f"{t['brier']:.4f}"),
-        *((("learned width ω", ", ".join(f"{k} {v:.3g}" for k, v in metrics["learned_width"].items())),) if "learned_width" in metrics else ()),
-        ("run directory", str(run_dir)),
     ]
+    if "learned_width" in metrics:  # what a model with global ranges (Augerino) learned
+        rows.append(("learned width ω", ", ".join(f"{k} {v:.3g}" for k, v in metrics["learned_width"].items())))
+    rows.append(("run directory", str(run_dir)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

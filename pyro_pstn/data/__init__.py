@@ -39,10 +39,12 @@ from .types import (
 )
 
 __all__ = [
-    "LILA_PREFIX", "LILA_SETS", "LILA_SIZES", "MARIO_IGGY_CLASSES", "MARIO_IGGY_SETS", "MNIST_DIGITS", "MNIST_SPEC", "SUBSET_SIZES", "UCR_PREFIX",
+    "LILA_PREFIX", "LILA_SETS", "LILA_SIZES", "MARIO_IGGY_CLASSES", "MARIO_IGGY_SETS", "MNIST_DIGITS", "MNIST_SPEC",
+    "SUBSET_SIZES", "UCR_PREFIX",
     "DataError", "DataSpec", "DataSplits", "DatasetEntry", "ImageSet", "LoadOptions", "RotatedImageSet",
     "augmented_set", "background_value", "balanced_folds", "dataset_names", "dataset_ndim", "digit_subset", "download",
-    "is_dataset_name", "is_lila", "is_path", "is_ucr", "lila_transformed", "load_dataset", "load_lila", "load_image_folder", "load_npz", "load_sprites",
+    "is_dataset_name", "is_lila", "is_path", "is_ucr", "lila_transformed", "load_dataset", "load_lila", "load_image_folder",
+    "load_npz", "load_sprites",
     "mario_iggy", "parse_dataset_name", "subset_size", "parse_idx", "random_affine_copy", "read_idx", "register_dataset",
     "resolve_data_root", "splits_from_arrays", "stratified_split", "unknown_dataset", "write_idx",
 ]

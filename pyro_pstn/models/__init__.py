@@ -29,7 +29,7 @@ from ..nets import (
 )
 from ..priors import GammaPrior, NormalPrior
 from ..transforms import TransformFamily, check_layout_family
-from .augerino import Augerino, LearnedBox
+from .augerino import AUGERINO_INIT, Augerino, LearnedBox
 from .base import BoxClassifier, TransformClassifier, check_images, check_labels, draw, kl_weight_per_dimension
 from .classifiers import CNN, STN
 from .flow_pstn import AugmentationWarmup, FlowPSTN
@@ -106,7 +106,7 @@ def build_model(
         embedder = SimpleConv(spec.channels, FLOW_EMBEDDING_DIM, width=8)
         return FlowPSTN(nets.classifier(), embedder, flow, layout=layout_, **common)
     if name == "augerino":
-        box = LearnedBox(layout_.dim, 0.0 if spread_init is None else spread_init)
+        box = LearnedBox(layout_.dim, AUGERINO_INIT if spread_init is None else spread_init)
         return Augerino(nets.classifier(), box, layout=layout_, **common)
     if name == "cnn":
         return CNN(nets.classifier(baseline=True), **common)
@@ -157,6 +157,7 @@ __all__ = [
     "kl_weight_per_dimension",
     "AugmentationWarmup",
     "Augerino",
+    "AUGERINO_INIT",
     "AUGERINO_LAYOUT",
     "BOX_MODELS",
     "BoxClassifier",

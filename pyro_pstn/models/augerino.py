@@ -50,6 +50,8 @@ from .base import BoxClassifier
 
 #: Augerino's regulariser (the width norm) or 004's (the KL to the box prior: the entropy).
 REGULARISERS = ("width", "entropy")
+#: Augerino's initial ρ (its ``UniformAug``: 0, a width ω = softplus(0) = 0.69 for every coefficient).
+AUGERINO_INIT = 0.0
 
 
 class LearnedBox(nn.Module):
@@ -58,7 +60,7 @@ class LearnedBox(nn.Module):
     ``init`` is ρ's initial value (Augerino's ``UniformAug``: 0, so ω = 0.69; its MNIST scripts set
     −5, ω = 0.0067, for every coefficient but the rotation's)."""
 
-    def __init__(self, dim: int, init: float | torch.Tensor = 0.0):
+    def __init__(self, dim: int, init: float | torch.Tensor = AUGERINO_INIT):
         super().__init__()
         self.raw_width = nn.Parameter(torch.as_tensor(init, dtype=torch.float32).expand(dim).clone())
 
